@@ -1,0 +1,62 @@
+"""User-facing errors: one line naming the field, the bad value and what is allowed.
+
+Every package raises `UserError` for a user's mistake (bad scenario, bad flag, bad file); the CLI
+prints it as a single line and exits with status 2. Pydantic validation errors are turned into the
+same one-line form by `format_validation_error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+
+class UserError(Exception):
+    """A mistake in the user's input: `field` = `value` is not allowed; `allowed` says what is."""
+
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field} = {_show(value)}: {allowed}")
+
+
+class InvalidScenario(UserError):
+    """A scenario that fails validation; the message is already `path = value: reason`."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_validation_error(error: ValidationError, prefix: str = "", allowed_fields: dict[str, list[str]] | None = None) -> str:
+    """The first pydantic error as `path = value: message` (plus a count of further errors)."""
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    path = ".".join(str(part) for part in first["loc"])
+    path = f"{prefix}.{path}" if prefix and path else (prefix or path or "<root>")
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        parent = path.rsplit(".", 1)[0] if "." in path else ""
+        names = (allowed_fields or {}).get(parent)
+        message = "unknown field" + (f"; allowed: {', '.join(names)}" if names else "")
+    elif first["type"] == "missing":
+        return f"{path}: required field is missing"
+    if isinstance(first.get("input"), dict):
+        # A check across fields (model validator): its message names the fields itself.
+        text = _lower_first(message) if path == "<root>" else f"{path}: {_lower_first(message)}"
+    else:
+        text = f"{path} = {_show(first.get('input'))}: {_lower_first(message)}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return text
+
+
+def _lower_first(text: str) -> str:
+    text = text.removeprefix("Value error, ")
+    return text[:1].lower() + text[1:]

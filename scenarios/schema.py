@@ -1,0 +1,234 @@
+"""The scenario schema: one frozen, validated pydantic model shared by sim, realrun and calibration.
+
+Units live in field names (`_s`, `_gbps`, `_gib`, `_bytes`, `_per_day`). The defaults are the Gemini
+paper's main set-up (GPT-2 100B on 16 p4d.24xlarge); presets in `scenarios/presets/` override them.
+Derived quantities (checkpoint bytes per machine, transfer times) are properties, never stored.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+GIB = 1024**3
+POLICIES = ("gemini", "strawman", "highfreq", "young-daly")
+PLACEMENTS = ("group", "ring", "mixed", "random", "domain")
+SCHEMES = ("baseline", "blocking", "naive", "no-pipeline", "gemini")
+
+Policy = Literal["gemini", "strawman", "highfreq", "young-daly"]
+PlacementName = Literal["group", "ring", "mixed", "random", "domain"]
+Scheme = Literal["baseline", "blocking", "naive", "no-pipeline", "gemini"]
+
+
+class Section(BaseModel):
+    """Base of every scenario section: frozen, no unknown fields, validated on assignment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class ClusterConfig(Section):
+    """The training machines and their links."""
+
+    machines: int = Field(16, ge=1, le=1_000_000, description="Number of training machines N.")
+    gpus_per_machine: int = Field(8, ge=1, le=64, description="GPUs per machine.")
+    gpu_memory_gib: float = Field(40.0, gt=0, description="Memory of one GPU.")
+    cpu_memory_gib: float = Field(1152.0, gt=0, description="CPU memory of one machine.")
+    nic_bandwidth_gbps: float = Field(400.0, gt=0, description="Network bandwidth of one machine.")
+    standby_machines: int = Field(0, ge=0, description="Idle machines that replace a failed one at once.")
+    replacement_delay_s: float = Field(
+        330.0, ge=0, description="Time to get a new machine when no standby is left (paper: 4-7 min)."
+    )
+    failure_domain_size: int = Field(
+        4, ge=1, description="Machines per failure domain (rack/switch); correlated failures take a whole domain."
+    )
+    gpu_tflops: float = Field(
+        150.0, gt=0, description="Sustained training throughput of one GPU in TFLOP/s (for the interleaving model)."
+    )
+
+
+class StorageConfig(Section):
+    """Remote persistent storage (e.g. FSx, S3) shared by all machines."""
+
+    bandwidth_gbps: float = Field(20.0, gt=0, description="Aggregate bandwidth of remote storage.")
+    latency_s: float = Field(0.0, ge=0, description="Fixed latency of one checkpoint write or read.")
+
+
+class ModelConfig(Section):
+    """The model being trained and its checkpoint."""
+
+    name: str = Field("gpt2-100b", description="A label for the model.")
+    parameters: float = Field(100e9, gt=0, description="Number of parameters.")
+    ckpt_bytes_per_param: float = Field(
+        12.0, gt=0, description="Checkpoint bytes per parameter (12 = fp32 weights + Adam m and v)."
+    )
+    iteration_time_s: float = Field(62.0, gt=0, description="Time of one training iteration without checkpointing.")
+    layers: int | None = Field(80, ge=1, description="Transformer layers (for the interleaving model).")
+    hidden_size: int | None = Field(10240, ge=1, description="Hidden size (for the interleaving model).")
+    sequence_length: int = Field(1024, ge=1, description="Tokens per sample.")
+    micro_batch_size: int = Field(8, ge=1, description="Samples per GPU per iteration.")
+
+    @property
+    def ckpt_bytes_total(self) -> float:
+        return self.parameters * self.ckpt_bytes_per_param
+
+
+class FailureConfig(Section):
+    """How machines fail."""
+
+    distribution: Literal["exponential", "weibull", "trace"] = Field(
+        "exponential", description="Law of the time between failures of one machine, or a replayed trace."
+    )
+    rate_per_machine_per_day: float = Field(
+        0.015, ge=0, description="Failures per machine per day (OPT-175B: 1.5% of instances per day)."
+    )
+    weibull_shape: float = Field(1.0, gt=0, description="Weibull shape k (k < 1: infant mortality).")
+    trace_file: Path | None = Field(None, description="CSV with columns time_s, machine, type (software|hardware).")
+    hardware_fraction: float = Field(
+        0.5, ge=0, le=1, description="Share of failures that lose the machine (the rest are software failures)."
+    )
+    correlated_fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of failure events that take down a whole failure domain at once."
+    )
+
+    @model_validator(mode="after")
+    def _trace_needs_file(self) -> FailureConfig:
+        if self.distribution == "trace" and self.trace_file is None:
+            raise ValueError("failures.trace_file is required when failures.distribution = 'trace'")
+        return self
+
+
+class RecoveryConfig(Section):
+    """Fixed costs of a recovery (paper §7: ≈7 min for a software failure, ≈12 min for hardware)."""
+
+    detection_s: float = Field(15.0, ge=0, description="Time to detect a failure.")
+    serialization_s: float = Field(
+        162.0, ge=0, description="Time to serialize in-memory checkpoints before a restart from CPU memory."
+    )
+    warmup_s: float = Field(253.0, ge=0, description="Restart warm-up (process start, NCCL set-up, data loader).")
+
+
+class CheckpointConfig(Section):
+    """The checkpoint policy and where in-memory replicas go."""
+
+    policy: Policy = Field("gemini", description=f"One of {', '.join(POLICIES)}.")
+    placement: PlacementName = Field("group", description=f"One of {', '.join(PLACEMENTS)}.")
+    replicas: int = Field(2, ge=1, le=64, description="Copies m of each machine's checkpoint, its own included.")
+    in_memory_every_iterations: int = Field(1, ge=1, description="Iterations between in-memory checkpoints (gemini).")
+    persistent_interval_s: float = Field(
+        10800.0, gt=0, description="Time between persistent checkpoints (gemini and strawman backups)."
+    )
+    iteration_overhead_fraction: float | None = Field(
+        None,
+        ge=0,
+        description="Per-iteration slowdown of in-memory checkpointing; None = derive it from the interleaving model.",
+    )
+    young_daly_formula: Literal["young", "daly"] = Field("daly", description="Which optimal-interval formula.")
+
+
+class InterleaveConfig(Section):
+    """Checkpoint traffic interleaving within one iteration (paper §5, Algorithm 2)."""
+
+    scheme: Scheme = Field("gemini", description=f"One of {', '.join(SCHEMES)}.")
+    alpha_s: float = Field(1e-4, ge=0, description="Fixed cost α of sending one chunk: f(s) = α + s/B.")
+    gpu_buffer_mib: float = Field(128.0, gt=0, description="GPU memory R reserved for checkpoint traffic.")
+    sub_buffers: int = Field(4, ge=1, le=64, description="Sub-buffers p that R is split into (p ≥ 2 pipelines).")
+    mu: float = Field(0.8, gt=0, lt=1, description="Share μ of an idle span that checkpoint traffic may use.")
+    gpu_to_cpu_gbps: float = Field(100.0, gt=0, description="GPU→CPU copy bandwidth on the receiver.")
+    timeline_file: Path | None = Field(None, description="A measured iteration timeline (CSV) instead of the model.")
+
+
+class RunConfig(Section):
+    """How long to simulate and with which seeds."""
+
+    duration_days: float = Field(30.0, gt=0, le=36500, description="Simulated wall-clock duration.")
+    seeds: int = Field(1, ge=1, le=100_000, description="Independent repetitions.")
+    base_seed: int = Field(0, ge=0, description="Seed of the first repetition; repetition i uses base_seed + i.")
+
+
+class Scenario(Section):
+    """A whole scenario. `sweep` maps field paths (e.g. "checkpoint.policy") to lists of values."""
+
+    name: str = Field("custom", description="Scenario name.")
+    description: str = Field("", description="One sentence on what it models.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Machines and links.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Remote persistent storage.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model and checkpoint size.")
+    failures: FailureConfig = Field(default_factory=FailureConfig, description="Failure process.")
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig, description="Recovery costs.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoint policy.")
+    interleave: InterleaveConfig = Field(default_factory=InterleaveConfig, description="Traffic interleaving.")
+    run: RunConfig = Field(default_factory=RunConfig, description="Duration and seeds.")
+    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Field path → values to sweep.")
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_values_non_empty(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in sweep.items():
+            if not values:
+                raise ValueError(f"sweep.{path} needs at least one value")
+        return sweep
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        if self.checkpoint.replicas > self.cluster.machines:
+            raise ValueError(
+                f"checkpoint.replicas = {self.checkpoint.replicas}: must be at most cluster.machines"
+                f" = {self.cluster.machines}"
+            )
+        return self
+
+    # ---- derived quantities -------------------------------------------------------------------
+    @property
+    def ckpt_bytes_total(self) -> float:
+        """Bytes of one full checkpoint of the job."""
+        return self.model.ckpt_bytes_total
+
+    @property
+    def ckpt_bytes_per_machine(self) -> float:
+        return self.ckpt_bytes_total / self.cluster.machines
+
+    @property
+    def ckpt_bytes_per_gpu(self) -> float:
+        return self.ckpt_bytes_per_machine / self.cluster.gpus_per_machine
+
+    @property
+    def persistent_ckpt_time_s(self) -> float:
+        """Writing (or reading) the whole checkpoint to remote storage at its aggregate bandwidth."""
+        return self.storage.latency_s + self.ckpt_bytes_total * 8 / (self.storage.bandwidth_gbps * 1e9)
+
+    @property
+    def in_memory_ckpt_time_s(self) -> float:
+        """Sending m − 1 replicas of one machine's shard over its NIC (machines send in parallel)."""
+        return self.ckpt_bytes_per_machine * (self.checkpoint.replicas - 1) * 8 / (self.cluster.nic_bandwidth_gbps * 1e9)
+
+    @property
+    def peer_retrieval_time_s(self) -> float:
+        """Fetching one machine's shard from a peer over the NIC."""
+        return self.ckpt_bytes_per_machine * 8 / (self.cluster.nic_bandwidth_gbps * 1e9)
+
+    @property
+    def cpu_memory_needed_gib(self) -> float:
+        """CPU memory one machine needs to hold m replicas (m shards of the same size)."""
+        return self.ckpt_bytes_per_machine * self.checkpoint.replicas / GIB
+
+    @property
+    def failure_domains(self) -> int:
+        return math.ceil(self.cluster.machines / self.cluster.failure_domain_size)
+
+
+SECTION_MODELS: dict[str, type[Section]] = {
+    name: info.annotation  # type: ignore[misc]
+    for name, info in Scenario.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, Section)
+}
+
+
+def allowed_fields() -> dict[str, list[str]]:
+    """Known field names per section path ('' is the top level), for 'unknown field' errors."""
+    table = {"": list(Scenario.model_fields)}
+    for name, model in SECTION_MODELS.items():
+        table[name] = list(model.model_fields)
+    return table

@@ -1,0 +1,158 @@
+"""Checkpoint placement: which machines hold each machine's in-memory checkpoint (Gemini §4).
+
+Every machine keeps one replica in its own CPU memory and sends m − 1 to peers. Strategies:
+`group` (N/m disjoint groups; needs m | N), `ring` (the next m − 1 machines), `mixed` (the paper's
+Algorithm 1 for m ∤ N: ⌊N/m⌋ groups, the last one larger and ring-replicated), `random` (m − 1
+distinct peers drawn with a seeded generator) and `domain` (the mixed layout over machines taken rack
+by rack, so a machine's replicas sit in m different failure domains). The real runner replicates
+with exactly these placements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scenarios.errors import UserError
+from scenarios.schema import PLACEMENTS
+
+
+@dataclass(frozen=True, eq=False)
+class Placement:
+    """`holders[i]` = the machines holding machine i's checkpoint, i itself first (shape N × m)."""
+
+    strategy: str
+    machines: int
+    replicas: int
+    holders: np.ndarray
+    domain_size: int | None = None
+    _holder_sets: list[frozenset[int]] | None = field(default=None, repr=False)
+
+    def holders_of(self, machine: int) -> tuple[int, ...]:
+        return tuple(int(h) for h in self.holders[machine])
+
+    def peers_of(self, machine: int) -> tuple[int, ...]:
+        """Where `machine` sends its m − 1 remote replicas."""
+        return self.holders_of(machine)[1:]
+
+    def stored_on(self, machine: int) -> tuple[int, ...]:
+        """The machines whose checkpoints `machine` holds (itself first)."""
+        owners = np.nonzero((self.holders == machine).any(axis=1))[0]
+        return (machine, *sorted(int(o) for o in owners if o != machine))
+
+    def recoverable(self, failed: Iterable[int]) -> bool:
+        """True when every machine still has a surviving holder of its checkpoint."""
+        lost = set(failed)
+        return not any(lost.issuperset(self.holders_of(i)) for i in lost)
+
+    def holder_sets(self) -> list[frozenset[int]]:
+        """Distinct holder sets: the failure sets that lose some checkpoint are supersets of these."""
+        return sorted({frozenset(int(h) for h in row) for row in self.holders}, key=sorted)
+
+    def table(self) -> list[dict[str, object]]:
+        return [{"machine": i, "holders": list(self.holders_of(i))} for i in range(self.machines)]
+
+
+def check_sizes(machines: int, replicas: int) -> None:
+    if machines < 1:
+        raise UserError("machines", machines, "must be an integer ≥ 1")
+    if replicas < 1:
+        raise UserError("replicas", replicas, "must be an integer ≥ 1")
+    if replicas > machines:
+        raise UserError("replicas", replicas, f"must be at most machines = {machines}")
+
+
+def build_placement(
+    strategy: str,
+    machines: int,
+    replicas: int,
+    *,
+    domain_size: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> Placement:
+    """The placement of `replicas` copies of each of `machines` checkpoints by `strategy`."""
+    check_sizes(machines, replicas)
+    if strategy == "group":
+        if machines % replicas:
+            raise UserError(
+                "strategy", "group", f"needs replicas ({replicas}) to divide machines ({machines}); use 'mixed'"
+            )
+        holders = _grouped(np.arange(machines), replicas)
+    elif strategy == "ring":
+        holders = _ring(np.arange(machines), replicas)
+    elif strategy == "mixed":
+        holders = _grouped(np.arange(machines), replicas)
+    elif strategy == "random":
+        if rng is None:
+            raise UserError("strategy", "random", "needs a seeded generator (rng)")
+        holders = _random(machines, replicas, rng)
+    elif strategy == "domain":
+        if domain_size is None or domain_size < 1:
+            raise UserError("domain_size", domain_size, "strategy 'domain' needs a failure-domain size ≥ 1")
+        holders = _grouped(_rack_interleaved_order(machines, domain_size), replicas)
+        _check_distinct_domains(holders, domain_size, machines)
+    else:
+        raise UserError("strategy", strategy, f"unknown; allowed: {', '.join(PLACEMENTS)}")
+    return Placement(strategy, machines, replicas, holders, domain_size)
+
+
+def _grouped(order: np.ndarray, m: int) -> np.ndarray:
+    """Algorithm 1 over machines listed in `order`: groups of m; with m ∤ N the last group is larger
+    (m + N mod m machines) and replicates ring-wise inside itself."""
+    n = len(order)
+    holders = np.empty((n, m), dtype=np.int64)
+    full_groups = n // m
+    plain = (full_groups - 1) * m if n % m else n
+    for start in range(0, plain, m):
+        group = order[start : start + m]
+        for offset in range(m):
+            holders[group[offset]] = np.roll(group, -offset)
+    if plain < n:
+        holders[order[plain:]] = _ring(order[plain:], m)
+    return holders
+
+
+def _ring(order: np.ndarray, m: int) -> np.ndarray:
+    """Row j (for machine order[j]) = order[j], order[j+1], …, order[j+m−1], cyclically."""
+    n = len(order)
+    return order[(np.arange(n)[:, None] + np.arange(m)[None, :]) % n]
+
+
+def _random(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    """Each machine draws m − 1 distinct peers uniformly among the others."""
+    holders = np.empty((n, m), dtype=np.int64)
+    holders[:, 0] = np.arange(n)
+    if m == 1:
+        return holders
+    # Draw from the N − 1 others by shifting past the machine itself, then redraw rows with repeats.
+    peers = np.empty((n, m - 1), dtype=np.int64)
+    bad = np.arange(n)
+    while len(bad):
+        draw = rng.integers(0, n - 1, size=(len(bad), m - 1))
+        draw = draw + (draw >= bad[:, None])
+        peers[bad] = draw
+        sorted_rows = np.sort(peers[bad], axis=1)
+        repeats = (sorted_rows[:, 1:] == sorted_rows[:, :-1]).any(axis=1) if m > 2 else np.zeros(len(bad), bool)
+        bad = bad[repeats]
+    holders[:, 1:] = peers
+    return holders
+
+
+def _rack_interleaved_order(n: int, domain_size: int) -> np.ndarray:
+    """Machines listed position by position across racks: rack 0 slot 0, rack 1 slot 0, …, rack 0 slot 1, …"""
+    machines = np.arange(n)
+    return machines[np.lexsort((machines // domain_size, machines % domain_size))]
+
+
+def _check_distinct_domains(holders: np.ndarray, domain_size: int, n: int) -> None:
+    domains = holders // domain_size
+    sorted_domains = np.sort(domains, axis=1)
+    if (sorted_domains[:, 1:] == sorted_domains[:, :-1]).any():
+        racks = -(-n // domain_size)
+        raise UserError(
+            "domain_size",
+            domain_size,
+            f"too few failure domains ({racks}) to put {holders.shape[1]} replicas in distinct domains",
+        )

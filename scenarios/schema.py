@@ -104,8 +104,11 @@ class RecoveryConfig(Section):
     """Fixed costs of a recovery (paper §7: ≈7 min for a software failure, ≈12 min for hardware)."""
 
     detection_s: float = Field(15.0, ge=0, description="Time to detect a failure.")
-    serialization_s: float = Field(
-        162.0, ge=0, description="Time to serialize in-memory checkpoints before a restart from CPU memory."
+    serialization_s: float | None = Field(
+        None,
+        ge=0,
+        description="Time to serialize the in-memory replicas before a restart from CPU memory; None = m replicas"
+        " of one machine's shard at checkpoint.serialization_gbps (paper: 162 s for 2 x 75 GB).",
     )
     warmup_s: float = Field(253.0, ge=0, description="Restart warm-up (process start, NCCL set-up, data loader).")
 
@@ -126,6 +129,12 @@ class CheckpointConfig(Section):
         description="Per-iteration slowdown of in-memory checkpointing; None = derive it from the interleaving model.",
     )
     young_daly_formula: Literal["young", "daly"] = Field("daly", description="Which optimal-interval formula.")
+    serialization_gbps: float = Field(
+        7.4,
+        gt=0,
+        description="Per-machine speed of serializing checkpoint state to CPU memory (torch.save); a persistent"
+        " checkpoint stalls training this long for one replica (paper: 2 x 75 GB in 162 s ≈ 7.4 Gbps).",
+    )
 
 
 class InterleaveConfig(Section):
@@ -208,6 +217,18 @@ class Scenario(Section):
     def peer_retrieval_time_s(self) -> float:
         """Fetching one machine's shard from a peer over the NIC."""
         return self.ckpt_bytes_per_machine * 8 / (self.cluster.nic_bandwidth_gbps * 1e9)
+
+    @property
+    def serialization_time_s(self) -> float:
+        """Serializing one replica of one machine's shard to CPU memory (the stall of a persistent checkpoint)."""
+        return self.ckpt_bytes_per_machine * 8 / (self.checkpoint.serialization_gbps * 1e9)
+
+    @property
+    def recovery_serialization_s(self) -> float:
+        """Serializing the m in-memory replicas before a restart from CPU memory."""
+        if self.recovery.serialization_s is not None:
+            return self.recovery.serialization_s
+        return self.serialization_time_s * self.checkpoint.replicas
 
     @property
     def cpu_memory_needed_gib(self) -> float:

@@ -69,6 +69,20 @@ class ModelConfig(Section):
     hidden_size: int | None = Field(10240, ge=1, description="Hidden size (for the interleaving model).")
     sequence_length: int = Field(1024, ge=1, description="Tokens per sample.")
     micro_batch_size: int = Field(8, ge=1, description="Samples per GPU per iteration.")
+    attention_heads: int | None = Field(
+        None, ge=1, description="Attention heads (activation-memory estimate); None = hidden_size / 128."
+    )
+    comm_bytes_per_param: float = Field(
+        2.0, gt=0, description="Bytes per parameter in ZeRO-3 all-gathers and reduce-scatters (2 = fp16/bf16)."
+    )
+    state_bytes_per_param: float = Field(
+        16.0,
+        gt=0,
+        description="GPU bytes per parameter of ZeRO-3 sharded model state (16 = fp16 weights, grads; fp32 master, m, v).",
+    )
+    activation_checkpointing: bool = Field(
+        True, description="Only layer inputs are kept for backward (activation-memory estimate of the interleaving model)."
+    )
 
     @property
     def ckpt_bytes_total(self) -> float:
@@ -147,6 +161,12 @@ class InterleaveConfig(Section):
     mu: float = Field(0.8, gt=0, lt=1, description="Share μ of an idle span that checkpoint traffic may use.")
     gpu_to_cpu_gbps: float = Field(100.0, gt=0, description="GPU→CPU copy bandwidth on the receiver.")
     timeline_file: Path | None = Field(None, description="A measured iteration timeline (CSV) instead of the model.")
+    chunk_mib: float | None = Field(
+        None, gt=0, description="Largest checkpoint chunk; None = one sub-buffer R/p (the paper's choice)."
+    )
+    runtime_reserved_gib: float = Field(
+        2.0, ge=0, description="GPU memory held by the CUDA context, NCCL buffers and allocator fragmentation."
+    )
 
 
 class RunConfig(Section):

@@ -1,0 +1,193 @@
+"""Checkpoint traffic interleaving (paper §5): compare schemes on one iteration and feed the simulator.
+
+`evaluate_schemes(scenario)` builds the iteration timeline, plans each scheme's checkpoint traffic
+(Algorithm 2 for `no-pipeline` and `gemini`) and executes it in SimPy, returning iteration time,
+overhead, checkpoint completion, GPU buffer needed and whether it fits. `iteration_cost(scenario)` is
+the simulator's entry point for the `gemini` policy: the relative overhead and checkpoint time of
+`scenario.interleave.scheme`, cached per scenario.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from scenarios.errors import UserError
+from scenarios.schema import SCHEMES, Scenario
+from sim.interleave_exec import Execution, execute
+from sim.interleave_plan import Plan, naive_plan, partition_checkpoint
+from sim.interleave_timeline import Timeline, build_timeline, gpu_memory_left_bytes, nic_share_bytes_per_s
+
+MIB = 1024**2
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """What one in-memory checkpoint per iteration costs (for the simulator's `gemini` policy)."""
+
+    overhead_fraction: float  # extra iteration time / baseline iteration time
+    checkpoint_time_s: float  # iteration start → checkpoint of that iteration complete on the peers
+
+
+@dataclass(frozen=True)
+class SchemeResult:
+    scheme: str
+    iteration_time_s: float
+    overhead_fraction: float
+    checkpoint_time_s: float | None  # None for the baseline (no checkpoint)
+    planned_iteration_time_s: float  # what Algorithm 2's plan predicts, before contention
+    chunks: int
+    buffer_bytes: float
+    gpu_memory_left_bytes: float | None  # None when the architecture is unknown (CSV timeline)
+    execution: Execution
+
+    @property
+    def fits(self) -> bool | None:
+        if self.gpu_memory_left_bytes is None:
+            return None
+        return self.buffer_bytes <= self.gpu_memory_left_bytes
+
+    def summary(self) -> dict[str, object]:
+        """A flat, JSON-friendly record (without the execution trace)."""
+        return {
+            "scheme": self.scheme,
+            "iteration_time_s": self.iteration_time_s,
+            "overhead_fraction": self.overhead_fraction,
+            "checkpoint_time_s": self.checkpoint_time_s,
+            "planned_iteration_time_s": self.planned_iteration_time_s,
+            "chunks": self.chunks,
+            "buffer_mib": self.buffer_bytes / MIB,
+            "gpu_memory_left_mib": None
+            if self.gpu_memory_left_bytes is None
+            else self.gpu_memory_left_bytes / MIB,
+            "fits": self.fits,
+        }
+
+
+def evaluate_schemes(scenario: Scenario, schemes: list[str] | None = None) -> list[SchemeResult]:
+    """Each requested scheme (default: all) on the scenario's iteration; the baseline is always measured."""
+    schemes = list(SCHEMES) if schemes is None else schemes
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise UserError("scheme", scheme, f"one of {', '.join(SCHEMES)}")
+    timeline = build_timeline(scenario)
+    if timeline.iteration_time_s <= 0:
+        raise UserError(
+            "interleave.timeline_file", str(timeline.source), "empty timeline: the iteration takes no time"
+        )
+    _check_chunk_size(scenario)
+    baseline = execute(timeline, None, gpu_to_cpu_bytes_per_s=_copy_bandwidth(scenario))
+    memory_left = gpu_memory_left_bytes(scenario)
+    return [_evaluate(scenario, timeline, baseline, scheme, memory_left) for scheme in schemes]
+
+
+def iteration_cost(scenario: Scenario) -> IterationCost | None:
+    """Overhead and checkpoint time of `scenario.interleave.scheme`; None without the architecture fields."""
+    model = scenario.model
+    if scenario.interleave.timeline_file is None and (model.layers is None or model.hidden_size is None):
+        return None
+    key = scenario.model_dump_json(include={"cluster", "model", "checkpoint", "interleave"})
+    return _cached_cost(key, scenario.interleave.scheme, _FrozenScenario(scenario))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_cost(key: str, scheme: str, holder: _FrozenScenario) -> IterationCost:
+    result = evaluate_schemes(holder.scenario, [scheme])[0]
+    checkpoint_time = result.checkpoint_time_s if result.checkpoint_time_s is not None else 0.0
+    return IterationCost(overhead_fraction=result.overhead_fraction, checkpoint_time_s=checkpoint_time)
+
+
+class _FrozenScenario:
+    """Carries the scenario through the cache; only the JSON key decides equality."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _FrozenScenario)
+
+
+def plan_for(scenario: Scenario, timeline: Timeline, scheme: str) -> Plan | None:
+    """The chunk plan of one scheme (None for the baseline)."""
+    config = scenario.interleave
+    spans = timeline.idle_spans()
+    common = {
+        "alpha_s": config.alpha_s,
+        "bandwidth_bytes_per_s": nic_share_bytes_per_s(scenario),
+    }
+    ckpt, replicas = scenario.ckpt_bytes_per_gpu, scenario.checkpoint.replicas
+    buffer = config.gpu_buffer_mib * MIB
+    chunk_cap = None if config.chunk_mib is None else config.chunk_mib * MIB
+    if scheme == "baseline":
+        return None
+    if scheme == "naive":
+        return naive_plan(spans, ckpt, replicas, mu=config.mu, **common)
+    if scheme == "blocking":
+        # After the iteration the NIC is free: all chunks back to back, the same buffers as gemini.
+        return partition_checkpoint(
+            spans[-1:],
+            ckpt,
+            replicas,
+            mu=config.mu,
+            buffer_bytes=buffer,
+            sub_buffers=config.sub_buffers,
+            max_chunk_bytes=chunk_cap,
+            **common,
+        )
+    sub_buffers = 1 if scheme == "no-pipeline" else config.sub_buffers
+    return partition_checkpoint(
+        spans,
+        ckpt,
+        replicas,
+        mu=config.mu,
+        buffer_bytes=buffer,
+        sub_buffers=sub_buffers,
+        max_chunk_bytes=chunk_cap,
+        **common,
+    )
+
+
+def _evaluate(
+    scenario: Scenario, timeline: Timeline, baseline: Execution, scheme: str, memory_left: float | None
+) -> SchemeResult:
+    plan = plan_for(scenario, timeline, scheme)
+    if plan is None:
+        run, planned, buffer, chunks = baseline, timeline.iteration_time_s, 0.0, 0
+    else:
+        blocking = scheme == "blocking"
+        run = execute(
+            timeline, plan, gpu_to_cpu_bytes_per_s=_copy_bandwidth(scenario), after_training=blocking
+        )
+        sends = sum(c.duration_s for c in plan.chunks)
+        planned = timeline.iteration_time_s + (sends if blocking else plan.extra_time_s)
+        buffer, chunks = plan.buffer_bytes, len(plan.chunks)
+    base = baseline.iteration_time_s
+    return SchemeResult(
+        scheme=scheme,
+        iteration_time_s=run.iteration_time_s,
+        overhead_fraction=(run.iteration_time_s - base) / base,
+        checkpoint_time_s=run.checkpoint_done_s if plan is not None else None,
+        planned_iteration_time_s=planned,
+        chunks=chunks,
+        buffer_bytes=buffer,
+        gpu_memory_left_bytes=memory_left,
+        execution=run,
+    )
+
+
+def _copy_bandwidth(scenario: Scenario) -> float:
+    return scenario.interleave.gpu_to_cpu_gbps * 1e9 / 8
+
+
+def _check_chunk_size(scenario: Scenario) -> None:
+    config = scenario.interleave
+    sub_buffer = config.gpu_buffer_mib / config.sub_buffers
+    if config.chunk_mib is not None and config.chunk_mib > sub_buffer:
+        raise UserError(
+            "interleave.chunk_mib",
+            config.chunk_mib,
+            f"a chunk must fit one sub-buffer: at most gpu_buffer_mib / sub_buffers = {sub_buffer:g} MiB",
+        )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import pandas as pd
+
 from scenarios.errors import UserError
 from scenarios.schema import SCHEMES, Scenario
 from sim.interleave_exec import Execution, execute
@@ -46,6 +48,13 @@ class SchemeResult:
         if self.gpu_memory_left_bytes is None:
             return None
         return self.buffer_bytes <= self.gpu_memory_left_bytes
+
+    def intervals_frame(self) -> pd.DataFrame:
+        """The execution trace: one row per interval (start_s, end_s, kind, label)."""
+        return pd.DataFrame(
+            [vars(interval) for interval in self.execution.intervals],
+            columns=["start_s", "end_s", "kind", "label"],
+        )
 
     def summary(self) -> dict[str, object]:
         """A flat, JSON-friendly record (without the execution trace)."""

@@ -1,0 +1,134 @@
+"""Which figures a result holds: each figure with its file stem, caption and the table behind it.
+
+`figures_for(result)` picks the figures a result file supports (`gemini-ft plot`); the report builds
+its own list from the same constructors. A spec draws lazily, so a caller can save one figure at a
+time and free it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.realrun_figures import plot_measurements
+from analysis.results_io import ResultFile
+from analysis.sim_figures import (
+    plot_ckpt_time_reduction,
+    plot_effective_ratio,
+    plot_recovery_probability,
+    plot_wasted_time,
+)
+from analysis.style import save_figure
+from analysis.tables import (
+    WASTED_COMPONENTS,
+    effective_ratio_table,
+    measurement_table,
+    wasted_per_failure,
+)
+
+FACET_COLUMNS = ("machines", "failure_rate_per_machine_per_day")
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure: `table` holds the numbers it shows; `draw()` builds it."""
+
+    stem: str
+    title: str
+    caption: str
+    table: pd.DataFrame
+    draw: Callable[[], Figure]
+
+    def write(self, out_dir: Path) -> list[Path]:
+        """Save PNG, PDF and the CSV of the numbers; returns the three paths."""
+        fig = self.draw()
+        paths = save_figure(fig, out_dir, self.stem)
+        csv = out_dir / f"{self.stem}.csv"
+        self.table.to_csv(csv, index=False, float_format="%.6g")
+        return [*paths, csv]
+
+
+def recovery_probability_figure(table: pd.DataFrame) -> FigureSpec:
+    return FigureSpec(
+        "fig09_recovery_probability",
+        "Recovery probability from CPU memory (paper Fig. 9)",
+        "Probability that every machine's checkpoint survives k simultaneous machine failures, per placement "
+        "strategy and number of replicas m, against the number of machines N.",
+        table,
+        lambda: plot_recovery_probability(table),
+    )
+
+
+def wasted_time_figure(summary: pd.DataFrame) -> FigureSpec:
+    by = [c for c in FACET_COLUMNS if c in summary.columns] + ["policy"]
+    table = wasted_per_failure(summary, by=by)
+    return FigureSpec(
+        "fig10_wasted_time",
+        "Average wasted time per failure (paper Fig. 10)",
+        "Wasted time per failure per checkpoint policy, split into its components ("
+        + ", ".join(c.replace("_", " ") for c in WASTED_COMPONENTS)
+        + "); error bars: 95% confidence interval of the total over seeds. eq1_* is the paper's Eq. 1 part "
+        "(checkpoint + lost progress + retrieval).",
+        table,
+        lambda: plot_wasted_time(summary),
+    )
+
+
+def effective_ratio_figure(summary: pd.DataFrame, x: str) -> FigureSpec:
+    by = [c for c in FACET_COLUMNS if c != x] + ["policy"]
+    what = "failure rate" if x == "failure_rate_per_machine_per_day" else "number of machines"
+    stem = (
+        "fig15a_effective_ratio_vs_failure_rate"
+        if x == "failure_rate_per_machine_per_day"
+        else ("fig15b_effective_ratio_vs_machines")
+    )
+    return FigureSpec(
+        stem,
+        f"Effective training time ratio vs {what} (paper Fig. 15)",
+        f"Useful training time ÷ wall-clock time per policy against the {what}; shaded: 95% confidence "
+        "interval over seeds.",
+        effective_ratio_table(summary, x, by=by),
+        lambda: plot_effective_ratio(summary, x=x),
+    )
+
+
+def ckpt_time_figure(table: pd.DataFrame) -> FigureSpec:
+    return FigureSpec(
+        "fig11_ckpt_time_reduction",
+        "Checkpoint time: CPU memory vs persistent storage (paper Fig. 11)",
+        "Left: persistent-storage checkpoint time ÷ in-memory checkpoint time (m − 1 replicas over each "
+        "machine's NIC) against NIC bandwidth. Right: both times against the number of machines.",
+        table,
+        lambda: plot_ckpt_time_reduction(table),
+    )
+
+
+def measurements_figure(measurements: pd.DataFrame) -> FigureSpec:
+    return FigureSpec(
+        "realrun_measurements",
+        "Real runner: checkpoint and recovery times vs checkpoint size",
+        "Measured in-memory snapshot and replication times, and retrieval times by recovery source, against "
+        "the disk baseline (torch.distributed.checkpoint, fsynced); shaded: 95% interval over ranks and repeats.",
+        measurement_table(measurements),
+        lambda: plot_measurements(measurements),
+    )
+
+
+def figures_for(result: ResultFile) -> list[FigureSpec]:
+    """The figures `result` supports (a sim result gets Fig. 15 along each axis that varies)."""
+    if result.kind == "probability":
+        return [recovery_probability_figure(result.data)]
+    if result.kind == "measurements":
+        return [measurements_figure(result.data)]
+    summary = result.data
+    specs = []
+    if "failures" in summary.columns and (summary["failures"] > 0).any():
+        specs.append(wasted_time_figure(summary))
+    varying = [x for x in FACET_COLUMNS if x in summary.columns and summary[x].nunique() > 1]
+    for x in varying or ["failure_rate_per_machine_per_day"]:
+        specs.append(effective_ratio_figure(summary, x))
+    return specs

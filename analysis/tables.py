@@ -1,0 +1,170 @@
+"""The numbers behind each figure: aggregations of result DataFrames, with seed confidence intervals.
+
+Each figure has a table function here and a plot function in `sim_figures`/`realrun_figures`; the plot
+draws exactly the table, and the report writes the table as CSV next to the figure. Confidence
+intervals are Student-t 95% intervals over independent runs (seeds, or repeated measurements).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from scenarios.errors import UserError
+from scenarios.loader import apply_overrides, validate
+from scenarios.schema import Scenario
+
+WASTED_COMPONENTS = (
+    "checkpoint",
+    "lost_progress",
+    "retrieval",
+    "detection",
+    "replacement",
+    "serialization",
+    "warmup",
+)
+# Paper Eq. 1: the part of a failure's cost that the checkpoint policy controls.
+EQ1_COMPONENTS = ("checkpoint", "lost_progress", "retrieval")
+PROBABILITY_COLUMNS = ("strategy", "machines", "replicas", "failures", "probability")
+MEASUREMENT_COLUMNS = ("event", "bytes", "duration_s", "source")
+SAVE_SERIES = {
+    "snapshot": "in-memory snapshot",
+    "replicate": "replication to peers",
+    "disk_save": "disk baseline (save)",
+}
+RECOVERY_SERIES = {
+    "local": "from local CPU memory",
+    "peer": "from a peer's CPU memory",
+    "persistent": "from persistent storage",
+    "disk": "disk baseline (load)",
+}
+
+
+def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Raise a one-line UserError naming the columns `what` needs and does not find."""
+    needed = list(columns)
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise UserError(f"{what} columns", ", ".join(missing), f"missing; needed: {', '.join(needed)}")
+    if df.empty:
+        raise UserError(what, "0 rows", "needs at least one row")
+
+
+def mean_ci(values: pd.Series | np.ndarray) -> tuple[float, float, float, int]:
+    """Mean and Student-t 95% interval of independent samples (NaN interval for one sample)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return (np.nan, np.nan, np.nan, 0)
+    mean = float(x.mean())
+    if n == 1:
+        return (mean, np.nan, np.nan, 1)
+    half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
+    return (mean, mean - half, mean + half, n)
+
+
+def _aggregate(df: pd.DataFrame, by: Sequence[str], value: str, prefix: str = "") -> pd.DataFrame:
+    rows = []
+    for key, group in df.groupby(list(by), sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mean, low, high, n = mean_ci(group[value])
+        rows.append(
+            {
+                **dict(zip(by, key, strict=True)),
+                f"{prefix}mean": mean,
+                f"{prefix}ci_low": low,
+                f"{prefix}ci_high": high,
+                "runs": n,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ---- simulator summaries ------------------------------------------------------------------------
+def wasted_per_failure(summary: pd.DataFrame, by: Sequence[str] = ("policy",)) -> pd.DataFrame:
+    """Average wasted time per failure in minutes, per component, by `by` (runs without failures skipped).
+
+    Each run's component total is divided by its failures, then averaged over seeds; `total_*` is the
+    whole wasted time per failure with its 95% interval and `eq1_*` the paper's Eq. 1 part.
+    """
+    columns = [f"wasted_{c}_s" for c in WASTED_COMPONENTS]
+    require_columns(summary, [*by, "seed", "failures", "wasted_s", *columns], "summary")
+    runs = summary[summary["failures"] > 0].copy()
+    if runs.empty:
+        raise UserError(
+            "summary", "0 failures in every run", "wasted time per failure needs runs with failures"
+        )
+    per_failure = runs[[*columns, "wasted_s"]].div(runs["failures"], axis=0) / 60.0
+    per_failure["eq1"] = per_failure[[f"wasted_{c}_s" for c in EQ1_COMPONENTS]].sum(axis=1)
+    per_failure[list(by)] = runs[list(by)]
+    means = per_failure.groupby(list(by), sort=True)[columns].mean()
+    means.columns = [f"{c}_min" for c in WASTED_COMPONENTS]
+    total = _aggregate(per_failure, by, "wasted_s", prefix="total_min_").set_index(list(by))
+    eq1 = _aggregate(per_failure, by, "eq1", prefix="eq1_min_").drop(columns="runs").set_index(list(by))
+    table = means.join(total).join(eq1).reset_index()
+    failures = runs.groupby(list(by), sort=True)["failures"].mean().rename("failures_per_run").reset_index()
+    return table.merge(failures, on=list(by))
+
+
+def effective_ratio_table(summary: pd.DataFrame, x: str, by: Sequence[str] = ("policy",)) -> pd.DataFrame:
+    """Mean effective training time ratio with its 95% interval over seeds, for each `by` × `x`."""
+    require_columns(summary, [*by, x, "seed", "effective_ratio"], "summary")
+    return _aggregate(summary, [*by, x], "effective_ratio", prefix="ratio_")
+
+
+# ---- checkpoint time from the scenario's derived properties -------------------------------------
+def ckpt_time_table(
+    scenario: Scenario, machines: Sequence[int], bandwidths_gbps: Sequence[float]
+) -> pd.DataFrame:
+    """In-memory vs persistent-storage checkpoint time for each N × NIC bandwidth (paper Fig. 11)."""
+    base = scenario.model_dump(mode="json", exclude_none=True, exclude={"sweep"})
+    rows = []
+    for n in machines:
+        for bandwidth in bandwidths_gbps:
+            point = validate(
+                apply_overrides(base, {"cluster.machines": n, "cluster.nic_bandwidth_gbps": bandwidth})
+            )
+            rows.append(
+                {
+                    "machines": n,
+                    "nic_bandwidth_gbps": float(bandwidth),
+                    "storage_bandwidth_gbps": point.storage.bandwidth_gbps,
+                    "replicas": point.checkpoint.replicas,
+                    "ckpt_gb_per_machine": point.ckpt_bytes_per_machine / 1e9,
+                    "persistent_ckpt_time_s": point.persistent_ckpt_time_s,
+                    "in_memory_ckpt_time_s": point.in_memory_ckpt_time_s,
+                    "reduction": point.persistent_ckpt_time_s / point.in_memory_ckpt_time_s,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# ---- real-runner measurements ---------------------------------------------------------------------
+def measurement_table(measurements: pd.DataFrame) -> pd.DataFrame:
+    """Mean duration (95% interval over ranks and repeats) per series and checkpoint size.
+
+    `phase` is `save` (snapshot, replication, disk save) or `recovery` (retrieval by source, disk load).
+    """
+    require_columns(measurements, MEASUREMENT_COLUMNS, "measurements")
+    df = measurements[measurements["duration_s"].notna() & measurements["bytes"].notna()]
+    save = df[df["event"].isin(list(SAVE_SERIES))].assign(
+        phase="save", series=lambda d: d["event"].map(SAVE_SERIES)
+    )
+    retrieve = df[(df["event"] == "retrieve") & df["source"].isin(["local", "peer", "persistent"])]
+    disk_load = df[df["event"] == "disk_load"].assign(source="disk")
+    recovery = pd.concat([retrieve, disk_load]).assign(phase="recovery")
+    recovery["series"] = recovery["source"].map(RECOVERY_SERIES)
+    both = pd.concat([save, recovery], ignore_index=True)
+    if both.empty:
+        raise UserError(
+            "measurements",
+            "no timed snapshot/replicate/retrieve/disk events",
+            "needs events with bytes and duration_s",
+        )
+    both["ckpt_mb"] = both["bytes"].astype(float) / 1e6
+    table = _aggregate(both, ["phase", "series", "ckpt_mb"], "duration_s", prefix="duration_s_")
+    return table.rename(columns={"runs": "samples"})

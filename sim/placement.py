@@ -105,10 +105,10 @@ def _grouped(order: np.ndarray, m: int) -> np.ndarray:
     holders = np.empty((n, m), dtype=np.int64)
     full_groups = n // m
     plain = (full_groups - 1) * m if n % m else n
-    for start in range(0, plain, m):
-        group = order[start : start + m]
-        for offset in range(m):
-            holders[group[offset]] = np.roll(group, -offset)
+    if plain:
+        groups = order[:plain].reshape(-1, m)
+        for offset in range(m):  # member `offset` of each group lists the group starting from itself
+            holders[groups[:, offset]] = groups[:, (offset + np.arange(m)) % m]
     if plain < n:
         holders[order[plain:]] = _ring(order[plain:], m)
     return holders

@@ -1,0 +1,327 @@
+"""The SimPy model of a synchronous training job on N machines: failures, checkpoints, recovery.
+
+Synchronous data-parallel training has one clock, so the job is a single SimPy process whose
+progress between events is arithmetic: events happen only at failures (SimPy interrupts from one
+failure process), recovery steps and persistent checkpoints. In-memory snapshots sit on a grid of
+training progress and are resolved arithmetically when a failure asks which one was complete.
+
+Accounting is exact: every wall-clock second is useful progress, checkpoint overhead (stalls and
+in-memory slowdown), progress later lost to a rollback, or one recovery step, so
+useful + wasted = wall-clock by construction.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from scenarios.errors import UserError
+from scenarios.schema import Scenario
+from sim.failures import DAY_S, FailureEvent, generate_failures
+from sim.placement import Placement, build_placement
+from sim.policies import CheckpointPlan, plan_for
+
+RECOVERY_STEPS = ("detection", "replacement", "serialization", "retrieval", "warmup")
+STREAMS = ("failures", "placement")
+_EPS = 1e-9
+
+
+def random_streams(seed: int) -> dict[str, np.random.Generator]:
+    """One SeedSequence per run, spawned into named, independent streams."""
+    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    return {name: np.random.default_rng(child) for name, child in zip(STREAMS, children, strict=True)}
+
+
+@dataclass
+class RunResult:
+    """One simulated run: a summary row and one record per failure event."""
+
+    summary: dict[str, object]
+    failures: list[dict[str, object]]
+    events: int
+
+
+@dataclass
+class _MemCheckpoint:
+    """The newest complete in-memory checkpoint and which machines lost their CPU memory since."""
+
+    progress: float
+    lost: set[int] = field(default_factory=set)
+    replicated: bool = True  # False after a restore from storage: each machine holds only its own shard
+
+
+class _CountingEnvironment(simpy.Environment):
+    """Counts processed events, to show that their number does not grow with iterations."""
+
+    processed = 0
+
+    def step(self) -> None:
+        self.processed += 1
+        super().step()
+
+
+class ClusterSimulation:
+    """One run of one scenario. Build it, call `run()`, read the `RunResult`."""
+
+    def __init__(self, scenario: Scenario, seed: int) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.plan: CheckpointPlan = plan_for(scenario)
+        self.duration_s = scenario.run.duration_days * DAY_S
+        streams = random_streams(seed)
+        self.failure_events = generate_failures(scenario, streams["failures"], self.duration_s)
+        self.placement = _placement_for(scenario, streams["placement"]) if self.plan.mem_interval_s else None
+        self.env = _CountingEnvironment()
+        # Job state.
+        self.progress = 0.0
+        self.mem: _MemCheckpoint | None = None
+        self.mem_taken: list[tuple[float, float]] = []  # last two in-memory snapshots: (progress, wall time)
+        self.persistent_progress = 0.0  # the initial model counts as persisted
+        self.pending_persistent: list[tuple[float, float]] = []  # (progress, usable at)
+        self.spare_ready = [0.0] * scenario.cluster.standby_machines  # heap of spare-machine ready times
+        self.awaiting: set[int] = set()  # failed machines whose replacement has been ordered
+        self.replaced_by = 0.0  # when the last ordered replacement of this recovery is ready
+        self.recovery: dict[str, object] | None = None  # the record of the failure being recovered from
+        self.records: list[dict[str, object]] = []
+        self.totals = dict.fromkeys(("checkpoint", "lost_progress", *RECOVERY_STEPS), 0.0)
+        self._phase: tuple[str, float, dict[str, object] | None] = ("train", 0.0, None)
+        self._segment_start_progress = 0.0
+        self._job = self.env.process(self._run_job())
+        self.env.process(self._inject_failures())
+
+    # ---- public -------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        self.env.run(until=self.duration_s)
+        self._close_phase(self.duration_s)
+        return RunResult(self._summary(), self.records, self.env.processed)
+
+    # ---- processes ----------------------------------------------------------------------------
+    def _inject_failures(self):
+        for event in self.failure_events:
+            yield self.env.timeout(event.time_s - self.env.now)
+            self._job.interrupt(event)
+
+    def _run_job(self):
+        while True:
+            try:
+                if self.recovery is None:
+                    yield from self._train()
+                else:
+                    yield from self._recover()
+            except simpy.Interrupt as interrupt:
+                self._on_failure(interrupt.cause)
+
+    def _train(self):
+        plan = self.plan
+        while True:
+            interval = plan.persistent_interval_s
+            target = (math.floor(self.progress / interval + _EPS) + 1) * interval
+            self._open_phase("train")
+            yield self.env.timeout((target - self.progress) / plan.progress_rate)
+            self._close_phase(self.env.now, progress_reached=target)
+            if plan.persistent_stall_s > 0:
+                self._open_phase("stall")
+                yield self.env.timeout(plan.persistent_stall_s)
+                self._close_phase(self.env.now)
+            self.pending_persistent.append((target, self.env.now + plan.persistent_upload_s))
+
+    def _recover(self):
+        record = self.recovery
+        assert record is not None
+        for step in RECOVERY_STEPS:
+            duration = self._step_duration(step, record)
+            if duration > 0:
+                self._open_phase(step, record)
+                yield self.env.timeout(duration)
+                self._close_phase(self.env.now)
+        self._finish_recovery(record)
+
+    # ---- failures and recovery ----------------------------------------------------------------
+    def _on_failure(self, event: FailureEvent) -> None:
+        now = self.env.now
+        in_recovery = self.recovery is not None
+        self._close_phase(now)
+        self._promote_persistent(now)
+        if not in_recovery:
+            self._advance_in_memory(now)
+        hardware = set(event.machines) if event.hardware else set()
+        for _ in sorted(hardware - self.awaiting):
+            self.replaced_by = max(self.replaced_by, self._order_replacement(now))
+        self.awaiting |= hardware
+        if self.mem is not None:
+            self.mem.lost |= hardware
+        if in_recovery and self.recovery["recovered_from"] == "persistent":
+            source, target = (
+                "persistent",
+                self.persistent_progress,
+            )  # CPU memory cannot come back mid-recovery
+        else:
+            source, target = self._restore_point()
+        lost = max(0.0, self.progress - target)
+        self.progress = target
+        self.totals["lost_progress"] += lost
+        record: dict[str, object] = {
+            "time_s": now,
+            "machines": len(event.machines),
+            "machine_ids": ",".join(map(str, event.machines)),
+            "type": event.kind,
+            "simultaneous": in_recovery,
+            "recovered_from": source,
+            "lost_progress_s": lost,
+            **{f"{step}_s": 0.0 for step in RECOVERY_STEPS},
+        }
+        self.records.append(record)
+        self.recovery = record
+
+    def _restore_point(self) -> tuple[str, float]:
+        """Where the job restarts from: CPU memory when every machine's checkpoint survives somewhere."""
+        mem = self.mem
+        if mem is not None:
+            survives = (
+                not mem.lost
+                if not mem.replicated
+                else (self.placement is not None and self.placement.recoverable(mem.lost))
+            )
+            if survives:
+                return ("peer" if mem.lost else "local"), mem.progress
+        return "persistent", self.persistent_progress
+
+    def _step_duration(self, step: str, record: dict[str, object]) -> float:
+        plan, source = self.plan, record["recovered_from"]
+        if step == "detection":
+            return self.scenario.recovery.detection_s
+        if step == "replacement":
+            return max(0.0, self.replaced_by - self.env.now)
+        if step == "serialization":
+            return plan.recovery_serialization_s if source != "persistent" else 0.0
+        if step == "retrieval":
+            return {"local": plan.retrieval_local_s, "peer": plan.retrieval_peer_s}.get(
+                str(source), plan.retrieval_persistent_s
+            )
+        return self.scenario.recovery.warmup_s
+
+    def _finish_recovery(self, record: dict[str, object]) -> None:
+        self.awaiting.clear()
+        self.replaced_by = 0.0
+        self.recovery = None
+        self.mem_taken.clear()
+        if record["recovered_from"] == "persistent":
+            self.mem = _MemCheckpoint(self.progress, replicated=False) if self.placement else None
+
+    def _order_replacement(self, now: float) -> float:
+        """A failed machine is swapped for the earliest-ready spare; a new machine is ordered at once."""
+        heapq.heappush(self.spare_ready, now + self.scenario.cluster.replacement_delay_s)
+        return max(now, heapq.heappop(self.spare_ready))
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _promote_persistent(self, now: float) -> None:
+        """Uploads finished by `now` become the persistent checkpoint; unfinished ones die with the job."""
+        for progress, usable_at in self.pending_persistent:
+            if usable_at <= now:
+                self.persistent_progress = max(self.persistent_progress, progress)
+        self.pending_persistent.clear()
+
+    def _note_snapshots(self, start_wall: float, start_progress: float, end_progress: float) -> None:
+        """Record the in-memory snapshots taken while progress went from start to end (grid points)."""
+        grid = self.plan.mem_interval_s
+        if grid is None:
+            return
+        last = math.floor(end_progress / grid + _EPS) * grid
+        wall_per_progress = 1.0 / self.plan.progress_rate
+        for point in (last - grid, last):
+            if point > start_progress + _EPS:
+                self.mem_taken.append((point, start_wall + (point - start_progress) * wall_per_progress))
+        del self.mem_taken[:-2]
+
+    def _advance_in_memory(self, now: float) -> None:
+        """The newest snapshot whose replicas were complete by `now` replaces the in-memory checkpoint."""
+        for progress, taken_at in reversed(self.mem_taken):
+            if taken_at + self.plan.mem_ckpt_time_s <= now + _EPS:
+                if self.mem is None or progress > self.mem.progress:
+                    self.mem = _MemCheckpoint(progress)
+                return
+
+    # ---- time accounting ----------------------------------------------------------------------
+    def _open_phase(self, kind: str, record: dict[str, object] | None = None) -> None:
+        self._phase = (kind, self.env.now, record)
+        self._segment_start_progress = self.progress
+
+    def _close_phase(self, now: float, progress_reached: float | None = None) -> None:
+        kind, start, record = self._phase
+        elapsed = now - start
+        if kind == "train":
+            made = elapsed * self.plan.progress_rate
+            end = progress_reached if progress_reached is not None else self.progress + made
+            self.totals["checkpoint"] += elapsed - made
+            self._note_snapshots(start, self._segment_start_progress, end)
+            self.progress = end
+        elif kind == "stall":
+            self.totals["checkpoint"] += elapsed
+        elif kind != "idle":
+            self.totals[kind] += elapsed
+            assert record is not None
+            record[f"{kind}_s"] = float(record[f"{kind}_s"]) + elapsed
+        self._phase = ("idle", now, None)
+
+    # ---- results ------------------------------------------------------------------------------
+    def _summary(self) -> dict[str, object]:
+        sc, plan, totals = self.scenario, self.plan, self.totals
+        for record in self.records:
+            record["wasted_s"] = float(record["lost_progress_s"]) + sum(
+                float(record[f"{step}_s"]) for step in RECOVERY_STEPS
+            )
+        sources = [r["recovered_from"] for r in self.records]
+        wasted = self.duration_s - self.progress
+        ckpt_interval = plan.mem_interval_s if plan.mem_interval_s else plan.persistent_interval_s
+        return {
+            "scenario": sc.name,
+            "seed": self.seed,
+            "policy": sc.checkpoint.policy,
+            "placement": sc.checkpoint.placement,
+            "replicas": sc.checkpoint.replicas,
+            "machines": sc.cluster.machines,
+            "failure_rate_per_machine_per_day": sc.failures.rate_per_machine_per_day,
+            "nic_bandwidth_gbps": sc.cluster.nic_bandwidth_gbps,
+            "storage_bandwidth_gbps": sc.storage.bandwidth_gbps,
+            "duration_s": self.duration_s,
+            "useful_s": self.progress,
+            "wasted_s": wasted,
+            "effective_ratio": self.progress / self.duration_s,
+            **{f"wasted_{name}_s": value for name, value in totals.items()},
+            "failures": len(self.records),
+            "software_failures": sum(r["type"] == "software" for r in self.records),
+            "hardware_failures": sum(r["type"] == "hardware" for r in self.records),
+            "simultaneous_failures": sum(bool(r["simultaneous"]) for r in self.records),
+            "recoveries_local": sources.count("local"),
+            "recoveries_peer": sources.count("peer"),
+            "recoveries_persistent": sources.count("persistent"),
+            "fraction_from_cpu_memory": (
+                (sources.count("local") + sources.count("peer")) / len(sources) if sources else float("nan")
+            ),
+            "ckpt_interval_s": ckpt_interval,
+            "persistent_interval_s": plan.persistent_interval_s,
+            "ckpt_time_s": plan.mem_ckpt_time_s
+            if plan.mem_interval_s
+            else plan.persistent_stall_s + plan.persistent_upload_s,
+            "iteration_overhead_fraction": plan.overhead_fraction,
+            "events": self.env.processed,
+        }
+
+
+def _placement_for(scenario: Scenario, rng: np.random.Generator) -> Placement:
+    ckpt, cluster = scenario.checkpoint, scenario.cluster
+    try:
+        return build_placement(
+            ckpt.placement, cluster.machines, ckpt.replicas, domain_size=cluster.failure_domain_size, rng=rng
+        )
+    except UserError as exc:
+        raise UserError(f"checkpoint.placement ({exc.field})", exc.value, exc.allowed) from None
+
+
+def simulate(scenario: Scenario, seed: int) -> RunResult:
+    """Simulate one run of `scenario` with `seed`."""
+    return ClusterSimulation(scenario, seed).run()

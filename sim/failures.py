@@ -1,0 +1,156 @@
+"""Failure arrivals for the whole cluster, generated once per run before the simulation starts.
+
+`exponential`: one superposed Poisson process for all N machines, built so that runs with the
+same seed and a higher rate see a superset of the failures of a lower rate (points of a unit
+Poisson process in the (time, rate) plane, taken in order of their rate coordinate).
+`weibull`: a renewal process per machine kept in a heap of next-failure times.
+`trace`: a CSV (time_s, machine, type) replayed as is; rows with the same time are one event.
+Each event is software or hardware; a share of events takes down a machine's whole failure domain.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scenarios.errors import UserError
+from scenarios.schema import Scenario
+
+DAY_S = 86400.0
+FAILURE_TYPES = ("software", "hardware")
+
+
+@dataclass(frozen=True)
+class FailureEvent:
+    """Machines that fail together at `time_s`; `hardware` failures lose the machine and its memory."""
+
+    time_s: float
+    machines: tuple[int, ...]
+    hardware: bool
+
+    @property
+    def kind(self) -> str:
+        return "hardware" if self.hardware else "software"
+
+
+def generate_failures(scenario: Scenario, rng: np.random.Generator, duration_s: float) -> list[FailureEvent]:
+    """All failure events in [0, duration_s), sorted by time."""
+    law = scenario.failures.distribution
+    if law == "trace":
+        return read_trace(scenario.failures.trace_file, scenario.cluster.machines, duration_s)
+    if law == "exponential":
+        times, machines, u_type, u_domain = _superposed_poisson(scenario, rng, duration_s)
+    else:
+        times, machines, u_type, u_domain = _weibull_renewals(scenario, rng, duration_s)
+    return _to_events(scenario, times, machines, u_type, u_domain)
+
+
+def _superposed_poisson(
+    scenario: Scenario, rng: np.random.Generator, duration_s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # Points of a unit-intensity Poisson process on [0, duration) × [0, ∞), drawn in increasing order of
+    # the second coordinate y; a job failure rate Λ keeps the points with y < Λ. The draws for a point
+    # do not depend on Λ, so a higher rate keeps a superset of the points (coupled streams).
+    rate_per_s = scenario.failures.rate_per_machine_per_day * scenario.cluster.machines / DAY_S
+    n_machines = scenario.cluster.machines
+    chunks: list[np.ndarray] = []
+    y_end, block = 0.0, 256
+    while True:
+        draws = rng.random((block, 5))
+        y = y_end + np.cumsum(-np.log1p(-draws[:, 0])) / duration_s
+        chunks.append(np.column_stack([y, draws[:, 1:]]))
+        y_end = float(y[-1])
+        if y_end >= rate_per_s:
+            break
+        block = min(block * 2, 1 << 20)
+    points = np.concatenate(chunks)
+    points = points[points[:, 0] < rate_per_s]
+    order = np.argsort(points[:, 1], kind="stable")
+    points = points[order]
+    times = points[:, 1] * duration_s
+    machines = np.minimum((points[:, 2] * n_machines).astype(np.int64), n_machines - 1)
+    return times, machines, points[:, 3], points[:, 4]
+
+
+def _weibull_renewals(
+    scenario: Scenario, rng: np.random.Generator, duration_s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    shape = scenario.failures.weibull_shape
+    rate = scenario.failures.rate_per_machine_per_day / DAY_S
+    n = scenario.cluster.machines
+    if rate == 0:
+        empty = np.empty(0)
+        return empty, empty.astype(np.int64), empty, empty
+    scale = (1.0 / rate) / math.gamma(1.0 + 1.0 / shape)  # mean time between failures = 1 / rate
+    first = scale * rng.weibull(shape, size=n)
+    heap = [(float(t), i) for i, t in enumerate(first) if t < duration_s]
+    heapq.heapify(heap)
+    times, machines = [], []
+    while heap:
+        t, machine = heapq.heappop(heap)
+        times.append(t)
+        machines.append(machine)
+        following = t + scale * rng.weibull(shape)  # the replaced or restarted machine starts afresh
+        if following < duration_s:
+            heapq.heappush(heap, (following, machine))
+    uniforms = rng.random((len(times), 2))
+    return np.asarray(times), np.asarray(machines, dtype=np.int64), uniforms[:, 0], uniforms[:, 1]
+
+
+def _to_events(
+    scenario: Scenario, times: np.ndarray, machines: np.ndarray, u_type: np.ndarray, u_domain: np.ndarray
+) -> list[FailureEvent]:
+    fails = scenario.failures
+    domain = scenario.cluster.failure_domain_size
+    n = scenario.cluster.machines
+    events = []
+    for t, machine, ut, ud in zip(
+        times.tolist(), machines.tolist(), u_type.tolist(), u_domain.tolist(), strict=True
+    ):
+        if ud < fails.correlated_fraction:
+            start = machine // domain * domain
+            group = tuple(range(start, min(start + domain, n)))
+        else:
+            group = (machine,)
+        events.append(FailureEvent(t, group, ut < fails.hardware_fraction))
+    return events
+
+
+def read_trace(path: Path | None, machines: int, duration_s: float) -> list[FailureEvent]:
+    """A failure trace CSV with columns time_s, machine, type; rows at the same time form one event
+    (hardware if any of its rows is)."""
+    if path is None:
+        raise UserError("failures.trace_file", None, "required when failures.distribution = 'trace'")
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError("failures.trace_file", str(path), f"cannot be read as CSV: {exc}") from None
+    missing = {"time_s", "machine", "type"} - set(table.columns)
+    if missing:
+        raise UserError("failures.trace_file", str(path), f"missing column(s) {', '.join(sorted(missing))}")
+    times = pd.to_numeric(table["time_s"], errors="coerce")
+    ids = pd.to_numeric(table["machine"], errors="coerce")
+    kinds = table["type"].astype(str).str.strip().str.lower()
+    _check_trace_column("time_s", times, times.isna() | (times < 0), "a number ≥ 0")
+    bad_ids = ids.isna() | (ids < 0) | (ids >= machines) | (ids != ids.round())
+    _check_trace_column("machine", table["machine"], bad_ids, f"an integer in [0, {machines - 1}]")
+    _check_trace_column("type", kinds, ~kinds.isin(FAILURE_TYPES), "software or hardware")
+    frame = pd.DataFrame({"t": times, "m": ids.astype(np.int64), "hw": kinds == "hardware"})
+    frame = frame[frame["t"] < duration_s].sort_values(["t", "m"], kind="stable")
+    events = []
+    for t, rows in frame.groupby("t", sort=True):
+        events.append(FailureEvent(float(t), tuple(sorted(set(rows["m"].tolist()))), bool(rows["hw"].any())))
+    return events
+
+
+def _check_trace_column(name: str, values: pd.Series, bad: pd.Series, allowed: str) -> None:
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise UserError(
+            f"failures.trace_file row {row + 2} column {name}", values.iloc[row], f"must be {allowed}"
+        )

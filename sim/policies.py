@@ -1,0 +1,165 @@
+"""Checkpoint policies (Gemini §7.1) turned into the timings the simulator needs.
+
+A `CheckpointPlan` says, for one scenario, when checkpoints are taken (on a grid of training
+progress), what each costs (a training stall, a completion latency after which it is usable) and
+what a recovery from each source costs. Policies: `gemini` (in-memory every k iterations, m
+replicas, persistent backup every few hours), `strawman` (persistent every few hours), `highfreq`
+(persistent every ⌈t_ckpt / T_iter⌉ iterations) and `young-daly` (persistent at the optimal interval).
+Also the closed forms the tests and figures compare against: Young/Daly intervals and Eq. 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scenarios.schema import Scenario
+
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """Timings of one scenario's checkpoint policy. Progress is measured in seconds of training."""
+
+    policy: str
+    iteration_time_s: float
+    overhead_fraction: float
+    """Extra wall time per unit of training progress spent on in-memory checkpointing (gemini only)."""
+    mem_interval_s: float | None
+    """Training progress between in-memory snapshots (None: no in-memory checkpoints)."""
+    mem_ckpt_time_s: float
+    """Wall time from an in-memory snapshot until every replica is complete on its peers."""
+    persistent_interval_s: float
+    """Training progress between persistent snapshots."""
+    persistent_stall_s: float
+    """Training stall per persistent checkpoint (serializing state before the upload proceeds)."""
+    persistent_upload_s: float
+    """Wall time from the end of the stall until the persistent checkpoint is usable."""
+    recovery_serialization_s: float
+    retrieval_local_s: float
+    retrieval_peer_s: float
+    retrieval_persistent_s: float
+
+    @property
+    def progress_rate(self) -> float:
+        """Training progress per wall-clock second while training."""
+        return 1.0 / (1.0 + self.overhead_fraction)
+
+
+def job_mtbf_s(scenario: Scenario) -> float:
+    """Mean time between failures of the whole job (any machine), in seconds."""
+    rate = scenario.failures.rate_per_machine_per_day * scenario.cluster.machines / DAY_S
+    return math.inf if rate == 0 else 1.0 / rate
+
+
+def young_interval(delta_s: float, mtbf_s: float) -> float:
+    """Young (1974): τ = √(2δM)."""
+    return math.sqrt(2.0 * delta_s * mtbf_s)
+
+
+def daly_interval(delta_s: float, mtbf_s: float) -> float:
+    """Daly (2006), higher order: τ = √(2δM)·[1 + ⅓√(δ/2M) + (1/9)(δ/2M)] − δ for δ < 2M, else M."""
+    if delta_s >= 2.0 * mtbf_s:
+        return mtbf_s
+    x = delta_s / (2.0 * mtbf_s)
+    return math.sqrt(2.0 * delta_s * mtbf_s) * (1.0 + math.sqrt(x) / 3.0 + x / 9.0) - delta_s
+
+
+def in_memory_costs(scenario: Scenario) -> tuple[float, float]:
+    """(per-iteration overhead fraction, checkpoint completion time) of in-memory checkpointing.
+
+    Priority: an explicit `checkpoint.iteration_overhead_fraction`; else the interleaving model when
+    the scenario has the architecture it needs; else the transfer time of m − 1 replicas over the
+    NIC, free while it fits in one iteration (the paper's interleaving result) and charged beyond.
+    """
+    transfer_s = scenario.in_memory_ckpt_time_s
+    iteration_s = scenario.model.iteration_time_s
+    explicit = scenario.checkpoint.iteration_overhead_fraction
+    if explicit is not None:
+        return explicit, transfer_s
+    cost = _interleave_cost(scenario)
+    if cost is not None:
+        return cost
+    return max(0.0, transfer_s - iteration_s) / iteration_s, transfer_s
+
+
+def _interleave_cost(scenario: Scenario) -> tuple[float, float] | None:
+    try:
+        from sim.interleave import iteration_cost
+    except ImportError:  # the interleaving model is optional for the policy model
+        return None
+    cost = iteration_cost(scenario)
+    return None if cost is None else (cost.overhead_fraction, cost.checkpoint_time_s)
+
+
+def plan_for(scenario: Scenario) -> CheckpointPlan:
+    """The checkpoint plan of `scenario.checkpoint.policy`."""
+    ckpt = scenario.checkpoint
+    iteration_s = scenario.model.iteration_time_s
+    persistent_s = scenario.persistent_ckpt_time_s
+    stall_s = scenario.serialization_time_s
+    overhead, mem_ckpt_s = 0.0, 0.0
+    mem_interval: float | None = None
+    if ckpt.policy == "gemini":
+        overhead, mem_ckpt_s = in_memory_costs(scenario)
+        # A snapshot cannot start before the previous one is complete: widen the interval if needed.
+        wall_per_iteration = iteration_s * (1.0 + overhead)
+        iterations = ckpt.in_memory_every_iterations
+        iterations *= max(1, math.ceil(mem_ckpt_s / (wall_per_iteration * iterations) - 1e-12))
+        mem_interval = iterations * iteration_s
+        persistent_interval = ckpt.persistent_interval_s
+        stall_s = 0.0  # the backup is written from the in-memory copy, in the background
+    elif ckpt.policy == "strawman":
+        persistent_interval = ckpt.persistent_interval_s
+    elif ckpt.policy == "highfreq":
+        persistent_interval = math.ceil(persistent_s / iteration_s) * iteration_s
+    elif ckpt.policy == "young-daly":
+        formula = young_interval if ckpt.young_daly_formula == "young" else daly_interval
+        mtbf = job_mtbf_s(scenario)
+        persistent_interval = (
+            ckpt.persistent_interval_s if math.isinf(mtbf) else max(formula(stall_s, mtbf), iteration_s)
+        )
+    else:  # the schema admits only the four policies above
+        raise AssertionError(ckpt.policy)
+    return CheckpointPlan(
+        policy=ckpt.policy,
+        iteration_time_s=iteration_s,
+        overhead_fraction=overhead,
+        mem_interval_s=mem_interval,
+        mem_ckpt_time_s=mem_ckpt_s,
+        persistent_interval_s=persistent_interval,
+        persistent_stall_s=stall_s,
+        persistent_upload_s=persistent_s,
+        recovery_serialization_s=scenario.recovery_serialization_s,
+        retrieval_local_s=scenario.ckpt_bytes_per_gpu * 8 / (scenario.interleave.gpu_to_cpu_gbps * 1e9),
+        retrieval_peer_s=scenario.peer_retrieval_time_s,
+        retrieval_persistent_s=persistent_s,
+    )
+
+
+def expected_lost_progress_s(interval_s: float, stall_s: float, latency_s: float, overhead: float) -> float:
+    """Mean training progress lost by a failure at a uniformly random moment of the checkpoint cycle.
+
+    A cycle is `interval_s` of progress (taking interval·(1 + overhead) wall seconds) plus a stall; a
+    snapshot becomes usable `stall_s + latency_s` after it is taken (at most one in flight). With no
+    stall and no overhead this is the paper's Eq. 1 without retrieval: t_ckpt + 1/(2f).
+    """
+    cycle_s = interval_s * (1.0 + overhead) + stall_s
+    return (interval_s * (stall_s + latency_s) + interval_s**2 * (1.0 + overhead) / 2.0) / cycle_s
+
+
+def eq1_wasted_per_failure_s(plan: CheckpointPlan, source: str) -> float:
+    """Paper Eq. 1 for an isolated failure: lost progress (checkpoint time + half an interval) plus
+    retrieval time, for recovery from `source` (local, peer or persistent)."""
+    if source in ("local", "peer"):
+        if plan.mem_interval_s is None:
+            raise ValueError(f"policy {plan.policy} has no in-memory checkpoints")
+        lost = expected_lost_progress_s(
+            plan.mem_interval_s, 0.0, plan.mem_ckpt_time_s, plan.overhead_fraction
+        )
+        return lost + (plan.retrieval_local_s if source == "local" else plan.retrieval_peer_s)
+    lost = expected_lost_progress_s(
+        plan.persistent_interval_s, plan.persistent_stall_s, plan.persistent_upload_s, plan.overhead_fraction
+    )
+    return lost + plan.retrieval_persistent_s

@@ -1,0 +1,203 @@
+"""Sweeps: the `[sweep]` grid × seeds, in worker processes or on a Dask cluster, resumable.
+
+Each run is one task (grid point, seed). Workers only compute; the calling process writes each
+finished run at once as its own pair of Parquet part files (atomically), so an interrupted sweep
+keeps every finished run and a re-run skips them. At the end the parts are gathered into
+`summary.parquet` and `failures.parquet` beside them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from scenarios.errors import UserError
+from scenarios.loader import expand_sweep, to_toml
+from scenarios.schema import Scenario
+from sim.engine import simulate
+from sim.results import (
+    FAILURES_FILE,
+    SUMMARY_FILE,
+    Results,
+    failures_frame,
+    read_table,
+    run_result_frames,
+    write_table,
+)
+
+PARTS_DIR = "parts"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run of a sweep: grid point `point` (its swept values) with `seed`."""
+
+    point: int
+    values: dict[str, Any]
+    scenario: Scenario
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"point-{self.point:05d}-seed-{self.seed}"
+
+
+def sweep_tasks(scenario: Scenario) -> list[Task]:
+    seeds = range(scenario.run.base_seed, scenario.run.base_seed + scenario.run.seeds)
+    return [
+        Task(index, values, concrete, seed)
+        for index, (values, concrete) in enumerate(expand_sweep(scenario))
+        for seed in seeds
+    ]
+
+
+def run_task(task: Task) -> tuple[dict, list[dict]]:
+    """Simulate one task; returns its summary row and failure rows (runs inside a worker)."""
+    extra = {"point": task.point, **task.values}
+    return run_result_frames(simulate(task.scenario, task.seed), extra)
+
+
+def run_sweep(
+    scenario: Scenario,
+    out_dir: Path | None = None,
+    workers: int = 1,
+    dask: str | None = None,
+    progress: bool = True,
+) -> Results:
+    """Run every (point, seed) of the sweep; with `out_dir`, write as they finish and resume."""
+    if workers < 1:
+        raise UserError("--workers", workers, "must be an integer ≥ 1")
+    tasks = sweep_tasks(scenario)
+    scenario_toml = to_toml(scenario)
+    parts = out_dir / PARTS_DIR if out_dir is not None else None
+    if parts is not None:
+        _check_same_sweep(out_dir, scenario_toml)
+    rows: list[dict] = []
+    failures: list[dict] = []
+    todo = []
+    for task in tasks:
+        done = _read_part(parts, task) if parts is not None else None
+        if done is None:
+            todo.append(task)
+        else:
+            rows.extend(done[0])
+            failures.extend(done[1])
+    bar = tqdm(
+        total=len(tasks), initial=len(tasks) - len(todo), desc="sweep", unit="run", disable=not progress
+    )
+    try:
+        for task, (row, records) in _execute(todo, workers, dask):
+            if parts is not None:
+                _write_part(parts, task, row, records, scenario_toml)
+            rows.append(row)
+            failures.extend(records)
+            bar.update()
+    finally:
+        bar.close()
+    order = {task.name: i for i, task in enumerate(tasks)}
+    rows.sort(key=lambda r: order[f"point-{int(r['point']):05d}-seed-{int(r['seed'])}"])
+    results = Results(pd.DataFrame(rows), failures_frame(failures), scenario_toml)
+    if not results.failures.empty:
+        results.failures = results.failures.sort_values(
+            ["point", "seed", "time_s"], kind="stable", ignore_index=True
+        )
+    if out_dir is not None:
+        write_table(results.failures, out_dir / FAILURES_FILE, scenario_toml)
+        write_table(results.summary, out_dir / SUMMARY_FILE, scenario_toml)
+    return results
+
+
+def _execute(
+    tasks: list[Task], workers: int, dask: str | None
+) -> Iterator[tuple[Task, tuple[dict, list[dict]]]]:
+    """Yield (task, result) as runs finish: in-process, in a process pool, or on Dask."""
+    if not tasks:
+        return
+    if dask is not None:
+        yield from _execute_dask(tasks, workers, dask)
+    elif workers == 1:
+        for task in tasks:
+            yield task, run_task(task)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(run_task, task): task for task in tasks}
+            try:
+                for future in as_completed(futures):
+                    yield futures[future], future.result()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+
+def _execute_dask(
+    tasks: list[Task], workers: int, address: str
+) -> Iterator[tuple[Task, tuple[dict, list[dict]]]]:
+    try:
+        from dask.distributed import Client, LocalCluster
+        from dask.distributed import as_completed as dask_completed
+    except ImportError:
+        raise UserError("--dask", address, "needs the dask extra: pip install 'gemini-ft[dask]'") from None
+    cluster = (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+        if address == "local"
+        else None
+    )
+    try:
+        client = Client(cluster if cluster is not None else address, timeout="10s")
+    except OSError as exc:
+        if cluster is not None:
+            cluster.close()
+        raise UserError("--dask", address, f"cannot reach a Dask scheduler there ({exc})") from None
+    try:
+        futures = client.map(run_task, tasks, pure=False)
+        by_key = {future.key: task for future, task in zip(futures, tasks, strict=True)}
+        for future in dask_completed(futures):
+            yield by_key[future.key], future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _part_paths(parts: Path, task: Task) -> tuple[Path, Path]:
+    return parts / f"{task.name}.summary.parquet", parts / f"{task.name}.failures.parquet"
+
+
+def _write_part(parts: Path, task: Task, row: dict, records: list[dict], scenario_toml: str) -> None:
+    # The summary part is written last: its presence marks the run as finished.
+    summary_path, failures_path = _part_paths(parts, task)
+    write_table(failures_frame(records), failures_path, None)
+    write_table(pd.DataFrame([row]), summary_path, scenario_toml)
+
+
+def _read_part(parts: Path, task: Task) -> tuple[list[dict], list[dict]] | None:
+    summary_path, failures_path = _part_paths(parts, task)
+    if not summary_path.is_file():
+        return None
+    summary = read_table(summary_path)[0]
+    failures = read_table(failures_path)[0]
+    return summary.to_dict("records"), failures.to_dict("records")
+
+
+def _check_same_sweep(out_dir: Path, scenario_toml: str) -> None:
+    """Resuming into a directory made by a different scenario would mix results: refuse."""
+    marker = out_dir / "scenario.toml"
+    if marker.is_file():
+        if marker.read_text() != scenario_toml:
+            raise UserError(
+                "--out",
+                str(out_dir),
+                "holds a sweep of a different scenario; choose another directory or delete it",
+            )
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temporary = marker.with_name(f".scenario.toml.{os.getpid()}.tmp")
+    temporary.write_text(scenario_toml)
+    os.replace(temporary, marker)

@@ -128,7 +128,8 @@ def figures_for(result: ResultFile) -> list[FigureSpec]:
     specs = []
     if "failures" in summary.columns and (summary["failures"] > 0).any():
         specs.append(wasted_time_figure(summary))
-    varying = [x for x in FACET_COLUMNS if x in summary.columns and summary[x].nunique() > 1]
+    axes = ("failure_rate_per_machine_per_day", "machines")
+    varying = [x for x in axes if x in summary.columns and summary[x].nunique() > 1]
     for x in varying or ["failure_rate_per_machine_per_day"]:
         specs.append(effective_ratio_figure(summary, x))
     return specs

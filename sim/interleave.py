@@ -29,6 +29,7 @@ class IterationCost:
 
     overhead_fraction: float  # extra iteration time / baseline iteration time
     checkpoint_time_s: float  # iteration start → checkpoint of that iteration complete on the peers
+    baseline_iteration_s: float  # the modelled iteration without checkpoint traffic
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,11 @@ def iteration_cost(scenario: Scenario) -> IterationCost | None:
 def _cached_cost(key: str, scheme: str, holder: _FrozenScenario) -> IterationCost:
     result = evaluate_schemes(holder.scenario, [scheme])[0]
     checkpoint_time = result.checkpoint_time_s if result.checkpoint_time_s is not None else 0.0
-    return IterationCost(overhead_fraction=result.overhead_fraction, checkpoint_time_s=checkpoint_time)
+    return IterationCost(
+        overhead_fraction=result.overhead_fraction,
+        checkpoint_time_s=checkpoint_time,
+        baseline_iteration_s=result.iteration_time_s / (1.0 + result.overhead_fraction),
+    )
 
 
 class _FrozenScenario:

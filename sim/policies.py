@@ -80,7 +80,8 @@ def in_memory_costs(scenario: Scenario) -> tuple[float, float]:
         return explicit, transfer_s
     cost = _interleave_cost(scenario)
     if cost is not None:
-        return cost
+        overhead, checkpoint_s = cost
+        return overhead, max(checkpoint_s, transfer_s)  # no schedule beats the NIC's raw transfer time
     return max(0.0, transfer_s - iteration_s) / iteration_s, transfer_s
 
 
@@ -90,7 +91,12 @@ def _interleave_cost(scenario: Scenario) -> tuple[float, float] | None:
     except ImportError:  # the interleaving model is optional for the policy model
         return None
     cost = iteration_cost(scenario)
-    return None if cost is None else (cost.overhead_fraction, cost.checkpoint_time_s)
+    if cost is None:
+        return None
+    # The model's absolute times follow its own compute estimate; keep its proportions and scale them
+    # to the scenario's measured iteration time, which is what the simulator's clock runs on.
+    scale = scenario.model.iteration_time_s / cost.baseline_iteration_s
+    return cost.overhead_fraction, cost.checkpoint_time_s * scale
 
 
 def plan_for(scenario: Scenario) -> CheckpointPlan:

@@ -71,8 +71,10 @@ def wasted_time_figure(summary: pd.DataFrame) -> FigureSpec:
         "Average wasted time per failure (paper Fig. 10)",
         "Wasted time per failure per checkpoint policy, split into its components ("
         + ", ".join(c.replace("_", " ") for c in WASTED_COMPONENTS)
-        + "); error bars: 95% confidence interval of the total over seeds. eq1_* is the paper's Eq. 1 part "
-        "(checkpoint + lost progress + retrieval).",
+        + "); as in the paper's Eq. 1 the checkpoint component is the time of one checkpoint, the others "
+        "are per-run totals divided by the run's failures. Error bars: 95% confidence interval of the total "
+        "over seeds. eq1_* is the Eq. 1 part (checkpoint + lost progress + retrieval); checkpoint_overhead_min "
+        "is the run-long checkpoint stall per failure, which Fig. 15 accounts for.",
         table,
         lambda: plot_wasted_time(summary),
     )

@@ -47,6 +47,7 @@ def make_summary(
                             "useful_s": duration - wasted,
                             "wasted_s": wasted,
                             "effective_ratio": (duration - wasted) / duration,
+                            "ckpt_time_s": 3.0 if policy == "gemini" else 561.0,
                             "failures": failures,
                             **components,
                         }

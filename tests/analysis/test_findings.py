@@ -48,6 +48,7 @@ def _policy_runs(
                     "machines": machines,
                     "failure_rate_per_machine_per_day": 0.015,
                     "failures": 1,
+                    "ckpt_time_s": seconds,
                     "wasted_s": seconds + 60.0,
                     "effective_ratio": (ratio or {}).get(policy, 0.5),
                     **components,

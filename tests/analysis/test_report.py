@@ -1,0 +1,78 @@
+"""`gemini-ft report --quick` end to end in-process: every promised file, findings, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.report import QUICK, build_report, render_index
+from gemini_ft.cli import main
+
+STEMS = (
+    "fig09_recovery_probability",
+    "fig10_wasted_time",
+    "fig11_ckpt_time_reduction",
+    "fig15a_effective_ratio_vs_failure_rate",
+    "fig15b_effective_ratio_vs_machines",
+)
+
+
+def test_report_quick_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    assert main(["report", "--out", str(out), "--quick", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 4 and f"report: {out / 'index.html'}" in printed
+    for stem in STEMS:
+        assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+        assert len(pd.read_csv(out / f"{stem}.csv")) > 0
+    index = (out / "index.html").read_text()
+    for stem in STEMS:
+        assert (
+            f"src='{stem}.png'" in index and f"href='{stem}.pdf'" in index and f"href='{stem}.csv'" in index
+        )
+    findings = pd.read_csv(out / "findings.csv")
+    assert len(findings) == 3
+    # Exact closed form: 93.3% for group at N = 16, m = 2, k = 2 (ring: 13/15).
+    assert "group = 93.3%, ring = 86.7%" in findings.loc[0, "obtained"] and findings.loc[0, "holds"]
+    assert index.count("<td class='yes'>") + index.count("<td class='no'>") == 3
+    machines = pd.read_csv(out / "fig15b_effective_ratio_vs_machines.csv")
+    assert set(machines["machines"]) == set(QUICK.machines)
+    assert set(machines["policy"]) == {"gemini", "highfreq", "strawman", "young-daly"}
+    # The sweeps are kept and resumable: a second report into the same directory reuses them.
+    assert (out / "sweeps" / "policy-rate" / "summary.parquet").is_file()
+
+
+def test_report_rejects_a_measurements_file_that_is_not_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bogus = tmp_path / "m.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(bogus)
+    assert main(["report", "--out", str(tmp_path / "r"), "--quick", "--measurements", str(bogus)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"gemini-ft: error: RESULTS = '{bogus}': columns (a) are not") and err.count("\n") == 1
+    )
+
+
+def test_report_rejects_bad_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--out", str(tmp_path), "--workers", "0"]) == 2
+    assert capsys.readouterr().err == "gemini-ft: error: --workers = 0: must be an integer ≥ 1\n"
+
+
+def test_render_index_escapes_text() -> None:
+    from analysis.findings import Finding
+
+    page = render_index([], [Finding("a < b", "p & q", "x", True, "t")], QUICK)
+    assert "a &lt; b" in page and "p &amp; q" in page and "<td class='yes'>yes</td>" in page
+
+
+def test_build_report_needs_the_paper_rate(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from scenarios.errors import UserError
+
+    with pytest.raises(UserError, match=r"plan\.rates"):
+        build_report(tmp_path, replace(QUICK, rates=(0.01,)))

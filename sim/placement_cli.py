@@ -1,0 +1,146 @@
+"""`gemini-ft placement`: odds of recovering from CPU memory per placement strategy and failure count.
+
+Prints a table (rows: strategies, plus the paper's Corollary 1 bound when group applies; columns: k
+simultaneous failures), or JSON rows with `--json`, or who holds whose checkpoint with `--show`.
+The numbers come from `sim.recovery_probability.probability_table`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from scenarios.errors import UserError
+from scenarios.schema import PLACEMENTS
+from sim.placement import build_placement, check_sizes
+from sim.recovery_probability import METHODS, default_strategies, probability_table
+from sim.recovery_sampling import FAILURE_MODES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "placement",
+        help="probability that every checkpoint survives k simultaneous failures, per placement",
+        description=(
+            "Probability that every machine's checkpoint can be recovered from CPU memory when k machines "
+            "(or k whole failure domains) fail at once, chosen uniformly."
+        ),
+    )
+    parser.add_argument("--machines", "-N", type=int, required=True, help="number of machines N")
+    parser.add_argument(
+        "--replicas", "-m", type=int, required=True, help="replicas m per checkpoint, own copy included"
+    )
+    parser.add_argument(
+        "--strategy",
+        dest="strategies",
+        action="extend",
+        nargs="+",
+        metavar="S",
+        help=f"placements to compare ({', '.join(PLACEMENTS)}); default: all that apply to N and m",
+    )
+    parser.add_argument(
+        "--failures",
+        "-k",
+        dest="failures",
+        action="extend",
+        nargs="+",
+        type=int,
+        metavar="K",
+        help="numbers of simultaneous failures (default 1..min(N, 2m + 2))",
+    )
+    parser.add_argument(
+        "--domain-size",
+        type=int,
+        help="machines per failure domain (for 'domain' and --failure-mode domains)",
+    )
+    parser.add_argument("--method", default="exact", help=f"{' | '.join(METHODS)} (default exact)")
+    parser.add_argument(
+        "--samples", type=int, default=100_000, help="Monte Carlo samples per cell (default 100000)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random placement and the samples")
+    parser.add_argument(
+        "--failure-mode",
+        default="machines",
+        help="machines: k machines fail; domains: k whole failure domains fail (default machines)",
+    )
+    parser.add_argument(
+        "--show", action="store_true", help="print which machines hold each machine's replicas"
+    )
+    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    check_sizes(args.machines, args.replicas)
+    if args.failure_mode not in FAILURE_MODES:
+        raise UserError("--failure-mode", args.failure_mode, f"allowed: {', '.join(FAILURE_MODES)}")
+    if args.method not in METHODS:
+        raise UserError("--method", args.method, f"allowed: {', '.join(METHODS)}")
+    if args.seed < 0:
+        raise UserError("--seed", args.seed, "must be an integer ≥ 0")
+    if args.show:
+        print(show_placements(args.strategies, args.machines, args.replicas, args.domain_size, args.seed))
+        return 0
+    rows = probability_table(
+        args.strategies,
+        args.machines,
+        args.replicas,
+        args.failures,
+        method=args.method,
+        samples=args.samples,
+        seed=args.seed,
+        failure_mode=args.failure_mode,
+        domain_size=args.domain_size,
+        # Only a random placement the user did not ask for may fall back to sampling when too costly.
+        montecarlo_fallback=not args.strategies,
+    )
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    return 0
+
+
+def show_placements(strategies: list[str] | None, n: int, m: int, domain_size: int | None, seed: int) -> str:
+    """Each strategy's holders, one machine per line: `machine: holders (own copy first)`."""
+    names = strategies or default_strategies(n, m, domain_size)
+    blocks = []
+    for name in names:
+        # The same seed stream as probability_table's placement, so --show shows what was evaluated.
+        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        placement = build_placement(name, n, m, domain_size=domain_size, rng=rng)
+        width = len(str(n - 1))
+        lines = [f"{name} (N = {n}, m = {m}{f', domain size {domain_size}' if domain_size else ''}):"]
+        for i in range(n):
+            lines.append(f"  {i:>{width}}: " + " ".join(f"{h:>{width}}" for h in placement.holders_of(i)))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def format_table(rows: list[dict[str, object]]) -> str:
+    """Strategies as rows, k as columns; Monte Carlo cells carry their confidence interval."""
+    ks = sorted({int(r["failures"]) for r in rows})  # type: ignore[call-overload]
+    names = list(dict.fromkeys(str(r["strategy"]) for r in rows))
+    cells = {(str(r["strategy"]), int(r["failures"])): r for r in rows}  # type: ignore[call-overload]
+    first = rows[0]
+    header = [f"strategy \\ k (N = {first['machines']}, m = {first['replicas']})", *map(str, ks), "method"]
+    body = []
+    for name in names:
+        methods = sorted({str(cells[name, k]["method"]) for k in ks if (name, k) in cells})
+        body.append([name, *(_cell(cells.get((name, k))) for k in ks), ",".join(methods)])
+    widths = [max(len(line[c]) for line in [header, *body]) for c in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            text.ljust(w) if c in (0, len(header) - 1) else text.rjust(w)
+            for c, (text, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in [header, *body]
+    )
+
+
+def _cell(row: dict[str, object] | None) -> str:
+    if row is None:
+        return "-"
+    p = float(row["probability"])  # type: ignore[arg-type]
+    if row["ci_low"] is None:
+        return f"{p:.6f}"
+    return f"{p:.4f} [{float(row['ci_low']):.4f}, {float(row['ci_high']):.4f}]"  # type: ignore[arg-type]

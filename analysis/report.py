@@ -51,7 +51,7 @@ class ReportPlan:
 
 
 FULL = ReportPlan(
-    seeds=5,
+    seeds=10,
     duration_days=30.0,
     rates=(0.0025, 0.005, 0.01, 0.015, 0.03, 0.05),
     machines=(16, 64, 256, SCALE_MACHINES, 2048),

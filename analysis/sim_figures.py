@@ -121,7 +121,7 @@ def plot_wasted_time(summary: pd.DataFrame) -> Figure:
         raise UserError(
             "summary", "0 failures in every run", "wasted time per failure needs runs with failures"
         )
-    fig, axes = new_figure(len(facets))
+    fig, axes = new_figure(len(facets), width_per_panel=6.0)
     colours = dict(zip(WASTED_COMPONENTS, sns.color_palette("Set2", len(WASTED_COMPONENTS)), strict=True))
     for ax, (title, rows) in zip(axes, facets, strict=True):
         table = wasted_per_failure(rows).set_index("policy")

@@ -1,0 +1,64 @@
+"""The resolved configuration of one real run: a frozen, validated model shared by launcher and workers.
+
+The launcher validates the CLI flags into `RealRunConfig`, writes it as JSON into the run directory
+and every worker reads it back, so all processes train, checkpoint and fail by the same plan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from scenarios.errors import UserError
+
+REAL_PLACEMENTS = ("group", "ring", "mixed")
+
+
+class RealRunConfig(BaseModel):
+    """Everything a real run needs; `failures` holds the `--fail` texts (parsed by `realrun.faults`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    machines: int = Field(2, ge=1, le=64, description="Emulated machines (one torchrun agent each).")
+    procs_per_machine: int = Field(1, ge=1, le=16, description="Training processes per machine.")
+    model_size: str = Field("tiny", description="'tiny' or a parameter count such as 1m, 50m, 1b.")
+    placement: Literal["group", "ring", "mixed"] = Field(
+        "group", description="Replica placement (sim.placement)."
+    )
+    replicas: int = Field(2, ge=1, description="Copies m of each shard, the owner's included.")
+    ckpt_every: int = Field(1, ge=1, description="Steps between in-memory checkpoints.")
+    persist_every: int = Field(10, ge=1, description="Steps between persistent (DCP) checkpoints.")
+    steps: int = Field(20, ge=1, description="Training steps.")
+    failures: tuple[str, ...] = Field((), description="Failure specs, e.g. sw@step=30:rank=1.")
+    out: Path = Field(Path("realrun-out"), description="Run directory for events, checkpoints and Parquet.")
+    seed: int = Field(0, ge=0, description="Seed of the model initialisation and synthetic data.")
+    batch_size: int = Field(4, ge=1, description="Samples per rank per step.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    port: int = Field(29531, ge=1024, le=65535, description="Loopback port of the c10d rendezvous store.")
+    max_restarts: int = Field(8, ge=0, description="torchrun --max-restarts per agent.")
+    chunk_mib: int = Field(16, ge=1, description="Replication chunk size in MiB.")
+    timeout_s: float = Field(
+        120.0, gt=0, description="Collective timeout and per-run wall-clock limit factor."
+    )
+    disk_baseline: bool = Field(True, description="Measure a DCP save and load of the same state at the end.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="cuda (NCCL) when available, else cpu (gloo)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RealRunConfig:
+        if self.replicas > self.machines:
+            raise UserError("--replicas", self.replicas, f"must be at most --machines = {self.machines}")
+        if self.placement == "group" and self.machines % self.replicas:
+            raise UserError(
+                "--placement",
+                "group",
+                f"needs --replicas ({self.replicas}) to divide --machines ({self.machines}); use mixed",
+            )
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.machines * self.procs_per_machine

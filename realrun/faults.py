@@ -1,0 +1,175 @@
+"""Failure injection: parse `--fail` specs, draw seeded random schedules, and fire each failure once.
+
+Specs: `sw@step=30:rank=1` (kill one training process; its machine's memory survives),
+`hw@step=50:machine=2` (kill the whole machine and wipe its shared memory), either with
+`:during=snapshot|replicate` to strike mid-checkpoint, and `random:count=3:seed=7`. A failure fires
+at the start of its step (or inside that step's snapshot/replication) and at most once per job: a
+marker file in the run directory records it, so restarted workers do not fire it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from scenarios.errors import UserError
+
+PHASES = ("step", "snapshot", "replicate")
+_FORMAT = (
+    "sw@step=N:rank=R | hw@step=N:machine=M (optionally :during=snapshot|replicate) | random:count=C:seed=S"
+)
+
+
+@dataclass(frozen=True)
+class FailureSpec:
+    """One injected failure: which kind, when, and whom it strikes."""
+
+    index: int
+    kind: Literal["sw", "hw"]
+    step: int
+    target: int  # a rank for sw, a machine for hw
+    during: str = "step"
+
+    def to_text(self) -> str:
+        who = f"rank={self.target}" if self.kind == "sw" else f"machine={self.target}"
+        return f"{self.kind}@step={self.step}:{who}" + (
+            f":during={self.during}" if self.during != "step" else ""
+        )
+
+
+def parse_failures(specs: list[str], machines: int, procs_per_machine: int, steps: int) -> list[FailureSpec]:
+    """Every `--fail` value, checked against the job's size; random schedules expanded."""
+    failures: list[FailureSpec] = []
+    for text in specs:
+        if text.startswith("random"):
+            fields = _fields(text, text.removeprefix("random").lstrip(":"), {"count", "seed"})
+            failures += _random_schedule(
+                int(fields.get("count", 1)),
+                int(fields.get("seed", 0)),
+                machines,
+                procs_per_machine,
+                steps,
+                len(failures),
+            )
+            continue
+        kind, sep, rest = text.partition("@")
+        if kind not in ("sw", "hw") or not sep:
+            raise UserError("--fail", text, f"expected {_FORMAT}")
+        who = "rank" if kind == "sw" else "machine"
+        fields = _fields(text, rest, {"step", who, "during"})
+        if "step" not in fields or who not in fields:
+            raise UserError("--fail", text, f"needs step= and {who}=; expected {_FORMAT}")
+        step, target = _int(text, fields["step"]), _int(text, fields[who])
+        limit = machines * procs_per_machine if kind == "sw" else machines
+        if not 1 <= step <= steps:
+            raise UserError("--fail", text, f"step must be between 1 and --steps = {steps}")
+        if not 0 <= target < limit:
+            raise UserError("--fail", text, f"{who} must be between 0 and {limit - 1}")
+        during = fields.get("during", "step")
+        if during not in PHASES:
+            raise UserError("--fail", text, f"during must be one of {', '.join(PHASES[1:])}")
+        failures.append(FailureSpec(len(failures), kind, step, target, during))  # type: ignore[arg-type]
+    return failures
+
+
+def _fields(text: str, body: str, allowed: set[str]) -> dict[str, str]:
+    fields = {}
+    for part in filter(None, body.split(":")):
+        key, eq, value = part.partition("=")
+        if not eq or key not in allowed or not value:
+            raise UserError("--fail", text, f"expected {_FORMAT}")
+        fields[key] = value
+    return fields
+
+
+def _int(text: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError("--fail", text, f"{value!r} is not an integer; expected {_FORMAT}") from None
+
+
+def _random_schedule(
+    count: int, seed: int, machines: int, procs: int, steps: int, start: int
+) -> list[FailureSpec]:
+    """`count` failures at distinct steps in [2, steps − 1], half software, half hardware on average."""
+    if count < 1 or steps < count + 2:
+        raise UserError(
+            "--fail", f"random:count={count}", f"count must be ≥ 1 and leave room in --steps = {steps}"
+        )
+    rng = np.random.default_rng(seed)
+    at = np.sort(rng.choice(np.arange(2, steps), size=count, replace=False))
+    out = []
+    for i, step in enumerate(at):
+        kind = "hw" if rng.random() < 0.5 else "sw"
+        target = int(rng.integers(machines if kind == "hw" else machines * procs))
+        out.append(FailureSpec(start + i, kind, int(step), target))  # type: ignore[arg-type]
+    return out
+
+
+class FaultInjector:
+    """Worker-side trigger: `check(step, phase)` kills this process (or asks for its machine to die)."""
+
+    def __init__(
+        self, failures: list[FailureSpec], run_dir: Path, rank: int, machine: int, local_rank: int
+    ) -> None:
+        self.dir = run_dir / "faults"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.rank, self.machine, self.local_rank = rank, machine, local_rank
+        self.failures = [f for f in failures if self._mine(f)]
+
+    def _mine(self, failure: FailureSpec) -> bool:
+        if failure.kind == "sw":
+            return failure.target == self.rank
+        return failure.target == self.machine and self.local_rank == 0
+
+    def check(self, step: int, phase: str) -> None:
+        for failure in self.failures:
+            if failure.step == step and failure.during == phase and self._claim(failure):
+                self._strike(failure)
+
+    def _claim(self, failure: FailureSpec) -> bool:
+        record = {
+            "index": failure.index,
+            "spec": failure.to_text(),
+            "t": time.time(),
+            "rank": self.rank,
+            "machine": self.machine,
+        }
+        try:
+            fd = os.open(self.dir / f"fired{failure.index}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False  # fired before this restart
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle)
+        return True
+
+    def _strike(self, failure: FailureSpec) -> None:
+        if failure.kind == "hw":
+            # The launcher owns the machine: it kills the agent and all its workers and wipes the memory.
+            request = self.dir / f"hw-machine{self.machine}.request"
+            request.write_text(json.dumps({"index": failure.index, "t": time.time()}))
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def last_failure_time(run_dir: Path, before: float) -> float | None:
+    """Time of the newest failure fired before `before` (a worker's start), for the detect event."""
+    times = []
+    for path in (run_dir / "faults").glob("fired*.json"):
+        try:
+            t = float(json.loads(path.read_text())["t"])
+        except (ValueError, KeyError, json.JSONDecodeError):
+            continue
+        if t < before:
+            times.append(t)
+    return max(times) if times else None

@@ -1,0 +1,219 @@
+"""The local testbed: N emulated machines on this host, one torchrun agent each, sharing a c10d store.
+
+The launcher hosts the rendezvous TCPStore itself (so killing any machine never takes the store
+down), gives every machine a private shared-memory directory under /dev/shm, replaces a machine that
+a hardware failure struck (kill its agent and workers, wipe its memory, start a fresh agent), and
+always removes its processes and shared memory — on success, error, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from realrun.config import RealRunConfig
+from realrun.faults import parse_failures
+from realrun.model import parse_model_size
+from scenarios.errors import UserError
+from sim.placement import build_placement
+
+SHM_ROOT = Path("/dev/shm")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a launch ended and where its files are."""
+
+    ok: bool
+    job_id: str
+    run_dir: Path
+    wall_s: float
+    machine_replacements: int
+    message: str
+
+
+def validate(cfg: RealRunConfig) -> None:
+    """Every user mistake becomes a UserError before anything starts."""
+    build_placement(cfg.placement, cfg.machines, cfg.replicas)
+    parse_model_size(cfg.model_size)
+    parse_failures(list(cfg.failures), cfg.machines, cfg.procs_per_machine, cfg.steps)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", cfg.port))
+        except OSError:
+            raise UserError("--port", cfg.port, "is busy on 127.0.0.1; choose a free port") from None
+
+
+def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
+    """Run the job to completion (or failure) and clean up everything it started."""
+    validate(cfg)
+    from torch.distributed import TCPStore  # heavy import only once the input is valid
+
+    job_id = f"{os.getpid()}-{secrets.token_hex(6)}"
+    run_dir = cfg.out.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("events", "faults", "persistent", "disk_baseline", "final_params.bin"):
+        target = run_dir / stale
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    cfg = cfg.model_copy(update={"out": run_dir})
+    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+    shm = SHM_ROOT / f"gemini-ft-{job_id}"
+    shm.mkdir(mode=0o700)
+    t0 = time.time()
+    agents: dict[int, subprocess.Popen] = {}
+    replacements = 0
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    for sig in previous:
+        signal.signal(sig, _raise_interrupt)
+    store = TCPStore("127.0.0.1", cfg.port, is_master=True, wait_for_workers=False)
+    try:
+        for machine in range(cfg.machines):
+            agents[machine] = _start_agent(cfg, machine, job_id, shm, t0)
+        done: set[int] = set()
+        while len(done) < cfg.machines:
+            if time.time() - t0 > time_limit_s:
+                return RunResult(
+                    False,
+                    job_id,
+                    run_dir,
+                    time.time() - t0,
+                    replacements,
+                    f"time limit {time_limit_s:.0f} s reached",
+                )
+            for request in sorted((run_dir / "faults").glob("hw-machine*.request")):
+                machine = int(request.name.removeprefix("hw-machine").split(".")[0])
+                _kill_tree(agents[machine].pid)
+                agents[machine].wait()
+                shutil.rmtree(shm / f"machine{machine}", ignore_errors=True)  # the machine's memory is gone
+                request.unlink()
+                agents[machine] = _start_agent(cfg, machine, job_id, shm, t0)  # the replacement joins
+                replacements += 1
+            for machine, agent in agents.items():
+                code = agent.poll()
+                if code == 0:
+                    done.add(machine)
+                elif code is not None and not any((run_dir / "faults").glob(f"hw-machine{machine}.request")):
+                    log = run_dir / "logs" / f"machine{machine}.log"
+                    return RunResult(
+                        False,
+                        job_id,
+                        run_dir,
+                        time.time() - t0,
+                        replacements,
+                        f"machine {machine} agent exited with {code}; see {log}",
+                    )
+            time.sleep(0.05)
+        return RunResult(True, job_id, run_dir, time.time() - t0, replacements, "completed")
+    finally:
+        for agent in agents.values():
+            if agent.poll() is None:
+                _kill_tree(agent.pid)
+            agent.wait()
+        shutil.rmtree(shm, ignore_errors=True)
+        del store
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _start_agent(cfg: RealRunConfig, machine: int, job_id: str, shm: Path, t0: float) -> subprocess.Popen:
+    env = dict(os.environ)
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    env.update(
+        GEMINI_FT_MACHINE=str(machine), GEMINI_FT_SHM=str(shm), GEMINI_FT_T0=repo_float(t0), GEMINI_FT_JOB=job_id,
+        PYTHONPATH=os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")])),
+        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.world_size))),
+    )  # fmt: skip
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        f"--nnodes={cfg.machines}", f"--nproc-per-node={cfg.procs_per_machine}",
+        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{cfg.port}", f"--rdzv-id={job_id}",
+        "--rdzv-conf=is_host=false,join_timeout=120", f"--max-restarts={cfg.max_restarts}",
+        "--monitor-interval=0.1", "-m", "realrun.train", "--config", str(cfg.out / "config.json"),
+    ]  # fmt: skip
+    log = open(cfg.out / "logs" / f"machine{machine}.log", "ab")  # noqa: SIM115 - owned by the child
+    try:
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    finally:
+        log.close()
+
+
+def repo_float(value: float) -> str:
+    return repr(float(value))
+
+
+def _children(pid: int) -> list[int]:
+    """Children of `pid`, from every process's parent in /proc (torchrun puts workers in new sessions)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces; fields after its closing parenthesis are fixed.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and all its descendants, found before anyone dies so none is re-parented first."""
+    tree, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        tree.append(current)
+        frontier += _children(current)
+    for victim in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def summarize(run_dir: Path) -> dict:
+    """Headline numbers of a finished run from its events (for the CLI to print)."""
+    from realrun.measurements import read_events
+
+    frame = read_events(run_dir)
+    out: dict = {"events": len(frame)}
+    for event in (
+        "snapshot",
+        "replicate",
+        "retrieve",
+        "persist",
+        "disk_save",
+        "disk_load",
+        "step",
+        "first_step",
+    ):
+        rows = frame[frame.event == event]
+        if len(rows):
+            out[event] = {
+                "count": len(rows),
+                "mean_s": float(rows.duration_s.mean()),
+                "bytes": int(rows.bytes.mean()),
+            }
+    retrieve = frame[frame.event == "retrieve"]
+    out["retrieve_sources"] = sorted(set(retrieve.source.dropna()))
+    out["failures_fired"] = len(list((run_dir / "faults").glob("fired*.json")))
+    return out
+
+
+def config_json(run_dir: Path) -> str:
+    return json.dumps(json.loads((run_dir / "config.json").read_text()), sort_keys=True)

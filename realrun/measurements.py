@@ -1,0 +1,92 @@
+"""Per-rank JSONL events and their gathering into `measurements.parquet`.
+
+Workers append one JSON object per event (snapshot, replicate, commit, detect, restart, retrieve,
+first_step, lost_steps, persist, step, disk_save, disk_load) to `events/rank<r>.jsonl`; the launcher
+reads them all into one table with the resolved configuration and package version in the Parquet
+schema metadata (`gemini_ft.config`, `gemini_ft.version`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+EVENTS = (
+    "snapshot", "replicate", "commit", "detect", "restart", "retrieve", "first_step",
+    "lost_steps", "persist", "step", "disk_save", "disk_load",
+)  # fmt: skip
+SOURCES = ("local", "peer", "persistent", "disk")
+COLUMNS = ("run_id", "rank", "machine", "event", "step", "bytes", "duration_s", "source", "peer", "t_s", "ok")
+
+
+class EventLog:
+    """Appends events of one rank; `t_s` is seconds since the launcher started the job."""
+
+    def __init__(self, run_dir: Path, run_id: str, rank: int, machine: int, t0: float) -> None:
+        self.path = run_dir / "events" / f"rank{rank}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.base = {"run_id": run_id, "rank": rank, "machine": machine}
+        self.t0 = t0
+
+    def log(
+        self,
+        event: str,
+        step: int,
+        *,
+        nbytes: int = 0,
+        duration_s: float = 0.0,
+        source: str | None = None,
+        peer: int | None = None,
+        ok: bool = True,
+    ) -> None:
+        if event not in EVENTS or (source is not None and source not in SOURCES):
+            raise ValueError(f"unknown event {event!r} or source {source!r}")
+        record = {
+            **self.base, "event": event, "step": step, "bytes": nbytes, "duration_s": duration_s,
+            "source": source, "peer": peer, "t_s": time.time() - self.t0, "ok": ok,
+        }  # fmt: skip
+        line = json.dumps(record) + "\n"
+        # One write per line on an O_APPEND descriptor, so a kill never leaves a half line behind.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+def read_events(run_dir: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted((run_dir / "events").glob("rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rows.append(json.loads(line))
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    return frame.astype(
+        {
+            "rank": "int64",
+            "machine": "int64",
+            "step": "int64",
+            "bytes": "int64",
+            "duration_s": "float64",
+            "t_s": "float64",
+        }
+    ).astype({"peer": "Int64", "ok": "bool"})
+
+
+def write_parquet(frame: pd.DataFrame, path: Path, config_json: str, version: str) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[b"gemini_ft.config"] = config_json.encode()
+    metadata[b"gemini_ft.version"] = version.encode()
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"gemini_ft.")}

@@ -1,0 +1,192 @@
+"""Machine-owned shared-memory checkpoint store: two slots per shard, flat bytes + a JSON manifest.
+
+Each emulated machine owns a private directory under /dev/shm (mode 0700, files 0600, a per-job
+name) that outlives the training processes. A shard is written into the slot that does not hold its
+newest committed copy; the manifest (names, dtypes, shapes, offsets, step, per-chunk CRC32) is
+written last with an atomic rename, so a crash between the data write and the commit leaves the
+previous committed slot untouched. Nothing here is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import shutil
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 1
+ALIGN = 64
+CHECKSUM_CHUNK = 64 << 20
+SLOTS = (0, 1)
+# zlib releases the GIL on large buffers, so two threads checksum two chunks at once.
+_CRC_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="crc32")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor inside a flat shard: where its bytes live and how to view them."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+def build_layout(specs: list[tuple[str, str, tuple[int, ...], int]]) -> tuple[list[Entry], int]:
+    """Entries at 64-byte aligned offsets for (name, dtype, shape, nbytes) specs; returns (entries, total)."""
+    entries, offset = [], 0
+    for name, dtype, shape, nbytes in specs:
+        entries.append(Entry(name, dtype, tuple(int(s) for s in shape), offset, int(nbytes)))
+        offset += -(-int(nbytes) // ALIGN) * ALIGN
+    return entries, offset
+
+
+def chunk_checksums(buffer: memoryview | np.ndarray, chunk: int = CHECKSUM_CHUNK) -> list[int]:
+    """CRC32 of each `chunk`-byte piece of `buffer`, computed in parallel threads."""
+    view = memoryview(buffer).cast("B")
+    pieces = [view[start : start + chunk] for start in range(0, len(view), chunk)] or [view]
+    return list(_CRC_POOL.map(zlib.crc32, pieces))
+
+
+def make_manifest(owner: int, step: int, entries: list[Entry], nbytes: int, crcs: list[int]) -> dict:
+    return {
+        "format": FORMAT,
+        "owner": owner,
+        "step": step,
+        "nbytes": nbytes,
+        "checksum": {"algorithm": "crc32", "chunk_bytes": CHECKSUM_CHUNK, "values": crcs},
+        "entries": [
+            {"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "offset": e.offset, "nbytes": e.nbytes}
+            for e in entries
+        ],
+    }
+
+
+def manifest_entries(manifest: dict) -> list[Entry]:
+    return [
+        Entry(e["name"], e["dtype"], tuple(e["shape"]), int(e["offset"]), int(e["nbytes"]))
+        for e in manifest["entries"]
+    ]
+
+
+def parse_manifest(raw: bytes) -> dict | None:
+    """A manifest from JSON bytes, or None when it is malformed (never trusted beyond its fields)."""
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    keys = {"format", "owner", "step", "nbytes", "checksum", "entries"}
+    if not isinstance(manifest, dict) or not keys <= manifest.keys() or manifest["format"] != FORMAT:
+        return None
+    return manifest
+
+
+class ShmStore:
+    """One machine's shared-memory area: `owner` shards (its own and its peers') in two slots each."""
+
+    def __init__(self, root: Path | str, machine: int) -> None:
+        self.root = Path(root)
+        self.machine = machine
+        self.dir = self.root / f"machine{machine}"
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        self._maps: dict[tuple[int, int], tuple[mmap.mmap, int]] = {}
+
+    # ---- paths ---------------------------------------------------------------------------------
+    def _data_path(self, owner: int, slot: int) -> Path:
+        return self.dir / f"shard{owner}.slot{slot}.bin"
+
+    def _manifest_path(self, owner: int, slot: int) -> Path:
+        return self.dir / f"shard{owner}.slot{slot}.json"
+
+    # ---- writing -------------------------------------------------------------------------------
+    def begin(self, owner: int, nbytes: int) -> tuple[int, memoryview]:
+        """Invalidate the slot not holding `owner`'s newest commit and return (slot, writable buffer)."""
+        newest = self.committed(owner)
+        slot = 1 - newest[0][0] if newest else 0
+        # Uncommit first: from here on a crash leaves this slot without a manifest, never a torn one.
+        self._manifest_path(owner, slot).unlink(missing_ok=True)
+        return slot, self._buffer(owner, slot, nbytes)
+
+    def commit(self, owner: int, slot: int, manifest: dict) -> None:
+        """Publish `slot` as holding `manifest`: write a temp file, fsync-free atomic rename (tmpfs)."""
+        path = self._manifest_path(owner, slot)
+        tmp = path.with_suffix(".json.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(json.dumps(manifest, separators=(",", ":")).encode())
+        os.replace(tmp, path)
+
+    def _buffer(self, owner: int, slot: int, nbytes: int) -> memoryview:
+        cached = self._maps.get((owner, slot))
+        if cached is not None and cached[1] == nbytes:
+            return memoryview(cached[0])[:nbytes]
+        if cached is not None:
+            cached[0].close()
+        path = self._data_path(owner, slot)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            size = max(nbytes, 1)
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
+                # Reserve the pages now so a snapshot never page-faults into a full /dev/shm.
+                os.posix_fallocate(fd, 0, size)
+            region = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self._maps[(owner, slot)] = (region, nbytes)
+        return memoryview(region)[:nbytes]
+
+    # ---- reading -------------------------------------------------------------------------------
+    def committed(self, owner: int) -> list[tuple[int, dict]]:
+        """(slot, manifest) of `owner`'s committed slots, newest step first (checksums not verified)."""
+        found = []
+        for slot in SLOTS:
+            path = self._manifest_path(owner, slot)
+            try:
+                manifest = parse_manifest(path.read_bytes())
+            except FileNotFoundError:
+                continue
+            if manifest is not None and manifest["owner"] == owner and self._data_path(owner, slot).exists():
+                found.append((slot, manifest))
+        return sorted(found, key=lambda item: -item[1]["step"])
+
+    def owners(self) -> list[int]:
+        return sorted(
+            {int(p.name.split(".")[0].removeprefix("shard")) for p in self.dir.glob("shard*.slot*.json")}
+        )
+
+    def read(self, owner: int, step: int, verify: bool = True) -> tuple[dict, memoryview] | None:
+        """`owner`'s committed copy of `step` as (manifest, bytes), or None if absent or corrupt."""
+        for slot, manifest in self.committed(owner):
+            if manifest["step"] != step:
+                continue
+            data = self._buffer(owner, slot, int(manifest["nbytes"]))
+            if (
+                verify
+                and chunk_checksums(data, manifest["checksum"]["chunk_bytes"])
+                != manifest["checksum"]["values"]
+            ):
+                return None
+            return manifest, data
+        return None
+
+    def close(self) -> None:
+        for region, _ in self._maps.values():
+            try:
+                region.close()
+            except BufferError:
+                pass  # a tensor still views it; the mapping goes when that tensor does
+        self._maps.clear()
+
+    def wipe(self) -> None:
+        """Lose this machine's memory (a hardware failure)."""
+        self.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""The training entry point launched by torchrun: DDP + ZeRO over a small GPT, checkpointed in memory.
+
+Each worker joins the job with a stable logical rank (machine × procs + local rank, so a machine's
+shared memory always holds the same shards), recovers from the newest complete in-memory checkpoint
+(or the persistent one), trains to `--steps`, snapshots every `ckpt_every` steps and persists every
+`persist_every`. Run `python -m realrun.train --config run/config.json` under torchrun; the launcher
+sets GEMINI_FT_MACHINE, GEMINI_FT_SHM and GEMINI_FT_T0 (the same works on a real cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.nn.parallel import DistributedDataParallel
+
+from realrun.checkpointer import Checkpointer, Route, ShardCodec
+from realrun.config import RealRunConfig
+from realrun.faults import FaultInjector, last_failure_time, parse_failures
+from realrun.measurements import EventLog
+from realrun.model import build_model, ordered_allreduce_hook, parse_model_size, synthetic_batch
+from realrun.recovery import (
+    load_into,
+    mark_persistent,
+    persistent_dir,
+    plan_recovery,
+    recover,
+    save_persistent,
+)
+from realrun.shm_store import ShmStore
+from sim.placement import build_placement
+
+
+def route_for(cfg: RealRunConfig, rank: int) -> Route:
+    """Peers from sim.placement: shard of (machine, local) goes to the same local rank on each holder."""
+    placement = build_placement(cfg.placement, cfg.machines, cfg.replicas)
+    procs = cfg.procs_per_machine
+    machine, local = divmod(rank, procs)
+    send_to = [peer * procs + local for peer in placement.peers_of(machine)]
+    receive_from = [owner * procs + local for owner in placement.stored_on(machine)[1:]]
+    return Route(send_to, receive_from)
+
+
+def _join(cfg: RealRunConfig, rank: int, device: torch.device) -> None:
+    """Init the default group with our logical rank; the launcher's store outlives every machine."""
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=cfg.timeout_s))
+    # Every round of torchrun restarts every worker, so a per-rank start counter names the round.
+    generation = store.add(f"gemini-ft/{os.environ.get('TORCHELASTIC_RUN_ID', 'job')}/starts/{rank}", 1)
+    prefixed = dist.PrefixStore(f"gemini-ft/round{generation}", store)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend,
+        store=prefixed,
+        rank=rank,
+        world_size=cfg.world_size,
+        timeout=timedelta(seconds=cfg.timeout_s),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, required=True)
+    args = parser.parse_args(argv)
+    process_start = time.time()
+    cfg = RealRunConfig.model_validate_json(args.config.read_text())
+    machine = int(os.environ["GEMINI_FT_MACHINE"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    rank = machine * cfg.procs_per_machine + local_rank
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    device = (
+        torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+        if use_cuda
+        else torch.device("cpu")
+    )
+    if use_cuda:
+        torch.cuda.set_device(device)
+    run_dir = cfg.out
+    events = EventLog(
+        run_dir,
+        os.environ.get("GEMINI_FT_JOB", "job"),
+        rank,
+        machine,
+        float(os.environ.get("GEMINI_FT_T0", process_start)),
+    )
+    failed_at = last_failure_time(run_dir, process_start)
+    if failed_at is not None:
+        events.log("detect", -1, duration_s=process_start - failed_at)
+
+    _join(cfg, rank, device)
+    ckpt_group = dist.new_group(backend="gloo")  # checkpoint traffic never queues behind gradients
+    events.log("restart", -1, duration_s=time.time() - process_start)
+
+    shape = parse_model_size(cfg.model_size)
+    model = build_model(shape, cfg.seed).to(device)
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None, bucket_cap_mb=25)
+    ddp.register_comm_hook(None, ordered_allreduce_hook)
+    optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=cfg.lr)
+    codec = ShardCodec(model, optimizer)
+    store = ShmStore(os.environ["GEMINI_FT_SHM"], machine)
+    faults = FaultInjector(
+        parse_failures(list(cfg.failures), cfg.machines, cfg.procs_per_machine, cfg.steps),
+        run_dir,
+        rank,
+        machine,
+        local_rank,
+    )
+    rank_machine = [r // cfg.procs_per_machine for r in range(cfg.world_size)]
+
+    plan = plan_recovery(
+        store, ckpt_group, cfg.world_size, cfg.procs_per_machine, local_rank, run_dir, rank_machine
+    )
+    recover(plan, store, codec, rank, ckpt_group, events, run_dir, cfg.chunk_mib << 20)
+    if failed_at is not None:
+        failed_step = _failed_step(run_dir)
+        # The step column of a lost_steps event is the number of completed steps that must be redone.
+        events.log("lost_steps", max(0, failed_step - 1 - plan.step) if failed_step else 0)
+
+    checkpointer = Checkpointer(
+        store, rank, codec, route_for(cfg, rank), ckpt_group, events, cfg.chunk_mib << 20, faults.check
+    )
+    first = True
+    for step in range(plan.step + 1, cfg.steps + 1):
+        faults.check(step, "step")
+        start = time.perf_counter()
+        inputs, targets = synthetic_batch(cfg.seed, step, rank, cfg.batch_size, shape)
+        logits = ddp(inputs.to(device))
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, shape.vocab), targets.to(device).reshape(-1)
+        )
+        loss.backward()
+        checkpointer.wait_copied()  # the previous snapshot must be in memory before the state changes
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % cfg.ckpt_every == 0:
+            checkpointer.snapshot(step)
+        if step % cfg.persist_every == 0:
+            _persist(checkpointer, codec, rank, run_dir, step, events)
+        duration = time.perf_counter() - start
+        events.log("first_step" if first and plan.source != "fresh" else "step", step, duration_s=duration)
+        first = False
+    checkpointer.wait_done()
+    _write_final(run_dir, rank, model)
+    if cfg.disk_baseline:
+        _disk_baseline(codec, rank, run_dir, cfg.steps, events)
+    dist.barrier()
+    dist.destroy_process_group()
+    store.close()
+    return 0
+
+
+def _persist(
+    checkpointer: Checkpointer, codec: ShardCodec, rank: int, run_dir: Path, step: int, events: EventLog
+) -> None:
+    checkpointer.wait_copied()
+    start = time.perf_counter()
+    nbytes = save_persistent(codec, rank, persistent_dir(run_dir, step))
+    dist.barrier()
+    if rank == 0:
+        mark_persistent(run_dir, step)
+    events.log("persist", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="persistent")
+
+
+def _failed_step(run_dir: Path) -> int | None:
+    fired = sorted((run_dir / "faults").glob("fired*.json"), key=lambda p: p.stat().st_mtime)
+    if not fired:
+        return None
+    spec = json.loads(fired[-1].read_text())["spec"]
+    return int(spec.split("step=")[1].split(":")[0])
+
+
+def _write_final(run_dir: Path, rank: int, model: torch.nn.Module) -> None:
+    """The final parameters as flat bytes (rank 0), so runs can be compared bit for bit."""
+    if rank != 0:
+        return
+    path = run_dir / "final_params.bin"
+    with open(path, "wb") as handle:
+        for _, param in sorted(model.state_dict().items()):
+            handle.write(param.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _disk_baseline(codec: ShardCodec, rank: int, run_dir: Path, step: int, events: EventLog) -> None:
+    """DCP save (fsynced) and load of the same shard state, the cache dropped before the load."""
+    path = run_dir / "disk_baseline"
+    start = time.perf_counter()
+    nbytes = save_persistent(codec, rank, path)
+    events.log("disk_save", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="disk")
+    dist.barrier()
+    drop_page_cache(path)
+    dist.barrier()
+    start = time.perf_counter()
+    load_into(codec, rank, path)
+    events.log("disk_load", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="disk")
+
+
+def drop_page_cache(path: Path) -> bool:
+    """Evict `path`'s files from the page cache (posix_fadvise DONTNEED); True if all were evicted."""
+    ok = True
+    for file in [p for p in Path(path).rglob("*") if p.is_file()]:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            ok = False
+        finally:
+            os.close(fd)
+    return ok
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

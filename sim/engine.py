@@ -171,6 +171,7 @@ class ClusterSimulation:
             "type": event.kind,
             "simultaneous": in_recovery,
             "recovered_from": source,
+            "recovery_completed": False,  # set when its recovery finishes without another failure
             "lost_progress_s": lost,
             **{f"{step}_s": 0.0 for step in RECOVERY_STEPS},
         }
@@ -205,6 +206,7 @@ class ClusterSimulation:
         return self.scenario.recovery.warmup_s
 
     def _finish_recovery(self, record: dict[str, object]) -> None:
+        record["recovery_completed"] = True
         self.awaiting.clear()
         self.replaced_by = 0.0
         self.recovery = None

@@ -64,7 +64,7 @@ def failures_frame(records: list[dict]) -> pd.DataFrame:
     if records:
         return pd.DataFrame(records)
     columns = ["scenario", "seed", "policy", "time_s", "machines", "machine_ids", "type", "simultaneous",
-               "recovered_from", "lost_progress_s", "detection_s", "replacement_s", "serialization_s",
+               "recovered_from", "recovery_completed", "lost_progress_s", "detection_s", "replacement_s", "serialization_s",
                "retrieval_s", "warmup_s", "wasted_s"]  # fmt: skip
     return pd.DataFrame(columns=columns)
 

@@ -1,0 +1,71 @@
+"""The scenario schema: defaults are the paper's set-up, sections are frozen and reject bad values."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from scenarios.schema import GIB, SECTION_MODELS, ClusterConfig, Scenario, allowed_fields
+
+
+def test_defaults_are_the_papers_main_setup():
+    scenario = Scenario()
+    assert scenario.cluster.machines == 16 and scenario.cluster.gpus_per_machine == 8
+    assert scenario.checkpoint.placement == "group" and scenario.checkpoint.replicas == 2
+    # GPT-2 100B at 12 B/param over 128 GPUs is 9.4 GB per GPU (paper §7).
+    assert scenario.ckpt_bytes_per_gpu == pytest.approx(9.375e9)
+    assert scenario.ckpt_bytes_per_machine == pytest.approx(75e9)
+    # 1.2 TB at 20 Gbps to FSx: 480 s; one replica of 75 GB over 400 Gbps: 1.5 s.
+    assert scenario.persistent_ckpt_time_s == pytest.approx(480.0)
+    assert scenario.in_memory_ckpt_time_s == pytest.approx(1.5)
+    assert scenario.peer_retrieval_time_s == pytest.approx(1.5)
+    assert scenario.cpu_memory_needed_gib == pytest.approx(2 * 75e9 / GIB)
+    assert scenario.failure_domains == 4
+
+
+def test_every_field_has_a_description():
+    for model in (Scenario, *SECTION_MODELS.values()):
+        for name, info in model.model_fields.items():
+            assert info.description, f"{model.__name__}.{name}"
+
+
+def test_sections_are_frozen():
+    scenario = Scenario()
+    with pytest.raises(ValidationError, match="frozen"):
+        scenario.cluster.machines = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("data", "location"),
+    [
+        ({"cluster": {"machines": 0}}, ("cluster", "machines")),
+        ({"cluster": {"machines": "many"}}, ("cluster", "machines")),
+        ({"cluster": {"machine": 4}}, ("cluster", "machine")),
+        ({"clusters": {"machines": 4}}, ("clusters",)),
+        ({"checkpoint": {"placement": "star"}}, ("checkpoint", "placement")),
+        ({"interleave": {"mu": 1.0}}, ("interleave", "mu")),
+        ({"failures": {"hardware_fraction": 1.5}}, ("failures", "hardware_fraction")),
+        ({"sweep": {"cluster.machines": []}}, ("sweep",)),
+    ],
+)
+def test_bad_values_are_rejected_with_their_location(data, location):
+    with pytest.raises(ValidationError) as err:
+        Scenario.model_validate(data)
+    assert err.value.errors()[0]["loc"][: len(location)] == location
+
+
+def test_cross_field_checks():
+    with pytest.raises(
+        ValidationError, match=r"checkpoint\.replicas = 3: must be at most cluster\.machines = 2"
+    ):
+        Scenario.model_validate({"cluster": {"machines": 2}, "checkpoint": {"replicas": 3}})
+    with pytest.raises(ValidationError, match="trace_file is required"):
+        Scenario.model_validate({"failures": {"distribution": "trace"}})
+    assert Scenario.model_validate({"cluster": {"machines": 2}, "checkpoint": {"replicas": 2}})
+
+
+def test_allowed_fields_lists_every_section():
+    table = allowed_fields()
+    assert set(table[""]) == set(Scenario.model_fields)
+    assert table["cluster"] == list(ClusterConfig.model_fields)
+    assert set(table) == {"", *SECTION_MODELS}

@@ -1,0 +1,100 @@
+"""Sweeps: grid × seeds, resume, interruption safety, process pool and Dask give the same results."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from scenarios.errors import UserError
+from scenarios.loader import load_scenario
+from sim.results import read_results
+from sim.sweep import PARTS_DIR, run_sweep
+
+KEYS = ["point", "seed"]
+
+
+def small_sweep(**overrides: object) -> object:
+    return load_scenario(
+        "gpt2-100b-p4d",
+        {
+            "run.duration_days": 5,
+            "run.seeds": 2,
+            "sweep": {
+                "checkpoint.policy": ["gemini", "strawman"],
+                "failures.rate_per_machine_per_day": [0.05, 0.2],
+            },
+            **overrides,
+        },
+    )
+
+
+def test_sweep_grid_columns_and_files(tmp_path: Path) -> None:
+    results = run_sweep(small_sweep(), tmp_path, progress=False)
+    summary = results.summary
+    assert len(summary) == 4 * 2
+    assert set(summary["checkpoint.policy"]) == {"gemini", "strawman"}
+    assert (summary["policy"] == summary["checkpoint.policy"]).all()
+    assert (summary["failure_rate_per_machine_per_day"] == summary["failures.rate_per_machine_per_day"]).all()
+    on_disk = read_results(tmp_path)
+    pd.testing.assert_frame_equal(on_disk.summary, summary)
+    assert len(on_disk.failures) == summary["failures"].sum()
+    assert "[checkpoint]" in on_disk.scenario_toml
+
+
+def test_rerun_resumes_and_skips_finished_runs(tmp_path: Path) -> None:
+    first = run_sweep(small_sweep(), tmp_path, progress=False)
+    parts = sorted((tmp_path / PARTS_DIR).glob("*.summary.parquet"))
+    assert len(parts) == 8
+    kept, removed = parts[0], parts[-1]
+    kept_mtime = kept.stat().st_mtime_ns
+    removed.unlink()
+    second = run_sweep(small_sweep(), tmp_path, progress=False)
+    assert kept.stat().st_mtime_ns == kept_mtime  # finished runs are read back, not recomputed
+    assert removed.exists()
+    pd.testing.assert_frame_equal(first.summary, second.summary)
+
+
+def test_other_scenario_in_same_directory_is_refused(tmp_path: Path) -> None:
+    run_sweep(small_sweep(), tmp_path, progress=False)
+    with pytest.raises(UserError, match="different scenario"):
+        run_sweep(small_sweep(**{"cluster.machines": 32}), tmp_path, progress=False)
+
+
+def test_process_pool_and_dask_match_in_process(tmp_path: Path) -> None:
+    scenario = small_sweep()
+    serial = run_sweep(scenario, progress=False).summary.sort_values(KEYS, ignore_index=True)
+    pooled = run_sweep(scenario, workers=2, progress=False).summary.sort_values(KEYS, ignore_index=True)
+    pd.testing.assert_frame_equal(serial, pooled)
+    on_dask = run_sweep(scenario, tmp_path, workers=2, dask="local", progress=False)
+    pd.testing.assert_frame_equal(serial, on_dask.summary.sort_values(KEYS, ignore_index=True))
+
+
+def test_interrupted_sweep_leaves_only_whole_files_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "gemini_ft", "sweep", "gpt2-100b-p4d", "--workers", "1", "--no-progress",
+               "--out", str(out), "--set", "cluster.machines=1024", "--set", "run.seeds=6"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    parts = out / PARTS_DIR
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(parts.glob("*.summary.parquet"))) < 3:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == "gemini-ft: interrupted"
+    finished = list(parts.glob("*.parquet"))
+    assert finished
+    for path in finished:
+        pq.read_table(path)  # every visible file is whole
+    assert not (out / "summary.parquet").exists()
+    resumed = subprocess.run(command, capture_output=True, timeout=300, env={**os.environ})
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert len(read_results(out).summary) == 12 * 6

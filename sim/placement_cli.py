@@ -142,5 +142,6 @@ def _cell(row: dict[str, object] | None) -> str:
         return "-"
     p = float(row["probability"])  # type: ignore[arg-type]
     if row["ci_low"] is None:
-        return f"{p:.6f}"
+        # At scale the odds round to 1.000000; show how far from 1 they are instead.
+        return f"1-{1 - p:.2e}" if p < 1 and round(p, 6) == 1 else f"{p:.6f}"
     return f"{p:.4f} [{float(row['ci_low']):.4f}, {float(row['ci_high']):.4f}]"  # type: ignore[arg-type]

@@ -86,8 +86,9 @@ def sample_subsets(rng: np.random.Generator, units: int, k: int, count: int) -> 
     """`count` uniform k-subsets of range(units), each row sorted (shape count × k)."""
     if k == 0:
         return np.empty((count, 0), dtype=np.int64)
-    if k * k <= units:
-        # Birthday bound: a row of k draws repeats with probability ≤ k²/2units ≤ 1/2, so redraw those.
+    if k * k <= 4 * units:
+        # Birthday bound: a row of k draws has no repeat with probability ≈ exp(−k²/2units) ≥ e⁻², so
+        # redrawing the rows with repeats ends after a few rounds.
         rows = np.sort(rng.integers(0, units, size=(count, k)), axis=1)
         bad = np.nonzero((rows[:, 1:] == rows[:, :-1]).any(axis=1))[0]
         while len(bad):
@@ -137,9 +138,9 @@ def montecarlo_probability(
         raise UserError("samples", samples, "must be an integer ≥ 1")
     if not 0 < confidence < 1:
         raise UserError("confidence", confidence, "must be strictly between 0 and 1")
-    per_sample = max(1, failures) * (
-        domain_size * placement.replicas + (units if failures * failures > units else 0)
-    )
+    # Elements per sample: the holder lookups, plus one key per unit when sampling by argpartition.
+    per_sample = max(1, failures) * domain_size * placement.replicas
+    per_sample += units if failures * failures > 4 * units else 0
     batch = max(1, _BATCH_ELEMENTS // per_sample)
     recovered = 0
     for start in range(0, samples, batch):

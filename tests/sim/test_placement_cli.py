@@ -26,6 +26,15 @@ def test_table_has_a_row_per_strategy_and_a_column_per_k(capsys):
     assert rows["group"][-1] == "exact"
 
 
+def test_closed_forms_at_100000_machines_show_their_distance_from_1(capsys):
+    code, out, _ = _run(capsys, "-N", "100000", "-m", "4", "--strategy", "group", "ring", "-k", "3", "16")
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert rows["group"][:2] == ["1.000000", "1-1.09e-11"]  # k < m: nothing can be lost
+    assert rows["ring"][1].startswith("1-4.")
+    assert rows["corollary1-bound"][0] == "1.000000"
+
+
 def test_json_rows_have_the_documented_keys(capsys):
     code, out, _ = _run(
         capsys, "-N", "17", "-m", "2", "--strategy", "mixed", "ring", "--failures", "2", "3", "--json"

@@ -165,7 +165,7 @@ def test_montecarlo_for_domain_failures_matches_domain_enumeration():
 def test_monte_carlo_on_a_large_placement_is_close_to_the_closed_form():
     placement = _placement("ring", 20_000, 2)
     exact = float(_exact("ring", 20_000, 2, 150))
-    # k = 150: rejection sampling path; the value is ~0.56 so the interval is informative.
+    # k = 150: the rejection-sampling path; the value is ≈ 0.32, so the interval is informative.
     estimate = montecarlo_probability(
         placement, 150, samples=20_000, rng=np.random.default_rng(3), confidence=0.999
     )

@@ -128,9 +128,12 @@ def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
 
 def _start_agent(cfg: RealRunConfig, machine: int, job_id: str, shm: Path, t0: float) -> subprocess.Popen:
     env = dict(os.environ)
+    # torch 2.13's c10d handler caches the bootstrap store of its first round, so a replacement agent
+    # joining survivors would wait forever for MASTER_ADDR; workers use the launcher's store instead,
+    # and rank assignment skips the per-round role exchange (every machine runs the same procs).
     repo_root = str(Path(__file__).resolve().parent.parent)
     env.update(
-        GEMINI_FT_MACHINE=str(machine), GEMINI_FT_SHM=str(shm), GEMINI_FT_T0=repo_float(t0), GEMINI_FT_JOB=job_id,
+        TORCH_ELASTIC_WORKER_IDENTICAL="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1", GEMINI_FT_STORE=f"127.0.0.1:{cfg.port}", GEMINI_FT_MACHINE=str(machine), GEMINI_FT_SHM=str(shm), GEMINI_FT_T0=repo_float(t0), GEMINI_FT_JOB=job_id,
         PYTHONPATH=os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")])),
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.world_size))),
     )  # fmt: skip

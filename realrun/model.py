@@ -6,7 +6,6 @@ is picked by size and the depth fills the rest. Batches are generated from (seed
 resumed run sees exactly the data an uninterrupted one sees.
 """
 
-
 import math
 import re
 from dataclasses import dataclass
@@ -98,7 +97,9 @@ def build_model(shape: GPTShape, seed: int) -> GPT:
         # Every parameter is set here: torch's default init would draw biases from the global RNG.
         for name, param in model.named_parameters():
             if param.dim() > 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * (0.02 / math.sqrt(max(1, shape.layers))))
+                param.copy_(
+                    torch.randn(param.shape, generator=generator) * (0.02 / math.sqrt(max(1, shape.layers)))
+                )
             else:
                 param.fill_(1.0 if name.endswith("weight") else 0.0)
     return model
@@ -113,7 +114,9 @@ def synthetic_batch(
     return tokens[:, :-1], tokens[:, 1:]
 
 
-def ordered_allreduce_hook(group: dist.ProcessGroup | None, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+def ordered_allreduce_hook(
+    group: dist.ProcessGroup | None, bucket: dist.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
     """Average gradients by summing every rank's bucket in rank order.
 
     gloo's ring all-reduce sums in an order that depends on where a value sits in the bucket, and DDP

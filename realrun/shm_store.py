@@ -9,6 +9,7 @@ previous committed slot untouched. Nothing here is pickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -180,10 +181,9 @@ class ShmStore:
 
     def close(self) -> None:
         for region, _ in self._maps.values():
-            try:
+            # A tensor may still view the region; the mapping then goes when that tensor does.
+            with contextlib.suppress(BufferError):
                 region.close()
-            except BufferError:
-                pass  # a tensor still views it; the mapping goes when that tensor does
         self._maps.clear()
 
     def wipe(self) -> None:

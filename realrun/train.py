@@ -50,8 +50,16 @@ def route_for(cfg: RealRunConfig, rank: int) -> Route:
 
 def _join(cfg: RealRunConfig, rank: int, device: torch.device) -> None:
     """Init the default group with our logical rank; the launcher's store outlives every machine."""
-    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-    store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=cfg.timeout_s))
+    timeout = timedelta(seconds=cfg.timeout_s)
+    if "GEMINI_FT_STORE" in os.environ:  # the local testbed: the launcher hosts the store
+        host, _, port = os.environ["GEMINI_FT_STORE"].rpartition(":")
+        store = dist.TCPStore(host, int(port), is_master=False, timeout=timeout)
+    else:  # plain torchrun on a cluster: torchrun's store, or rank 0 hosts one
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        master = not agent_store and int(os.environ["RANK"]) == 0
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=master, timeout=timeout
+        )
     # Every round of torchrun restarts every worker, so a per-rank start counter names the round.
     generation = store.add(f"gemini-ft/{os.environ.get('TORCHELASTIC_RUN_ID', 'job')}/starts/{rank}", 1)
     prefixed = dist.PrefixStore(f"gemini-ft/round{generation}", store)

@@ -150,9 +150,14 @@ def _check_distinct_domains(holders: np.ndarray, domain_size: int, n: int) -> No
     domains = holders // domain_size
     sorted_domains = np.sort(domains, axis=1)
     if (sorted_domains[:, 1:] == sorted_domains[:, :-1]).any():
-        racks = -(-n // domain_size)
-        raise UserError(
-            "domain_size",
-            domain_size,
-            f"too few failure domains ({racks}) to put {holders.shape[1]} replicas in distinct domains",
-        )
+        racks, m = -(-n // domain_size), holders.shape[1]
+        if racks < m:
+            reason = f"too few failure domains ({racks}) to put {m} replicas in distinct domains"
+        else:
+            # Enough domains, but the rack-by-rack Algorithm 1 layout still pairs two machines of one
+            # domain (uneven domains, or the last group's ring wrapping around).
+            reason = (
+                f"the domain layout of {n} machines in {racks} failure domains cannot put {m} replicas"
+                " in distinct domains; use another domain size or strategy"
+            )
+        raise UserError("domain_size", domain_size, reason)

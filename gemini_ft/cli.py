@@ -39,7 +39,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="gemini-ft",
-        description="Failure recovery with in-memory checkpoints: simulate, run for real, calibrate, plot.",
+        description="Failure recovery with in-memory checkpoints: simulate, run for real, plot.",
     )
     parser.add_argument("--version", action="version", version=f"gemini-ft {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from scenarios.errors import UserError
 from scenarios.schema import PLACEMENTS
 from sim.placement import build_placement, check_sizes
 from sim.recovery_probability import METHODS, default_strategies, probability_table
-from sim.recovery_sampling import FAILURE_MODES
+from sim.recovery_sampling import ENUMERATION_LIMIT, FAILURE_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="machines per failure domain (for 'domain' and --failure-mode domains)",
     )
-    parser.add_argument("--method", default="exact", help=f"{' | '.join(METHODS)} (default exact)")
+    parser.add_argument(
+        "--method",
+        help=f"{' | '.join(METHODS)} (default: exact; with --failure-mode domains, enumerate when there are"
+        f" at most {ENUMERATION_LIMIT:,} failure sets per k, else montecarlo)",
+    )
     parser.add_argument(
         "--samples", type=int, default=100_000, help="Monte Carlo samples per cell (default 100000)"
     )
@@ -76,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
     check_sizes(args.machines, args.replicas)
     if args.failure_mode not in FAILURE_MODES:
         raise UserError("--failure-mode", args.failure_mode, f"allowed: {', '.join(FAILURE_MODES)}")
+    if args.method is None:
+        args.method = _default_method(args)
     if args.method not in METHODS:
         raise UserError("--method", args.method, f"allowed: {', '.join(METHODS)}")
     if args.seed < 0:
@@ -98,6 +105,17 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
     return 0
+
+
+def _default_method(args: argparse.Namespace) -> str:
+    """Exact closed forms for machine failures; whole-domain failures have none, so enumerate the
+    domain subsets when that is cheap and sample otherwise."""
+    if args.failure_mode == "machines" or args.domain_size is None or args.domain_size < 1:
+        return "exact"  # bad domain sizes are reported by probability_table
+    domains = -(-args.machines // args.domain_size)
+    ks = args.failures or range(1, min(domains, 2 * args.replicas + 2) + 1)
+    cheap = all(0 <= k <= domains and math.comb(domains, k) <= ENUMERATION_LIMIT for k in ks)
+    return "enumerate" if cheap else "montecarlo"
 
 
 def show_placements(strategies: list[str] | None, n: int, m: int, domain_size: int | None, seed: int) -> str:

@@ -252,7 +252,7 @@ def probability_table(
     ks = list(failures) if failures else list(range(1, min(units, 2 * replicas + 2) + 1))
     for k in ks:
         if not 1 <= k <= units:
-            what = "machines" if failure_mode == "machines" else f"failure domains ({units})"
+            what = "machines" if failure_mode == "machines" else "failure domains"
             raise UserError("failures", k, f"must be between 1 and the number of {what} = {units}")
     names = list(strategies) if strategies else default_strategies(machines, replicas, domain_size)
     for name in names:

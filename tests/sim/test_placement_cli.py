@@ -87,24 +87,19 @@ def test_montecarlo_json_carries_an_interval_and_is_seeded(capsys):
     assert row["ci_low"] <= 1 - (12 * 9 - 12) / 495 <= row["ci_high"]
 
 
-def test_domain_failures_with_enumeration(capsys):
-    code, out, _ = _run(
-        capsys,
-        "-N",
-        "16",
-        "-m",
-        "2",
-        "--domain-size",
-        "4",
-        "--failure-mode",
-        "domains",
-        "--method",
-        "enumerate",
-    )
+def test_domain_failures_are_enumerated_when_cheap_and_sampled_otherwise(capsys):
+    # Without --method, whole-domain failures are enumerated when that is cheap (4 domains here) ...
+    argv = ["-N", "16", "-m", "2", "--domain-size", "4", "--failure-mode", "domains"]
+    code, out, _ = _run(capsys, *argv)
     assert code == 0
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
     assert rows["domain"][0] == "1.000000" and rows["group"][0] == "0.000000"
+    assert rows["domain"][-1] == "enumerate"
     assert "corollary1-bound" not in rows
+    # ... and sampled when not (2,000 domains of 8: C(2000, 3) failure sets).
+    argv = ["-N", "16000", "-m", "2", "--domain-size", "8", "--failure-mode", "domains", "-k", "3"]
+    _, out, _ = _run(capsys, *argv, "--strategy", "ring", "--samples", "500", "--json")
+    assert json.loads(out)[0]["method"] == "montecarlo"
 
 
 def test_show_prints_each_machines_holders(capsys):
@@ -131,6 +126,14 @@ def test_show_prints_each_machines_holders(capsys):
         (["-N", "10", "-m", "2", "--method", "guess"], "--method = 'guess'"),
         (["-N", "10", "-m", "2", "--failure-mode", "racks"], "--failure-mode = 'racks'"),
         (["-N", "10", "-m", "2", "--failure-mode", "domains"], "failure_mode = 'domains'"),
+        (
+            ["-N", "10", "-m", "2", "--failure-mode", "domains", "--domain-size", "2", "--method", "exact"],
+            "method",
+        ),
+        (
+            ["-N", "10", "-m", "2", "--failure-mode", "domains", "--domain-size", "4", "-k", "4"],
+            "failures = 4",
+        ),
         (["-N", "40", "-m", "2", "-k", "20", "--method", "enumerate"], "use --method exact or montecarlo"),
         (["-N", "3000", "-m", "2", "-k", "6", "--strategy", "random"], "use --method montecarlo"),
         (["-N", "10", "-m", "2", "--method", "montecarlo", "--samples", "0"], "samples = 0"),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from gemini_ft.cli import main
+from sim.placement import Placement
+from sim.recovery_sampling import enumerate_probability
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -113,6 +116,17 @@ def test_show_prints_each_machines_holders(capsys):
         "  3: 3 4",
         "  4: 4 0",
     ]
+
+
+def test_show_prints_the_random_placement_the_table_evaluates(capsys):
+    _, shown, _ = _run(capsys, "-N", "9", "-m", "3", "--show", "--strategy", "random", "--seed", "5")
+    holders = np.array([[int(h) for h in line.split(":")[1].split()] for line in shown.splitlines()[1:]])
+    placement = Placement("random", 9, 3, holders)
+    _, out, _ = _run(
+        capsys, "-N", "9", "-m", "3", "--strategy", "random", "--seed", "5", "-k", "4", "5", "--json"
+    )
+    for row in json.loads(out):
+        assert row["probability"] == float(enumerate_probability(placement, row["failures"]))
 
 
 @pytest.mark.parametrize(

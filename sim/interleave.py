@@ -100,32 +100,20 @@ def iteration_cost(scenario: Scenario) -> IterationCost | None:
     model = scenario.model
     if scenario.interleave.timeline_file is None and (model.layers is None or model.hidden_size is None):
         return None
-    key = scenario.model_dump_json(include={"cluster", "model", "checkpoint", "interleave"})
-    return _cached_cost(key, scenario.interleave.scheme, _FrozenScenario(scenario))
+    # Only these sections shape one iteration; the JSON text is the cache key and rebuilds the scenario.
+    return _cached_cost(scenario.model_dump_json(include={"cluster", "model", "checkpoint", "interleave"}))
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_cost(key: str, scheme: str, holder: _FrozenScenario) -> IterationCost:
-    result = evaluate_schemes(holder.scenario, [scheme])[0]
+def _cached_cost(sections_json: str) -> IterationCost:
+    scenario = Scenario.model_validate_json(sections_json)
+    result = evaluate_schemes(scenario, [scenario.interleave.scheme])[0]
     checkpoint_time = result.checkpoint_time_s if result.checkpoint_time_s is not None else 0.0
     return IterationCost(
         overhead_fraction=result.overhead_fraction,
         checkpoint_time_s=checkpoint_time,
         baseline_iteration_s=result.iteration_time_s / (1.0 + result.overhead_fraction),
     )
-
-
-class _FrozenScenario:
-    """Carries the scenario through the cache; only the JSON key decides equality."""
-
-    def __init__(self, scenario: Scenario) -> None:
-        self.scenario = scenario
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _FrozenScenario)
 
 
 def plan_for(scenario: Scenario, timeline: Timeline, scheme: str) -> Plan | None:

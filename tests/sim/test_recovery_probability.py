@@ -162,6 +162,15 @@ def test_montecarlo_for_domain_failures_matches_domain_enumeration():
         assert estimate.ci_low <= exact <= estimate.ci_high
 
 
+def test_domain_failures_with_a_smaller_last_domain():
+    # 10 machines in domains {0..3}, {4..7}, {8, 9}; a ring of m = 3 loses a whole holder set when
+    # either full domain fails, and survives the small one ({8, 9, 0} keeps machine 0).
+    ring = _placement("ring", 10, 3)
+    assert enumerate_probability(ring, 1, domain_size=4) == Fraction(1, 3)
+    estimate = montecarlo_probability(ring, 1, samples=20_000, rng=np.random.default_rng(1), domain_size=4)
+    assert estimate.ci_low <= 1 / 3 <= estimate.ci_high
+
+
 def test_monte_carlo_on_a_large_placement_is_close_to_the_closed_form():
     placement = _placement("ring", 20_000, 2)
     exact = float(_exact("ring", 20_000, 2, 150))

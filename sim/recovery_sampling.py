@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy.stats import binomtest
 
 from scenarios.errors import UserError
 from sim.placement import Placement
@@ -146,6 +145,8 @@ def montecarlo_probability(
     for start in range(0, samples, batch):
         failed = sample_subsets(rng, units, failures, min(batch, samples - start))
         recovered += int((~_lost(placement, failed, domain_size)).sum())
+    from scipy.stats import binomtest  # scipy.stats takes ~1 s to import; only Monte Carlo needs it
+
     interval = binomtest(recovered, samples).proportion_ci(confidence_level=confidence, method="wilson")
     return MonteCarloEstimate(
         recovered / samples, float(interval.low), float(interval.high), samples, recovered, confidence

@@ -42,10 +42,14 @@ class ClusterConfig(Section):
         330.0, ge=0, description="Time to get a new machine when no standby is left (paper: 4-7 min)."
     )
     failure_domain_size: int = Field(
-        4, ge=1, description="Machines per failure domain (rack/switch); correlated failures take a whole domain."
+        4,
+        ge=1,
+        description="Machines per failure domain (rack/switch); correlated failures take a whole domain.",
     )
     gpu_tflops: float = Field(
-        150.0, gt=0, description="Sustained training throughput of one GPU in TFLOP/s (for the interleaving model)."
+        150.0,
+        gt=0,
+        description="Sustained training throughput of one GPU in TFLOP/s (for the interleaving model).",
     )
 
 
@@ -64,7 +68,9 @@ class ModelConfig(Section):
     ckpt_bytes_per_param: float = Field(
         12.0, gt=0, description="Checkpoint bytes per parameter (12 = fp32 weights + Adam m and v)."
     )
-    iteration_time_s: float = Field(62.0, gt=0, description="Time of one training iteration without checkpointing.")
+    iteration_time_s: float = Field(
+        62.0, gt=0, description="Time of one training iteration without checkpointing."
+    )
     layers: int | None = Field(80, ge=1, description="Transformer layers (for the interleaving model).")
     hidden_size: int | None = Field(10240, ge=1, description="Hidden size (for the interleaving model).")
     sequence_length: int = Field(1024, ge=1, description="Tokens per sample.")
@@ -73,7 +79,9 @@ class ModelConfig(Section):
         None, ge=1, description="Attention heads (activation-memory estimate); None = hidden_size / 128."
     )
     comm_bytes_per_param: float = Field(
-        2.0, gt=0, description="Bytes per parameter in ZeRO-3 all-gathers and reduce-scatters (2 = fp16/bf16)."
+        2.0,
+        gt=0,
+        description="Bytes per parameter in ZeRO-3 all-gathers and reduce-scatters (2 = fp16/bf16).",
     )
     state_bytes_per_param: float = Field(
         16.0,
@@ -81,7 +89,8 @@ class ModelConfig(Section):
         description="GPU bytes per parameter of ZeRO-3 sharded model state (16 = fp16 weights, grads; fp32 master, m, v).",
     )
     activation_checkpointing: bool = Field(
-        True, description="Only layer inputs are kept for backward (activation-memory estimate of the interleaving model)."
+        True,
+        description="Only layer inputs are kept for backward (activation-memory estimate of the interleaving model).",
     )
 
     @property
@@ -99,9 +108,14 @@ class FailureConfig(Section):
         0.015, ge=0, description="Failures per machine per day (OPT-175B: 1.5% of instances per day)."
     )
     weibull_shape: float = Field(1.0, gt=0, description="Weibull shape k (k < 1: infant mortality).")
-    trace_file: Path | None = Field(None, description="CSV with columns time_s, machine, type (software|hardware).")
+    trace_file: Path | None = Field(
+        None, description="CSV with columns time_s, machine, type (software|hardware)."
+    )
     hardware_fraction: float = Field(
-        0.5, ge=0, le=1, description="Share of failures that lose the machine (the rest are software failures)."
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of failures that lose the machine (the rest are software failures).",
     )
     correlated_fraction: float = Field(
         0.0, ge=0, le=1, description="Share of failure events that take down a whole failure domain at once."
@@ -124,7 +138,9 @@ class RecoveryConfig(Section):
         description="Time to serialize the in-memory replicas before a restart from CPU memory; None = m replicas"
         " of one machine's shard at checkpoint.serialization_gbps (paper: 162 s for 2 x 75 GB).",
     )
-    warmup_s: float = Field(253.0, ge=0, description="Restart warm-up (process start, NCCL set-up, data loader).")
+    warmup_s: float = Field(
+        253.0, ge=0, description="Restart warm-up (process start, NCCL set-up, data loader)."
+    )
 
 
 class CheckpointConfig(Section):
@@ -132,8 +148,12 @@ class CheckpointConfig(Section):
 
     policy: Policy = Field("gemini", description=f"One of {', '.join(POLICIES)}.")
     placement: PlacementName = Field("group", description=f"One of {', '.join(PLACEMENTS)}.")
-    replicas: int = Field(2, ge=1, le=64, description="Copies m of each machine's checkpoint, its own included.")
-    in_memory_every_iterations: int = Field(1, ge=1, description="Iterations between in-memory checkpoints (gemini).")
+    replicas: int = Field(
+        2, ge=1, le=64, description="Copies m of each machine's checkpoint, its own included."
+    )
+    in_memory_every_iterations: int = Field(
+        1, ge=1, description="Iterations between in-memory checkpoints (gemini)."
+    )
     persistent_interval_s: float = Field(
         10800.0, gt=0, description="Time between persistent checkpoints (gemini and strawman backups)."
     )
@@ -142,7 +162,9 @@ class CheckpointConfig(Section):
         ge=0,
         description="Per-iteration slowdown of in-memory checkpointing; None = derive it from the interleaving model.",
     )
-    young_daly_formula: Literal["young", "daly"] = Field("daly", description="Which optimal-interval formula.")
+    young_daly_formula: Literal["young", "daly"] = Field(
+        "daly", description="Which optimal-interval formula."
+    )
     serialization_gbps: float = Field(
         7.4,
         gt=0,
@@ -157,15 +179,21 @@ class InterleaveConfig(Section):
     scheme: Scheme = Field("gemini", description=f"One of {', '.join(SCHEMES)}.")
     alpha_s: float = Field(1e-4, ge=0, description="Fixed cost α of sending one chunk: f(s) = α + s/B.")
     gpu_buffer_mib: float = Field(128.0, gt=0, description="GPU memory R reserved for checkpoint traffic.")
-    sub_buffers: int = Field(4, ge=1, le=64, description="Sub-buffers p that R is split into (p ≥ 2 pipelines).")
+    sub_buffers: int = Field(
+        4, ge=1, le=64, description="Sub-buffers p that R is split into (p ≥ 2 pipelines)."
+    )
     mu: float = Field(0.8, gt=0, lt=1, description="Share μ of an idle span that checkpoint traffic may use.")
     gpu_to_cpu_gbps: float = Field(100.0, gt=0, description="GPU→CPU copy bandwidth on the receiver.")
-    timeline_file: Path | None = Field(None, description="A measured iteration timeline (CSV) instead of the model.")
+    timeline_file: Path | None = Field(
+        None, description="A measured iteration timeline (CSV) instead of the model."
+    )
     chunk_mib: float | None = Field(
         None, gt=0, description="Largest checkpoint chunk; None = one sub-buffer R/p (the paper's choice)."
     )
     runtime_reserved_gib: float = Field(
-        2.0, ge=0, description="GPU memory held by the CUDA context, NCCL buffers and allocator fragmentation."
+        2.0,
+        ge=0,
+        description="GPU memory held by the CUDA context, NCCL buffers and allocator fragmentation.",
     )
 
 
@@ -174,7 +202,9 @@ class RunConfig(Section):
 
     duration_days: float = Field(30.0, gt=0, le=36500, description="Simulated wall-clock duration.")
     seeds: int = Field(1, ge=1, le=100_000, description="Independent repetitions.")
-    base_seed: int = Field(0, ge=0, description="Seed of the first repetition; repetition i uses base_seed + i.")
+    base_seed: int = Field(
+        0, ge=0, description="Seed of the first repetition; repetition i uses base_seed + i."
+    )
 
 
 class Scenario(Section):
@@ -188,7 +218,9 @@ class Scenario(Section):
     failures: FailureConfig = Field(default_factory=FailureConfig, description="Failure process.")
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig, description="Recovery costs.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoint policy.")
-    interleave: InterleaveConfig = Field(default_factory=InterleaveConfig, description="Traffic interleaving.")
+    interleave: InterleaveConfig = Field(
+        default_factory=InterleaveConfig, description="Traffic interleaving."
+    )
     run: RunConfig = Field(default_factory=RunConfig, description="Duration and seeds.")
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Field path → values to sweep.")
 
@@ -206,6 +238,12 @@ class Scenario(Section):
             raise ValueError(
                 f"checkpoint.replicas = {self.checkpoint.replicas}: must be at most cluster.machines"
                 f" = {self.cluster.machines}"
+            )
+        if self.checkpoint.policy == "gemini" and self.cpu_memory_needed_gib > self.cluster.cpu_memory_gib:
+            raise ValueError(
+                f"checkpoint.replicas = {self.checkpoint.replicas}: {self.checkpoint.replicas} replicas of a"
+                f" {self.ckpt_bytes_per_machine / GIB:.0f} GiB shard need {self.cpu_memory_needed_gib:.0f} GiB of"
+                f" CPU memory per machine, more than cluster.cpu_memory_gib = {self.cluster.cpu_memory_gib:g}"
             )
         return self
 
@@ -231,7 +269,12 @@ class Scenario(Section):
     @property
     def in_memory_ckpt_time_s(self) -> float:
         """Sending m − 1 replicas of one machine's shard over its NIC (machines send in parallel)."""
-        return self.ckpt_bytes_per_machine * (self.checkpoint.replicas - 1) * 8 / (self.cluster.nic_bandwidth_gbps * 1e9)
+        return (
+            self.ckpt_bytes_per_machine
+            * (self.checkpoint.replicas - 1)
+            * 8
+            / (self.cluster.nic_bandwidth_gbps * 1e9)
+        )
 
     @property
     def peer_retrieval_time_s(self) -> float:

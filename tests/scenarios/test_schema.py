@@ -69,3 +69,14 @@ def test_allowed_fields_lists_every_section():
     assert set(table[""]) == set(Scenario.model_fields)
     assert table["cluster"] == list(ClusterConfig.model_fields)
     assert set(table) == {"", *SECTION_MODELS}
+
+
+def test_gemini_replicas_must_fit_in_cpu_memory() -> None:
+    from scenarios.errors import UserError
+    from scenarios.loader import load_scenario
+
+    # 1.2 TB over 16 machines = 70 GiB per shard; 2 replicas need 140 GiB.
+    with pytest.raises(UserError, match=r"checkpoint.replicas = 2: .*140 GiB.*cluster.cpu_memory_gib = 100"):
+        load_scenario("gpt2-100b-p4d", {"cluster.cpu_memory_gib": 100})
+    strawman = {"cluster.cpu_memory_gib": 100, "checkpoint.policy": "strawman", "sweep": {}}
+    assert load_scenario("gpt2-100b-p4d", strawman).checkpoint.policy == "strawman"  # no in-memory copies

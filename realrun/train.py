@@ -125,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_recovery(
         store, ckpt_group, cfg.world_size, cfg.procs_per_machine, local_rank, run_dir, rank_machine
     )
-    recover(plan, store, codec, rank, ckpt_group, events, run_dir, cfg.chunk_mib << 20)
+    recover(plan, store, codec, rank, ckpt_group, events, run_dir, int(cfg.chunk_mib * 2**20))
     if failed_at is not None:
         failed_step = _failed_step(run_dir)
         # The step column of a lost_steps event is the number of completed steps that must be redone.
         events.log("lost_steps", max(0, failed_step - 1 - plan.step) if failed_step else 0)
 
     checkpointer = Checkpointer(
-        store, rank, codec, route_for(cfg, rank), ckpt_group, events, cfg.chunk_mib << 20, faults.check
+        store, rank, codec, route_for(cfg, rank), ckpt_group, events, int(cfg.chunk_mib * 2**20), faults.check
     )
     first = True
     for step in range(plan.step + 1, cfg.steps + 1):

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from realrun.shm_store import ShmStore, chunk_checksums, parse_manifest
+from realrun.shm_store import CRC_POOL, ShmStore, parse_manifest
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ def exchange(
         torch.frombuffer(o.data, dtype=torch.uint8) if len(o.data) else torch.empty(0, dtype=torch.uint8)
         for o in sends
     ]
+    verifiers = [_Verifier(t, m) for (_, t), m in zip(targets, manifests, strict=True)]
     longest = max([len(o.data) for o in sends] + [int(h[1]) for h in headers] + [0])
     for index, offset in enumerate(range(0, longest, chunk_bytes)):
         ops = [
@@ -94,11 +97,14 @@ def exchange(
             if offset < len(t)
         ]
         _wait(ops)
+        # Checksum what has fully arrived while the next chunk is on the wire.
+        for verifier in verifiers:
+            verifier.advance(offset + chunk_bytes)
         if on_chunk is not None:
             on_chunk(index)
     results = []
-    for manifest, (slot, tensor), src in zip(manifests, targets, recvs, strict=True):
-        ok = slot is not None and manifest is not None and _checksum_ok(tensor, manifest)
+    for manifest, (slot, tensor), src, verifier in zip(manifests, targets, recvs, verifiers, strict=True):
+        ok = slot is not None and manifest is not None and verifier.matches()
         if ok:
             store.commit(int(manifest["owner"]), slot, manifest)
         owner = int(manifest["owner"]) if manifest else -1
@@ -107,9 +113,31 @@ def exchange(
     return results
 
 
-def _checksum_ok(tensor: torch.Tensor, manifest: dict) -> bool:
-    checksum = manifest["checksum"]
-    return chunk_checksums(tensor.numpy(), int(checksum["chunk_bytes"])) == list(checksum["values"])
+class _Verifier:
+    """CRC32 of a shard's checksum chunks, started on the thread pool as soon as each chunk arrived."""
+
+    def __init__(self, tensor: torch.Tensor, manifest: dict | None) -> None:
+        self.data = tensor.numpy()
+        self.expected = list(manifest["checksum"]["values"]) if manifest else None
+        self.chunk = int(manifest["checksum"]["chunk_bytes"]) if manifest else 1
+        self.futures: list[Future] = []
+        self.done = 0
+
+    def advance(self, received: int) -> None:
+        if self.expected is None:
+            return
+        received = min(received, len(self.data))
+        while self.done + self.chunk <= received or (received == len(self.data) and self.done < received):
+            end = min(self.done + self.chunk, len(self.data))
+            self.futures.append(CRC_POOL.submit(zlib.crc32, memoryview(self.data[self.done : end])))
+            self.done = end
+
+    def matches(self) -> bool:
+        if self.expected is None:
+            return False
+        self.advance(len(self.data))
+        values = [f.result() for f in self.futures] or [zlib.crc32(b"")]
+        return values == self.expected
 
 
 def _header(outgoing: Outgoing) -> torch.Tensor:

@@ -26,7 +26,7 @@ ALIGN = 64
 CHECKSUM_CHUNK = 64 << 20
 SLOTS = (0, 1)
 # zlib releases the GIL on large buffers, so two threads checksum two chunks at once.
-_CRC_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="crc32")
+CRC_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="crc32")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def chunk_checksums(buffer: memoryview | np.ndarray, chunk: int = CHECKSUM_CHUNK
     """CRC32 of each `chunk`-byte piece of `buffer`, computed in parallel threads."""
     view = memoryview(buffer).cast("B")
     pieces = [view[start : start + chunk] for start in range(0, len(view), chunk)] or [view]
-    return list(_CRC_POOL.map(zlib.crc32, pieces))
+    return list(CRC_POOL.map(zlib.crc32, pieces))
 
 
 def make_manifest(owner: int, step: int, entries: list[Entry], nbytes: int, crcs: list[int]) -> dict:

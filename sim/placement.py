@@ -3,8 +3,8 @@
 Every machine keeps one replica in its own CPU memory and sends m − 1 to peers. Strategies:
 `group` (N/m disjoint groups; needs m | N), `ring` (the next m − 1 machines), `mixed` (the paper's
 Algorithm 1 for m ∤ N: ⌊N/m⌋ groups, the last one larger and ring-replicated), `random` (m − 1
-distinct peers drawn with a seeded generator) and `domain` (the mixed layout over machines taken rack
-by rack, so a machine's replicas sit in m different failure domains). The real runner replicates
+distinct peers drawn with a seeded generator) and `domain` (machines dealt domain by domain,
+round-robin, into ⌊N/m⌋ groups, so a machine's replicas sit in m different failure domains). The real runner replicates
 with exactly these placements.
 """
 
@@ -77,7 +77,9 @@ def build_placement(
     if strategy == "group":
         if machines % replicas:
             raise UserError(
-                "strategy", "group", f"needs replicas ({replicas}) to divide machines ({machines}); use 'mixed'"
+                "strategy",
+                "group",
+                f"needs replicas ({replicas}) to divide machines ({machines}); use 'mixed'",
             )
         holders = _grouped(np.arange(machines), replicas)
     elif strategy == "ring":
@@ -91,8 +93,15 @@ def build_placement(
     elif strategy == "domain":
         if domain_size is None or domain_size < 1:
             raise UserError("domain_size", domain_size, "strategy 'domain' needs a failure-domain size ≥ 1")
-        holders = _grouped(_rack_interleaved_order(machines, domain_size), replicas)
-        _check_distinct_domains(holders, domain_size, machines)
+        groups = machines // replicas
+        if domain_size > groups:
+            raise UserError(
+                "domain_size",
+                domain_size,
+                f"must be at most machines // replicas = {groups}: a domain larger than the number of groups"
+                " would put two replicas of one checkpoint in the same domain",
+            )
+        holders = _dealt(machines, replicas)
     else:
         raise UserError("strategy", strategy, f"unknown; allowed: {', '.join(PLACEMENTS)}")
     return Placement(strategy, machines, replicas, holders, domain_size)
@@ -134,30 +143,32 @@ def _random(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
         draw = draw + (draw >= bad[:, None])
         peers[bad] = draw
         sorted_rows = np.sort(peers[bad], axis=1)
-        repeats = (sorted_rows[:, 1:] == sorted_rows[:, :-1]).any(axis=1) if m > 2 else np.zeros(len(bad), bool)
+        repeats = (
+            (sorted_rows[:, 1:] == sorted_rows[:, :-1]).any(axis=1) if m > 2 else np.zeros(len(bad), bool)
+        )
         bad = bad[repeats]
     holders[:, 1:] = peers
     return holders
 
 
-def _rack_interleaved_order(n: int, domain_size: int) -> np.ndarray:
-    """Machines listed position by position across racks: rack 0 slot 0, rack 1 slot 0, …, rack 0 slot 1, …"""
-    machines = np.arange(n)
-    return machines[np.lexsort((machines // domain_size, machines % domain_size))]
+def dealt_group_sizes(n: int, m: int) -> list[int]:
+    """Sizes of the ⌊N/m⌋ groups that `domain` deals N machines into (⌈N/G⌉ first, then ⌊N/G⌋)."""
+    groups = n // m
+    base, extra = divmod(n, groups)
+    return [base + 1] * extra + [base] * (groups - extra)
 
 
-def _check_distinct_domains(holders: np.ndarray, domain_size: int, n: int) -> None:
-    domains = holders // domain_size
-    sorted_domains = np.sort(domains, axis=1)
-    if (sorted_domains[:, 1:] == sorted_domains[:, :-1]).any():
-        racks, m = -(-n // domain_size), holders.shape[1]
-        if racks < m:
-            reason = f"too few failure domains ({racks}) to put {m} replicas in distinct domains"
-        else:
-            # Enough domains, but the rack-by-rack Algorithm 1 layout still pairs two machines of one
-            # domain (uneven domains, or the last group's ring wrapping around).
-            reason = (
-                f"the domain layout of {n} machines in {racks} failure domains cannot put {m} replicas"
-                " in distinct domains; use another domain size or strategy"
-            )
-        raise UserError("domain_size", domain_size, reason)
+def _dealt(n: int, m: int) -> np.ndarray:
+    """Deal machines 0..N−1 (numbered domain by domain) round-robin into G = ⌊N/m⌋ groups: group g is
+    g, g + G, g + 2G, … A domain of at most G consecutive machines meets each group at most once, and a
+    group larger than m replicates ring-wise inside itself (Algorithm 1's rule for the odd group)."""
+    groups = n // m
+    base, extra = divmod(n, groups)
+    holders = np.empty((n, m), dtype=np.int64)
+    for first, last, size in ((0, extra, base + 1), (extra, groups, base)):
+        if first == last:
+            continue
+        members = np.arange(first, last)[None, :] + groups * np.arange(size)[:, None]  # (size, groups)
+        window = (np.arange(size)[:, None] + np.arange(m)[None, :]) % size  # (size, m)
+        holders[members] = np.transpose(members[window], (0, 2, 1))
+    return holders

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scenarios.errors import UserError
-from sim.placement import build_placement
+from sim.placement import build_placement, dealt_group_sizes
 
 
 @st.composite
@@ -41,19 +41,21 @@ def test_every_machine_has_m_distinct_holders_itself_first(nm, strategy, seed):
 
 
 @given(sizes(), st.integers(1, 8))
-def test_domain_placement_puts_replicas_in_distinct_domains_when_it_builds(nm, domain_size):
+def test_domain_placement_puts_replicas_in_distinct_domains(nm, domain_size):
     n, m = nm
-    try:
-        placement = _build("domain", n, m, domain_size)
-    except UserError as exc:
-        assert exc.field == "domain_size"
+    if domain_size > n // m:  # a domain larger than the number of groups must share a group
+        with pytest.raises(UserError) as err:
+            _build("domain", n, m, domain_size)
+        assert err.value.field == "domain_size"
         return
+    placement = _build("domain", n, m, domain_size)
     assert (placement.holders[:, 0] == np.arange(n)).all()
     for i in range(n):
         domains = [h // domain_size for h in placement.holders_of(i)]
         assert len(set(domains)) == m
-    # It is Algorithm 1's layout relabelled: the same number of distinct holder sets as mixed.
-    assert len(placement.holder_sets()) == len(_build("mixed", n, m).holder_sets())
+    # Disjoint groups: a group of m has one holder set, a larger (ring-replicated) group one per member.
+    expected = sum(1 if size == m else size for size in dealt_group_sizes(n, m))
+    assert len(placement.holder_sets()) == expected
 
 
 def test_group_ring_mixed_layouts_match_the_paper():

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.interleave_figures import plot_iteration_time
 from analysis.realrun_figures import plot_measurements
 from analysis.results_io import ResultFile
 from analysis.sim_figures import (
@@ -106,6 +107,18 @@ def ckpt_time_figure(table: pd.DataFrame) -> FigureSpec:
         "machine's NIC) against NIC bandwidth. Right: both times against the number of machines.",
         table,
         lambda: plot_ckpt_time_reduction(table),
+    )
+
+
+def interleave_figure(table: pd.DataFrame, scenario_name: str) -> FigureSpec:
+    return FigureSpec(
+        "fig16_iteration_time",
+        f"Iteration time per checkpoint-traffic scheme, {scenario_name} (paper Fig. 16)",
+        "Left: one training iteration with an in-memory checkpoint per iteration, from the ZeRO-3 timeline "
+        "model executed in SimPy (NIC, GPU→CPU copy engine and GPU sub-buffers as resources), with the "
+        "overhead over the baseline. Right: the GPU buffer each scheme needs against the GPU memory left.",
+        table,
+        lambda: plot_iteration_time(table),
     )
 
 

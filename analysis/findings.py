@@ -114,3 +114,30 @@ def scale_finding(summary: pd.DataFrame, machines: int = 1000, rate: float = 0.0
         holds=bool(abs(gemini - 0.9) <= 0.05 and behind),
         test="|Gemini − 90%| ≤ 5 points and HighFreq, Strawman ≥ 20 points below Gemini",
     )
+
+
+def interleave_finding(table: pd.DataFrame, scenario_name: str) -> Finding:
+    """Paper Fig. 16 (GPT-2 40B, 16 p3dn): blocking slowest, naive out of GPU memory, Gemini ≈ baseline."""
+    require_columns(
+        table, ["scheme", "overhead_fraction", "buffer_mib", "gpu_memory_left_mib"], "interleaving table"
+    )
+    rows = table.set_index("scheme")
+    missing = {"blocking", "naive", "no-pipeline", "gemini"} - set(rows.index)
+    if missing:
+        raise UserError(
+            "interleaving table schemes", ", ".join(rows.index), "needs blocking, naive, no-pipeline, gemini"
+        )
+    overhead = rows["overhead_fraction"]
+    blocking_slowest = overhead["blocking"] >= overhead.drop("blocking").max()
+    naive_too_big = rows.loc["naive", "buffer_mib"] > rows.loc["naive", "gpu_memory_left_mib"]
+    gemini_free = overhead["gemini"] <= 0.01
+    return Finding(
+        claim=f"checkpoint traffic schemes on {scenario_name}: blocking is slowest, naive needs more GPU buffer than "
+        "is left, Gemini is about as fast as no checkpointing",
+        paper="blocking +10.1%, interleave without pipelining +3.5%, Gemini ≈ 0; naive out of GPU memory (Fig. 16)",
+        obtained=f"blocking +{overhead['blocking']:.1%}, no-pipeline +{overhead['no-pipeline']:.1%}, "
+        f"gemini +{overhead['gemini']:.1%}; naive needs {rows.loc['naive', 'buffer_mib']:.0f} MiB of "
+        f"{rows.loc['naive', 'gpu_memory_left_mib']:.0f} MiB left",
+        holds=bool(blocking_slowest and naive_too_big and gemini_free),
+        test="blocking has the largest overhead, naive's buffer exceeds the GPU memory left, Gemini ≤ 1%",
+    )

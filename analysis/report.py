@@ -19,11 +19,20 @@ from analysis.catalog import (
     FigureSpec,
     ckpt_time_figure,
     effective_ratio_figure,
+    interleave_figure,
     measurements_figure,
     recovery_probability_figure,
     wasted_time_figure,
 )
-from analysis.findings import Finding, findings_frame, placement_finding, scale_finding, wasted_time_finding
+from analysis.findings import (
+    Finding,
+    findings_frame,
+    interleave_finding,
+    placement_finding,
+    scale_finding,
+    wasted_time_finding,
+)
+from analysis.interleave_figures import interleave_table
 from analysis.results_io import load_result_file
 from analysis.tables import ckpt_time_table
 from scenarios.errors import UserError
@@ -31,6 +40,7 @@ from scenarios.loader import load_scenario, validate
 from scenarios.schema import POLICIES, Scenario
 
 PRESET = "gpt2-100b-p4d"
+INTERLEAVE_PRESET = "gpt2-40b-p3dn"
 SCALE_MACHINES = 1000
 SCALE_RATE = 0.015
 
@@ -123,6 +133,7 @@ def build_report(
         plan.probability_machines, plan.probability_replicas, plan.probability_failures
     )
     ckpt = ckpt_time_table(base, plan.ckpt_machines, plan.ckpt_bandwidths_gbps)
+    schemes = interleave_data(INTERLEAVE_PRESET)
     n16 = by_rate[by_rate["machines"] == 16] if "machines" in by_rate.columns else by_rate
     specs = [
         recovery_probability_figure(probability),
@@ -130,6 +141,7 @@ def build_report(
         ckpt_time_figure(ckpt),
         effective_ratio_figure(by_rate, "failure_rate_per_machine_per_day"),
         effective_ratio_figure(by_machines, "machines"),
+        interleave_figure(schemes, INTERLEAVE_PRESET),
     ]
     if measured is not None:
         specs.append(measurements_figure(measured.data))
@@ -140,6 +152,7 @@ def build_report(
         placement_finding(probability),
         wasted_time_finding(n16, rate=SCALE_RATE),
         scale_finding(by_machines, machines=SCALE_MACHINES, rate=SCALE_RATE),
+        interleave_finding(schemes, INTERLEAVE_PRESET),
     ]
     findings_csv = out_dir / "findings.csv"
     findings_frame(findings).to_csv(findings_csv, index=False)
@@ -163,6 +176,13 @@ def recovery_probability_data(
             strategies = ["group" if n % m == 0 else "mixed", "ring"]
             rows.extend(probability_table(strategies, n, m, ks, method="exact", include_bound=False))
     return pd.DataFrame(rows)
+
+
+def interleave_data(preset: str) -> pd.DataFrame:
+    """Every checkpoint-traffic scheme on one iteration of `preset` (paper Fig. 16)."""
+    from sim.interleave import evaluate_schemes
+
+    return interleave_table([result.summary() for result in evaluate_schemes(load_scenario(preset))])
 
 
 def _sweep(

@@ -16,6 +16,7 @@ STEMS = (
     "fig11_ckpt_time_reduction",
     "fig15a_effective_ratio_vs_failure_rate",
     "fig15b_effective_ratio_vs_machines",
+    "fig16_iteration_time",
 )
 
 
@@ -23,7 +24,7 @@ def test_report_quick_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFi
     out = tmp_path / "report"
     assert main(["report", "--out", str(out), "--quick", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("\n") == 4 and f"report: {out / 'index.html'}" in printed
+    assert printed.count("\n") == 5 and f"report: {out / 'index.html'}" in printed
     for stem in STEMS:
         assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
         assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
@@ -34,10 +35,10 @@ def test_report_quick_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFi
             f"src='{stem}.png'" in index and f"href='{stem}.pdf'" in index and f"href='{stem}.csv'" in index
         )
     findings = pd.read_csv(out / "findings.csv")
-    assert len(findings) == 3
+    assert len(findings) == 4
     # Exact closed form: 93.3% for group at N = 16, m = 2, k = 2 (ring: 13/15).
     assert "group = 93.3%, ring = 86.7%" in findings.loc[0, "obtained"] and findings.loc[0, "holds"]
-    assert index.count("<td class='yes'>") + index.count("<td class='no'>") == 3
+    assert index.count("<td class='yes'>") + index.count("<td class='no'>") == 4
     machines = pd.read_csv(out / "fig15b_effective_ratio_vs_machines.csv")
     assert set(machines["machines"]) == set(QUICK.machines)
     assert set(machines["policy"]) == {"gemini", "highfreq", "strawman", "young-daly"}

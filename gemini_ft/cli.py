@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "sim.placement_cli",
     "sim.cli",
     "sim.interleave_cli",
+    "calibration.cli",
     "realrun.cli",
     "analysis.cli",
 )

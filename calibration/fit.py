@@ -1,0 +1,233 @@
+"""Fit the simulator's parameters from real runs: one `Parameter` per scenario field, with its 95% CI.
+
+Transfer times follow f(s) = α + s/B (replication → `interleave.alpha_s` and
+`cluster.nic_bandwidth_gbps`; persistent saves → `storage.latency_s` and `storage.bandwidth_gbps`);
+α and B are separated only when the sizes differ enough, otherwise α keeps the base scenario's value
+and B is fitted given it. Copies into CPU memory have no fixed cost in the simulator (s/B only).
+Detection and restart are means. Shape, checkpoint size and step time come from the first run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from calibration.measurements import (
+    Run,
+    persistent_saves,
+    recoveries,
+    replication_rounds,
+    training_steps,
+)
+from calibration.stats import Estimate, fit_affine, fit_mean, fit_through, rate_from_slope
+from scenarios.errors import UserError
+from scenarios.schema import Scenario
+
+GBPS = 1e9 / 8  # bytes per second in one Gbit/s
+# α and B are told apart only when the largest transfer is at least this many times the smallest:
+# shards of one run differ by a few bytes, which would make the intercept pure noise.
+MIN_SIZE_RATIO = 1.5
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One scenario field set by calibration: the value written, its estimate, and how it was found."""
+
+    path: str
+    value: float | int | str
+    estimate: Estimate | None
+    unit: str
+    how: str
+    fitted: bool = True
+    """False when the data could not determine it and the base scenario's value is kept."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Every parameter found from `runs` (the first run gives the shape, size and step time)."""
+
+    parameters: list[Parameter]
+    runs: list[str]
+
+    def values(self) -> dict[str, float | int | str]:
+        return {p.path: p.value for p in self.parameters}
+
+    def table(self) -> pd.DataFrame:
+        rows = []
+        for p in self.parameters:
+            e = p.estimate
+            rows.append(
+                {
+                    "parameter": p.path,
+                    "value": p.value,
+                    "ci_low": e.low if e else math.nan,
+                    "ci_high": e.high if e else math.nan,
+                    "n": e.n if e else 0,
+                    "unit": p.unit,
+                    "how": p.how,
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def calibrate(runs: list[Run], base: Scenario) -> Calibration:
+    """All fits over `runs` (pooled), with `base` supplying what the data cannot determine."""
+    if not runs:
+        raise UserError("MEASUREMENTS", [], "at least one measurements file is required")
+    reference = runs[0]
+    if reference.of("snapshot").empty:
+        raise UserError("MEASUREMENTS", str(reference.path), "no snapshot events: cannot size the checkpoint")
+    params: list[Parameter] = []
+    params += _shape(reference, base)
+    params += _replication(runs, base, reference.config.procs_per_machine)
+    params.append(_snapshot(runs, base))
+    params += _persistent(runs, base)
+    params += _recovery(runs, base)
+    return Calibration(params, [str(r.path) for r in runs])
+
+
+# ---- shape, size and step time of the reference run ---------------------------------------------
+def _shape(run: Run, base: Scenario) -> list[Parameter]:
+    cfg = run.config
+    label = f"config of {run.label}"
+    shard = run.shard_bytes()
+    if len(shard) != cfg.world_size:
+        raise UserError(
+            "MEASUREMENTS", str(run.path), f"snapshots from {len(shard)} of {cfg.world_size} ranks"
+        )
+    per_param = base.model.ckpt_bytes_per_param
+    steps = training_steps(run)
+    if steps.empty:
+        raise UserError("MEASUREMENTS", str(run.path), "no step events: cannot time an iteration")
+    step = fit_mean(steps["duration_s"].to_numpy())
+    return [
+        Parameter("model.name", f"realrun-{cfg.model_size}", None, "", label),
+        Parameter("cluster.machines", cfg.machines, None, "", label),
+        Parameter("cluster.gpus_per_machine", cfg.procs_per_machine, None, "", f"{label}: procs_per_machine"),
+        Parameter("checkpoint.replicas", cfg.replicas, None, "", label),
+        Parameter("checkpoint.placement", cfg.placement, None, "", label),
+        Parameter(
+            "model.parameters",
+            run.ckpt_bytes_total() / per_param,
+            Estimate(run.ckpt_bytes_total() / per_param, math.nan, math.nan, len(shard)),
+            "",
+            f"sum of shard bytes / ckpt_bytes_per_param ({per_param:g}, kept)",
+        ),
+        Parameter("model.iteration_time_s", step.value, step, "s", "mean step (no persist step)"),
+    ]
+
+
+# ---- transfers ----------------------------------------------------------------------------------
+def _distinct_sizes(x: np.ndarray) -> bool:
+    return len(x) >= 3 and float(x.min()) > 0 and float(x.max()) >= MIN_SIZE_RATIO * float(x.min())
+
+
+def _alpha_and_rate(
+    x: np.ndarray, y: np.ndarray, base_alpha: float, scale: float
+) -> tuple[Estimate | None, Estimate, str]:
+    """(α or None when kept, bandwidth = scale/slope, how) of y = α + x/B."""
+    if _distinct_sizes(x):
+        fit = fit_affine(x, y)
+        return fit.intercept, rate_from_slope(fit.slope, scale), "least squares α + bytes/B"
+    slope = fit_through(x, y, intercept=base_alpha)
+    how = f"one size: bytes/B given the kept intercept {base_alpha:g} s"
+    return None, rate_from_slope(slope, scale), how
+
+
+def _replication(runs: list[Run], base: Scenario, procs: int) -> list[Parameter]:
+    rounds = pd.concat([replication_rounds(r) for r in runs], ignore_index=True)
+    nic, alpha_path = "cluster.nic_bandwidth_gbps", "interleave.alpha_s"
+    if rounds.empty:
+        why = "kept: no replicate events"
+        return [
+            Parameter(alpha_path, base.interleave.alpha_s, None, "s", why, fitted=False),
+            Parameter(nic, base.cluster.nic_bandwidth_gbps, None, "Gbps", why, fitted=False),
+        ]
+    x, y = rounds["bytes_sent"].to_numpy(float), rounds["duration_s"].to_numpy(float)
+    # Each rank sends its shard to m − 1 peers in one round; the procs_per_machine ranks of a machine
+    # run their rounds at the same time over the machine's NIC, so the NIC carries procs × a rank's rate.
+    alpha, rate, how = _alpha_and_rate(x, y, base.interleave.alpha_s, procs / GBPS)
+    how_nic = f"replicate rounds, {how}; NIC = {procs} ranks × rank rate"
+    out = []
+    if alpha is None:
+        out.append(
+            Parameter(alpha_path, base.interleave.alpha_s, None, "s", "kept: one transfer size", False)
+        )
+    else:
+        out.append(Parameter(alpha_path, max(alpha.value, 0.0), alpha, "s", "intercept of " + how))
+    out.append(_rate_parameter(nic, rate, base.cluster.nic_bandwidth_gbps, how_nic))
+    return out
+
+
+def _rate_parameter(path: str, rate: Estimate, kept: float, how: str) -> Parameter:
+    if not math.isfinite(rate.value) or rate.value <= 0:
+        return Parameter(path, kept, rate, "Gbps", f"kept: non-positive slope ({how})", fitted=False)
+    return Parameter(path, rate.value, rate, "Gbps", how)
+
+
+def _snapshot(runs: list[Run], base: Scenario) -> Parameter:
+    snaps = pd.concat([r.of("snapshot") for r in runs], ignore_index=True)
+    x, y = snaps["bytes"].to_numpy(float), snaps["duration_s"].to_numpy(float)
+    # The simulator charges local retrieval as shard bytes / gpu_to_cpu_gbps, with no fixed cost.
+    rate = rate_from_slope(fit_through(x, y), 1 / GBPS)
+    return _rate_parameter(
+        "interleave.gpu_to_cpu_gbps", rate, base.interleave.gpu_to_cpu_gbps, "snapshot copies, bytes/B"
+    )
+
+
+def _persistent(runs: list[Run], base: Scenario) -> list[Parameter]:
+    saves = pd.concat([persistent_saves(r) for r in runs], ignore_index=True)
+    latency, bandwidth = "storage.latency_s", "storage.bandwidth_gbps"
+    if saves.empty:
+        why = "kept: no complete persist events"
+        return [
+            Parameter(latency, base.storage.latency_s, None, "s", why, fitted=False),
+            Parameter(bandwidth, base.storage.bandwidth_gbps, None, "Gbps", why, fitted=False),
+        ]
+    # Every rank writes its shard at once: the job's checkpoint (all shards) takes the slowest rank's time.
+    x, y = saves["total_bytes"].to_numpy(float), saves["duration_s"].to_numpy(float)
+    alpha, rate, how = _alpha_and_rate(x, y, base.storage.latency_s, 1 / GBPS)
+    out = []
+    if alpha is None:
+        out.append(Parameter(latency, base.storage.latency_s, None, "s", "kept: one checkpoint size", False))
+    else:
+        out.append(Parameter(latency, max(alpha.value, 0.0), alpha, "s", "intercept of " + how))
+    out.append(_rate_parameter(bandwidth, rate, base.storage.bandwidth_gbps, f"persist, all ranks; {how}"))
+    return out
+
+
+# ---- recovery constants -------------------------------------------------------------------------
+def _recovery(runs: list[Run], base: Scenario) -> list[Parameter]:
+    per_rank = pd.concat([recoveries(r) for r in runs], ignore_index=True)
+    out = []
+    if per_rank.empty:
+        out.append(
+            Parameter(
+                "recovery.detection_s", base.recovery.detection_s, None, "s", "kept: no recoveries", False
+            )
+        )
+        restarts = pd.concat([r.of("restart") for r in runs], ignore_index=True)["duration_s"]
+        how = "mean restart (first starts: no recoveries)"
+    else:
+        detect = fit_mean(per_rank["detect_s"].to_numpy())
+        out.append(
+            Parameter("recovery.detection_s", detect.value, detect, "s", "mean detect (failure → start)")
+        )
+        restarts = per_rank["restart_s"]
+        how = "mean restart of recoveries (start → ready)"
+    if restarts.empty:
+        out.append(
+            Parameter("recovery.warmup_s", base.recovery.warmup_s, None, "s", "kept: no restarts", False)
+        )
+    else:
+        warm = fit_mean(restarts.to_numpy(float))
+        out.append(Parameter("recovery.warmup_s", warm.value, warm, "s", how))
+    out.append(
+        Parameter(
+            "recovery.serialization_s", 0.0, None, "s", "set: shared-memory replicas need no serialization"
+        )
+    )
+    return out

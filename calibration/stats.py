@@ -1,6 +1,6 @@
 """Least-squares estimates with 95% confidence intervals (Student t), the building blocks of the fits.
 
-`fit_affine` fits y = a + b·x (scipy.stats.linregress) and needs two distinct x; `fit_through`
+`fit_affine` fits y = a + b·x (scipy.stats.linregress, robust errors) and needs two distinct x; `fit_through`
 fits y − a0 = b·x with a known intercept a0 (one x is enough); `fit_mean` is a constant with its
 t interval. Each returns an `Estimate` per coefficient; an interval is NaN where n is too small.
 """
@@ -42,25 +42,38 @@ def _t(df: int) -> float:
 
 
 def fit_affine(x: np.ndarray, y: np.ndarray) -> AffineFit:
-    """Ordinary least squares of y on x; requires at least two distinct x values."""
+    """Ordinary least squares of y on x (scipy.stats.linregress); needs two distinct x values.
+
+    Standard errors are heteroscedasticity-robust (HC1): transfer-time noise grows with the size,
+    and the textbook errors would then understate the bandwidth's uncertainty.
+    """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n = len(x)
     if len(np.unique(x)) < 2:
         raise ValueError("an affine fit needs at least two distinct x values")
     result = stats.linregress(x, y)
+    design = np.column_stack([np.ones(n), x])
+    residuals = y - (result.intercept + result.slope * x)
+    se = _robust_se(design, residuals)
     t = _t(n - 2)
-    slope_se = result.stderr if n > 2 else math.nan
-    intercept_se = result.intercept_stderr if n > 2 else math.nan
     return AffineFit(
-        intercept=Estimate(
-            result.intercept, result.intercept - t * intercept_se, result.intercept + t * intercept_se, n
-        ),
-        slope=Estimate(result.slope, result.slope - t * slope_se, result.slope + t * slope_se, n),
+        intercept=Estimate(result.intercept, result.intercept - t * se[0], result.intercept + t * se[0], n),
+        slope=Estimate(result.slope, result.slope - t * se[1], result.slope + t * se[1], n),
     )
 
 
+def _robust_se(design: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    """HC1 sandwich standard errors of least-squares coefficients (NaN without spare degrees of freedom)."""
+    n, k = design.shape
+    if n <= k:
+        return np.full(k, math.nan)
+    bread = np.linalg.inv(design.T @ design)
+    meat = design.T @ (design * (residuals**2)[:, None])
+    return np.sqrt(np.diag(bread @ meat @ bread) * n / (n - k))
+
+
 def fit_through(x: np.ndarray, y: np.ndarray, intercept: float = 0.0) -> Estimate:
-    """The slope b of y = intercept + b·x with the intercept known: Σx(y − a)/Σx², t with n − 1 df."""
+    """The slope b of y = intercept + b·x with the intercept known: Σx(y − a)/Σx², HC1 error, n − 1 df."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float) - intercept
     n = len(x)
     sxx = float(np.sum(x * x))
@@ -69,7 +82,7 @@ def fit_through(x: np.ndarray, y: np.ndarray, intercept: float = 0.0) -> Estimat
     slope = float(np.sum(x * y)) / sxx
     if n < 2:
         return Estimate(slope, math.nan, math.nan, n)
-    se = math.sqrt(float(np.sum((y - slope * x) ** 2)) / (n - 1) / sxx)
+    se = float(_robust_se(x[:, None], y - slope * x)[0])
     t = _t(n - 1)
     return Estimate(slope, slope - t * se, slope + t * se, n)
 

@@ -1,0 +1,108 @@
+"""Measurement files drawn from known parameters with a seeded Generator, written by realrun's own writer.
+
+Each file is what the real runner would log for a job whose transfers take exactly α + bytes/B plus
+Gaussian noise, so the fits can be checked against the truth they were generated from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from realrun.config import RealRunConfig
+from realrun.measurements import COLUMNS, write_parquet
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The parameters a synthetic run is drawn from (bytes per second, seconds)."""
+
+    alpha_s: float = 0.004  # per replication round
+    rank_bytes_per_s: float = 400e6  # one rank's replication rate
+    snapshot_bytes_per_s: float = 2e9
+    storage_latency_s: float = 0.05
+    storage_bytes_per_s: float = 150e6  # all ranks together
+    iteration_s: float = 0.2
+    detect_s: float = 3.0
+    restart_s: float = 0.5
+    noise: float = 0.02  # relative standard deviation
+
+
+def synthetic_run(
+    path: Path,
+    rng: np.random.Generator,
+    *,
+    shard_bytes: int,
+    truth: Truth = Truth(),
+    machines: int = 2,
+    procs: int = 1,
+    replicas: int = 2,
+    steps: int = 12,
+    persist_every: int = 4,
+    fail_step: int | None = 7,
+    source: str = "local",
+) -> Path:
+    """Write `path` (a measurements.parquet) for a job with the given shape; returns the path."""
+    world = machines * procs
+    rows: list[dict] = []
+    t = 0.0
+
+    def log(rank: int, event: str, step: int, duration: float, nbytes: int = 0, src=None, peer=None) -> None:
+        rows.append(
+            {"run_id": "job", "rank": rank, "machine": rank // procs, "event": event, "step": step,
+             "bytes": nbytes, "duration_s": duration, "source": src, "peer": peer, "t_s": t, "ok": True}
+        )  # fmt: skip
+
+    def noisy(value: float) -> float:
+        return value * (1.0 + truth.noise * rng.standard_normal())
+
+    for rank in range(world):
+        log(rank, "restart", -1, noisy(truth.restart_s))
+    for step in range(1, steps + 1):
+        t += 1.0
+        if step == fail_step:
+            failed_at = t
+            t += truth.detect_s
+            for rank in range(world):
+                log(rank, "detect", -1, noisy(t - failed_at))
+            t += truth.restart_s
+            for rank in range(world):
+                log(rank, "restart", -1, noisy(truth.restart_s))
+            t += 0.5
+            for rank in range(world):
+                duration = noisy(shard_bytes / truth.snapshot_bytes_per_s)
+                log(
+                    rank, "retrieve", step - 1, duration, shard_bytes, source, 0 if source == "peer" else None
+                )
+            t += 0.5
+        for rank in range(world):
+            log(rank, "step", step, noisy(truth.iteration_s))
+            log(rank, "snapshot", step, noisy(shard_bytes / truth.snapshot_bytes_per_s), shard_bytes, "local")
+            duration = noisy(truth.alpha_s + shard_bytes * (replicas - 1) / truth.rank_bytes_per_s)
+            for peer in range(1, replicas):
+                log(rank, "replicate", step, duration, shard_bytes, "local", (rank + peer * procs) % world)
+        if step % persist_every == 0:
+            duration = noisy(truth.storage_latency_s + shard_bytes * world / truth.storage_bytes_per_s)
+            for rank in range(world):
+                log(rank, "persist", step, duration * (1 - 0.01 * rank), shard_bytes, "persistent")
+    t += 1.0
+    for rank in range(world):
+        log(
+            rank,
+            "disk_load",
+            steps,
+            noisy(truth.storage_latency_s + shard_bytes * world / 150e6),
+            shard_bytes,
+            "disk",
+        )
+    frame = pd.DataFrame(rows, columns=list(COLUMNS)).astype({"peer": "Int64"})
+    cfg = RealRunConfig(
+        machines=machines, procs_per_machine=procs, replicas=replicas, steps=steps, persist_every=persist_every,
+        placement="group" if machines % replicas == 0 else "mixed", out=path.parent,
+    )  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(frame, path, cfg.model_dump_json(), "test")
+    return path

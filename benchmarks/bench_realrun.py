@@ -124,11 +124,16 @@ def bench_single(gib: float, iterations: int, work: Path) -> dict:
                 engine.snapshot(step)
             return time.perf_counter() - start
 
+        # Blocks of consecutive iterations: with checkpoints, each snapshot overlaps the next
+        # iteration (the steady state); blocks alternate so drift in machine speed hits both alike.
         plain, with_ckpt = [], []
-        for i in range(iterations):  # interleaved so drift hits both alike
-            plain.append(iteration(False, 100 + 2 * i))
+        step = 100
+        for _ in range(2):
             engine.wait_done()
-            with_ckpt.append(iteration(True, 101 + 2 * i))
+            for _ in range(iterations):
+                plain.append(iteration(False, step := step + 1))
+            for _ in range(iterations):
+                with_ckpt.append(iteration(True, step := step + 1))
         engine.wait_done()
     finally:
         shm.wipe()

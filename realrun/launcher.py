@@ -173,8 +173,14 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL `pid` and all its descendants, found before anyone dies so none is re-parented first."""
+def _kill_tree(pid: int, wait_s: float = 10.0) -> None:
+    """SIGKILL `pid` and all its descendants and wait until they are gone.
+
+    The agent is stopped first so it cannot start new workers between the scan and the kill, and
+    the whole tree is found before anyone dies, so no worker is re-parented out of sight.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGSTOP)
     tree, frontier = [], [pid]
     while frontier:
         current = frontier.pop()
@@ -183,6 +189,18 @@ def _kill_tree(pid: int) -> None:
     for victim in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
+    deadline = time.time() + wait_s
+    # Zombies of our own agent are reaped by Popen.wait(); others' are reaped by init.
+    while time.time() < deadline and any(_alive(p) for p in tree if p != pid):
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -35,12 +35,22 @@ class Plan:
     holder: list[int]
 
 
-def local_inventory(store: ShmStore, world: int, procs: int, local_rank: int) -> torch.Tensor:
-    """[world, 2] newest verified committed steps of each shard this rank answers for (-1 = none)."""
+def local_inventory(
+    store: ShmStore, world: int, procs: int, local_rank: int, deep: bool = True
+) -> torch.Tensor:
+    """[world, 2] newest verified committed steps of each shard this rank answers for (-1 = none).
+
+    With `deep=False` only the newest copy that verifies is reported (one checksum pass per shard).
+    """
     table = torch.full((world, SLOT_COUNT), -1, dtype=torch.int64)
     for owner in range(local_rank, world, procs):
-        steps = [m["step"] for _, m in store.committed(owner) if store.read(owner, m["step"]) is not None]
-        for column, step in enumerate(sorted(steps, reverse=True)[:SLOT_COUNT]):
+        steps = []
+        for _, manifest in store.committed(owner):  # newest first
+            if store.read(owner, manifest["step"]) is not None:
+                steps.append(manifest["step"])
+                if not deep:
+                    break
+        for column, step in enumerate(steps[:SLOT_COUNT]):
             table[owner, column] = step
     return table
 
@@ -70,16 +80,31 @@ def plan_recovery(
     run_dir: Path,
     rank_machine: list[int],
 ) -> Plan:
-    mine = local_inventory(store, world, procs, local_rank)
-    gathered = [torch.empty_like(mine) for _ in range(world)]
-    dist.all_gather(gathered, mine, group=group)
-    chosen = choose(torch.stack(gathered), rank_machine)
+    # Verifying a copy reads all its bytes, so first verify only the newest copies; look at older
+    # ones only when the newest cannot give the best step from local memory (all ranks see one table).
+    inventory = _gather(local_inventory(store, world, procs, local_rank, deep=False), group, world)
+    chosen = choose(inventory, rank_machine)
+    local_everywhere = chosen is not None and all(h == o for o, h in enumerate(chosen[1]))
+    if chosen is None or chosen[0] < _upper_bound(inventory) or not local_everywhere:
+        inventory = _gather(local_inventory(store, world, procs, local_rank, deep=True), group, world)
+        chosen = choose(inventory, rank_machine)
     persistent = latest_persistent(run_dir)
     if chosen is not None and (persistent is None or chosen[0] >= persistent):
         return Plan(chosen[0], "memory", chosen[1])
     if persistent is not None:
         return Plan(persistent, "persistent", [-1] * world)
     return Plan(0, "fresh", [-1] * world)
+
+
+def _gather(mine: torch.Tensor, group: dist.ProcessGroup | None, world: int) -> torch.Tensor:
+    gathered = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(gathered, mine, group=group)
+    return torch.stack(gathered)
+
+
+def _upper_bound(inventory: torch.Tensor) -> int:
+    """No step newer than the oldest of the shards' newest copies can be complete."""
+    return int(inventory.amax(dim=(0, 2)).min())
 
 
 def recover(

@@ -21,6 +21,8 @@ import torch.distributed as dist
 
 from realrun.shm_store import CRC_POOL, ShmStore, parse_manifest
 
+IN_FLIGHT = 2
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -85,23 +87,31 @@ def exchange(
     ]
     verifiers = [_Verifier(t, m) for (_, t), m in zip(targets, manifests, strict=True)]
     longest = max([len(o.data) for o in sends] + [int(h[1]) for h in headers] + [0])
-    for index, offset in enumerate(range(0, longest, chunk_bytes)):
+
+    # Keep two chunks in flight so the link never idles between chunks; complete them in order.
+    def post(offset: int) -> list:
         ops = [
             dist.isend(t[offset : offset + chunk_bytes], o.dst, group=group)
             for t, o in zip(out_tensors, sends, strict=True)
             if offset < len(t)
         ]
-        ops += [
+        return ops + [
             dist.irecv(t[offset : offset + chunk_bytes], src, group=group)
             for (_, t), src in zip(targets, recvs, strict=True)
             if offset < len(t)
         ]
-        _wait(ops)
-        # Checksum what has fully arrived while the next chunk is on the wire.
+
+    offsets = list(range(0, longest, chunk_bytes))
+    pending = [post(offset) for offset in offsets[:IN_FLIGHT]]
+    for index, offset in enumerate(offsets):
+        _wait(pending[index])
+        # Checksum what has fully arrived while later chunks are on the wire.
         for verifier in verifiers:
             verifier.advance(offset + chunk_bytes)
         if on_chunk is not None:
             on_chunk(index)
+        if index + IN_FLIGHT < len(offsets):
+            pending.append(post(offsets[index + IN_FLIGHT]))
     results = []
     for manifest, (slot, tensor), src, verifier in zip(manifests, targets, recvs, verifiers, strict=True):
         ok = slot is not None and manifest is not None and verifier.matches()

@@ -150,11 +150,20 @@ def _replication(runs: list[Run], base: Scenario, procs: int) -> list[Parameter]
     # Each rank sends its shard to m − 1 peers in one round; the procs_per_machine ranks of a machine
     # run their rounds at the same time over the machine's NIC, so the NIC carries procs × a rank's rate.
     alpha, rate, how = _alpha_and_rate(x, y, base.interleave.alpha_s, procs / GBPS)
+    if not _usable(rate):
+        alpha = None  # an intercept without a bandwidth beside it describes nothing
     how_nic = f"replicate rounds, {how}; NIC = {procs} ranks × rank rate"
     out = []
     if alpha is None:
         out.append(
-            Parameter(alpha_path, base.interleave.alpha_s, None, "s", "kept: one transfer size", False)
+            Parameter(
+                alpha_path,
+                base.interleave.alpha_s,
+                None,
+                "s",
+                "kept: one transfer size or no bandwidth fit",
+                False,
+            )
         )
     else:
         out.append(Parameter(alpha_path, max(alpha.value, 0.0), alpha, "s", "intercept of " + how))
@@ -162,8 +171,12 @@ def _replication(runs: list[Run], base: Scenario, procs: int) -> list[Parameter]
     return out
 
 
+def _usable(rate: Estimate) -> bool:
+    return math.isfinite(rate.value) and rate.value > 0
+
+
 def _rate_parameter(path: str, rate: Estimate, kept: float, how: str) -> Parameter:
-    if not math.isfinite(rate.value) or rate.value <= 0:
+    if not _usable(rate):
         return Parameter(path, kept, rate, "Gbps", f"kept: non-positive slope ({how})", fitted=False)
     return Parameter(path, rate.value, rate, "Gbps", how)
 
@@ -190,9 +203,20 @@ def _persistent(runs: list[Run], base: Scenario) -> list[Parameter]:
     # Every rank writes its shard at once: the job's checkpoint (all shards) takes the slowest rank's time.
     x, y = saves["total_bytes"].to_numpy(float), saves["duration_s"].to_numpy(float)
     alpha, rate, how = _alpha_and_rate(x, y, base.storage.latency_s, 1 / GBPS)
+    if not _usable(rate):
+        alpha = None  # an intercept without a bandwidth beside it describes nothing
     out = []
     if alpha is None:
-        out.append(Parameter(latency, base.storage.latency_s, None, "s", "kept: one checkpoint size", False))
+        out.append(
+            Parameter(
+                latency,
+                base.storage.latency_s,
+                None,
+                "s",
+                "kept: one checkpoint size or no bandwidth fit",
+                False,
+            )
+        )
     else:
         out.append(Parameter(latency, max(alpha.value, 0.0), alpha, "s", "intercept of " + how))
     out.append(_rate_parameter(bandwidth, rate, base.storage.bandwidth_gbps, f"persist, all ranks; {how}"))

@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
+from realrun import replication
 from realrun.checkpointer import Checkpointer, Route, ShardCodec
 from realrun.measurements import EventLog
 from realrun.model import build_model, parse_model_size, synthetic_batch
@@ -163,7 +164,11 @@ def _drop_caches(path: Path) -> str:
 
 
 # ---- replication (two processes, gloo on loopback) -------------------------------------------
-def _replication_worker(rank: int, port: int, nbytes: int, result: str, repeats: int) -> None:
+def _replication_worker(
+    rank: int, port: int, nbytes: int, result: str, repeats: int, in_flight: int | None
+) -> None:
+    if in_flight is not None:
+        replication.IN_FLIGHT = in_flight
     store_ = dist.TCPStore("127.0.0.1", port, 2, rank == 0, timeout=timedelta(seconds=600))
     dist.init_process_group("gloo", store=store_, rank=rank, world_size=2)
     shm = ShmStore(Path("/dev/shm") / f"gemini-ft-bench-{port}", machine=rank)
@@ -203,9 +208,9 @@ def _replication_worker(rank: int, port: int, nbytes: int, result: str, repeats:
         dist.destroy_process_group()
 
 
-def bench_replication(nbytes: int, work: Path) -> dict:
+def bench_replication(nbytes: int, work: Path, in_flight: int | None = None) -> dict:
     result = work / "replication.json"
-    mp.spawn(_replication_worker, args=(_free_port(), nbytes, str(result), 2), nprocs=2, join=True)
+    mp.spawn(_replication_worker, args=(_free_port(), nbytes, str(result), 2, in_flight), nprocs=2, join=True)
     return json.loads(result.read_text())
 
 
@@ -215,12 +220,15 @@ def main() -> int:
     )
     parser.add_argument("--gib", type=float, default=1.0, help="checkpoint state size in GiB (default 1)")
     parser.add_argument("--iterations", type=int, default=3, help="training iterations per overhead variant")
+    parser.add_argument(
+        "--in-flight", type=int, default=None, help="replication chunks in flight (default: the engine's)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-realrun-") as tmp:
         work = Path(tmp)
         single = bench_single(args.gib, args.iterations, work)
         nbytes = single["bytes"]
-        replication = bench_replication(nbytes, work)
+        replication = bench_replication(nbytes, work, args.in_flight)
     gb = nbytes / 1e9
     print(f"state per rank: {nbytes / GIB:.3f} GiB; page cache: {single['cache_dropped']}")
     _line(

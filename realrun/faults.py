@@ -3,8 +3,9 @@
 Specs: `sw@step=30:rank=1` (kill one training process; its machine's memory survives),
 `hw@step=50:machine=2` (kill the whole machine and wipe its shared memory), either with
 `:during=snapshot|replicate` to strike mid-checkpoint, and `random:count=3:seed=7`. A failure fires
-at the start of its step (or inside that step's snapshot/replication) and at most once per job: a
-marker file in the run directory records it, so restarted workers do not fire it again.
+at the start of its step once the previous checkpoint is out (or inside that step's
+snapshot/replication) and at most once per job: a marker file in the run directory records it, so
+restarted workers do not fire it again.
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ class FaultInjector:
         if failure.kind == "sw":
             return failure.target == self.rank
         return failure.target == self.machine and self.local_rank == 0
+
+    def due(self, step: int) -> bool:
+        """True if a failure may strike this process at the start of `step`."""
+        return any(f.step == step and f.during == "step" for f in self.failures)
 
     def check(self, step: int, phase: str) -> None:
         for failure in self.failures:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from realrun.shm_store import CRC_POOL, ShmStore, parse_manifest
 
-IN_FLIGHT = 2
+IN_FLIGHT = 4
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def exchange(
     verifiers = [_Verifier(t, m) for (_, t), m in zip(targets, manifests, strict=True)]
     longest = max([len(o.data) for o in sends] + [int(h[1]) for h in headers] + [0])
 
-    # Keep two chunks in flight so the link never idles between chunks; complete them in order.
+    # Keep a few chunks in flight so the link never idles between chunks; complete them in order.
     def post(offset: int) -> list:
         ops = [
             dist.isend(t[offset : offset + chunk_bytes], o.dst, group=group)

@@ -240,7 +240,7 @@ def main() -> int:
         "target >= 0.70",
     )
     _line(
-        "snapshot+crc32+commit (GB/s)",
+        "snapshot+checksum+commit (GB/s)",
         gb / single["committed_s"],
         gb / single["memcpy_s"],
         "GB/s",

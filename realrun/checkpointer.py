@@ -166,8 +166,8 @@ class Checkpointer:
         copy_s = time.perf_counter() - start
         self.events.log("snapshot", step, nbytes=total, duration_s=copy_s, source="local")
         self.fault(step, "snapshot")
-        crcs = chunk_checksums(buffer)
-        manifest = make_manifest(self.rank, step, entries, total, crcs)
+        checksums = chunk_checksums(buffer)
+        manifest = make_manifest(self.rank, step, entries, total, checksums)
         self.store.commit(self.rank, slot, manifest)
         self.events.log(
             "commit",

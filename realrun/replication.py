@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from realrun.shm_store import CRC_POOL, ShmStore, parse_manifest
+from realrun.shm_store import CHECKSUM_POOL, ShmStore, checksum, parse_manifest
 
 IN_FLIGHT = 4
 
@@ -124,7 +123,7 @@ def exchange(
 
 
 class _Verifier:
-    """CRC32 of a shard's checksum chunks, started on the thread pool as soon as each chunk arrived."""
+    """Checksums of a shard's chunks, started on the checksum pool as soon as each chunk arrived."""
 
     def __init__(self, tensor: torch.Tensor, manifest: dict | None) -> None:
         self.data = tensor.numpy()
@@ -139,14 +138,14 @@ class _Verifier:
         received = min(received, len(self.data))
         while self.done + self.chunk <= received or (received == len(self.data) and self.done < received):
             end = min(self.done + self.chunk, len(self.data))
-            self.futures.append(CRC_POOL.submit(zlib.crc32, memoryview(self.data[self.done : end])))
+            self.futures.append(CHECKSUM_POOL.submit(checksum, memoryview(self.data[self.done : end])))
             self.done = end
 
     def matches(self) -> bool:
         if self.expected is None:
             return False
         self.advance(len(self.data))
-        values = [f.result() for f in self.futures] or [zlib.crc32(b"")]
+        values = [f.result() for f in self.futures] or [checksum(b"")]
         return values == self.expected
 
 

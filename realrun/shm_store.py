@@ -14,19 +14,28 @@ import json
 import mmap
 import os
 import shutil
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 FORMAT = 1
 ALIGN = 64
 CHECKSUM_CHUNK = 64 << 20
 SLOTS = (0, 1)
-# zlib releases the GIL on large buffers, so two threads checksum two chunks at once.
-CRC_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="crc32")
+CHECKSUM = "xxh3_64"
+# xxh3 hashes at ~2x memcpy speed on one core (crc32: ~0.5x), so verifying a replica costs little CPU
+# beside training. The pool lets a receiver hash arrived chunks while the next ones are in flight.
+CHECKSUM_POOL = ThreadPoolExecutor(
+    max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="checksum"
+)
+
+
+def checksum(piece: memoryview | bytes) -> int:
+    """The 64-bit xxh3 hash of `piece`."""
+    return xxhash.xxh3_64_intdigest(piece)
 
 
 @dataclass(frozen=True)
@@ -50,19 +59,19 @@ def build_layout(specs: list[tuple[str, str, tuple[int, ...], int]]) -> tuple[li
 
 
 def chunk_checksums(buffer: memoryview | np.ndarray, chunk: int = CHECKSUM_CHUNK) -> list[int]:
-    """CRC32 of each `chunk`-byte piece of `buffer`, computed in parallel threads."""
+    """The checksum of each `chunk`-byte piece of `buffer`, computed on the checksum pool."""
     view = memoryview(buffer).cast("B")
     pieces = [view[start : start + chunk] for start in range(0, len(view), chunk)] or [view]
-    return list(CRC_POOL.map(zlib.crc32, pieces))
+    return list(CHECKSUM_POOL.map(checksum, pieces))
 
 
-def make_manifest(owner: int, step: int, entries: list[Entry], nbytes: int, crcs: list[int]) -> dict:
+def make_manifest(owner: int, step: int, entries: list[Entry], nbytes: int, checksums: list[int]) -> dict:
     return {
         "format": FORMAT,
         "owner": owner,
         "step": step,
         "nbytes": nbytes,
-        "checksum": {"algorithm": "crc32", "chunk_bytes": CHECKSUM_CHUNK, "values": crcs},
+        "checksum": {"algorithm": CHECKSUM, "chunk_bytes": CHECKSUM_CHUNK, "values": checksums},
         "entries": [
             {"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "offset": e.offset, "nbytes": e.nbytes}
             for e in entries
@@ -86,6 +95,9 @@ def parse_manifest(raw: bytes) -> dict | None:
     keys = {"format", "owner", "step", "nbytes", "checksum", "entries"}
     if not isinstance(manifest, dict) or not keys <= manifest.keys() or manifest["format"] != FORMAT:
         return None
+    checksum_info = manifest["checksum"]
+    if not isinstance(checksum_info, dict) or checksum_info.get("algorithm") != CHECKSUM:
+        return None  # a copy we cannot verify is a copy we cannot use
     return manifest
 
 

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from realrun.recovery import local_inventory
-from realrun.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest, manifest_entries
+from realrun.shm_store import (
+    ShmStore,
+    build_layout,
+    chunk_checksums,
+    make_manifest,
+    manifest_entries,
+    parse_manifest,
+)
 
 
 def _put(store: ShmStore, owner: int, step: int, payload: bytes, commit: bool = True) -> int:
@@ -40,7 +47,7 @@ def test_manifest_is_plain_json_with_layout(store):
     raw = (store.dir / "shard5.slot0.json").read_text()
     manifest = json.loads(raw)
     assert manifest["step"] == 7 and manifest["owner"] == 5
-    assert manifest["checksum"]["algorithm"] == "crc32"
+    assert manifest["checksum"]["algorithm"] == "xxh3_64"
     entry = manifest_entries(manifest)[0]
     assert (entry.name, entry.dtype, entry.shape, entry.offset, entry.nbytes) == (
         "param/w",
@@ -97,3 +104,10 @@ def test_chunk_checksums_cover_every_chunk():
     changed[999] ^= 1
     assert chunk_checksums(changed, chunk=300)[:3] == crcs[:3]
     assert chunk_checksums(changed, chunk=300)[3] != crcs[3]
+
+
+def test_manifest_with_an_unknown_checksum_algorithm_is_not_used() -> None:
+    manifest = make_manifest(0, 3, [], 0, [0])
+    assert parse_manifest(json.dumps(manifest).encode()) == manifest
+    manifest["checksum"]["algorithm"] = "crc32"
+    assert parse_manifest(json.dumps(manifest).encode()) is None

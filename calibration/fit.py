@@ -139,36 +139,45 @@ def _alpha_and_rate(
 
 def _replication(runs: list[Run], base: Scenario, procs: int) -> list[Parameter]:
     rounds = pd.concat([replication_rounds(r) for r in runs], ignore_index=True)
-    nic, alpha_path = "cluster.nic_bandwidth_gbps", "interleave.alpha_s"
-    if rounds.empty:
-        why = "kept: no replicate events"
-        return [
-            Parameter(alpha_path, base.interleave.alpha_s, None, "s", why, fitted=False),
-            Parameter(nic, base.cluster.nic_bandwidth_gbps, None, "Gbps", why, fitted=False),
-        ]
-    x, y = rounds["bytes_sent"].to_numpy(float), rounds["duration_s"].to_numpy(float)
     # Each rank sends its shard to m − 1 peers in one round; the procs_per_machine ranks of a machine
     # run their rounds at the same time over the machine's NIC, so the NIC carries procs × a rank's rate.
-    alpha, rate, how = _alpha_and_rate(x, y, base.interleave.alpha_s, procs / GBPS)
-    if not _usable(rate):
-        alpha = None  # an intercept without a bandwidth beside it describes nothing
-    how_nic = f"replicate rounds, {how}; NIC = {procs} ranks × rank rate"
-    out = []
-    if alpha is None:
-        out.append(
-            Parameter(
-                alpha_path,
-                base.interleave.alpha_s,
-                None,
-                "s",
-                "kept: one transfer size or no bandwidth fit",
-                False,
-            )
+    return _intercept_and_rate(
+        rounds, "bytes_sent", ("interleave.alpha_s", base.interleave.alpha_s),
+        ("cluster.nic_bandwidth_gbps", base.cluster.nic_bandwidth_gbps), procs / GBPS,
+        what="replicate rounds", rate_note=f"; NIC = {procs} ranks × rank rate", none="no replicate events",
+    )  # fmt: skip
+
+
+def _intercept_and_rate(
+    frame: pd.DataFrame,
+    x_column: str,
+    intercept: tuple[str, float],
+    rate: tuple[str, float],
+    scale: float,
+    *,
+    what: str,
+    rate_note: str,
+    none: str,
+) -> list[Parameter]:
+    """Parameters of duration = intercept + bytes / rate fitted to `frame`; base values are kept
+    (and marked so) where the data cannot determine them."""
+    (intercept_path, base_intercept), (rate_path, base_rate) = intercept, rate
+    if frame.empty:
+        return [
+            Parameter(intercept_path, base_intercept, None, "s", f"kept: {none}", fitted=False),
+            Parameter(rate_path, base_rate, None, "Gbps", f"kept: {none}", fitted=False),
+        ]
+    x, y = frame[x_column].to_numpy(float), frame["duration_s"].to_numpy(float)
+    alpha, fitted_rate, how = _alpha_and_rate(x, y, base_intercept, scale)
+    if alpha is None or not _usable(
+        fitted_rate
+    ):  # an intercept without a bandwidth beside it describes nothing
+        first = Parameter(
+            intercept_path, base_intercept, None, "s", "kept: one size or no bandwidth fit", False
         )
     else:
-        out.append(Parameter(alpha_path, max(alpha.value, 0.0), alpha, "s", "intercept of " + how))
-    out.append(_rate_parameter(nic, rate, base.cluster.nic_bandwidth_gbps, how_nic))
-    return out
+        first = Parameter(intercept_path, max(alpha.value, 0.0), alpha, "s", "intercept of " + how)
+    return [first, _rate_parameter(rate_path, fitted_rate, base_rate, f"{what}, {how}{rate_note}")]
 
 
 def _usable(rate: Estimate) -> bool:
@@ -193,34 +202,12 @@ def _snapshot(runs: list[Run], base: Scenario) -> Parameter:
 
 def _persistent(runs: list[Run], base: Scenario) -> list[Parameter]:
     saves = pd.concat([persistent_saves(r) for r in runs], ignore_index=True)
-    latency, bandwidth = "storage.latency_s", "storage.bandwidth_gbps"
-    if saves.empty:
-        why = "kept: no complete persist events"
-        return [
-            Parameter(latency, base.storage.latency_s, None, "s", why, fitted=False),
-            Parameter(bandwidth, base.storage.bandwidth_gbps, None, "Gbps", why, fitted=False),
-        ]
     # Every rank writes its shard at once: the job's checkpoint (all shards) takes the slowest rank's time.
-    x, y = saves["total_bytes"].to_numpy(float), saves["duration_s"].to_numpy(float)
-    alpha, rate, how = _alpha_and_rate(x, y, base.storage.latency_s, 1 / GBPS)
-    if not _usable(rate):
-        alpha = None  # an intercept without a bandwidth beside it describes nothing
-    out = []
-    if alpha is None:
-        out.append(
-            Parameter(
-                latency,
-                base.storage.latency_s,
-                None,
-                "s",
-                "kept: one checkpoint size or no bandwidth fit",
-                False,
-            )
-        )
-    else:
-        out.append(Parameter(latency, max(alpha.value, 0.0), alpha, "s", "intercept of " + how))
-    out.append(_rate_parameter(bandwidth, rate, base.storage.bandwidth_gbps, f"persist, all ranks; {how}"))
-    return out
+    return _intercept_and_rate(
+        saves, "total_bytes", ("storage.latency_s", base.storage.latency_s),
+        ("storage.bandwidth_gbps", base.storage.bandwidth_gbps), 1 / GBPS,
+        what="persist, all ranks", rate_note="", none="no complete persist events",
+    )  # fmt: skip
 
 
 # ---- recovery constants -------------------------------------------------------------------------

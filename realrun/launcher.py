@@ -77,20 +77,17 @@ def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
     for sig in previous:
         signal.signal(sig, _raise_interrupt)
     store = TCPStore("127.0.0.1", cfg.port, is_master=True, wait_for_workers=False)
+
+    def ended(ok: bool, message: str) -> RunResult:
+        return RunResult(ok, job_id, run_dir, time.time() - t0, replacements, message)
+
     try:
         for machine in range(cfg.machines):
             agents[machine] = _start_agent(cfg, machine, job_id, shm, t0)
         done: set[int] = set()
         while len(done) < cfg.machines:
             if time.time() - t0 > time_limit_s:
-                return RunResult(
-                    False,
-                    job_id,
-                    run_dir,
-                    time.time() - t0,
-                    replacements,
-                    f"time limit {time_limit_s:.0f} s reached",
-                )
+                return ended(False, f"time limit {time_limit_s:.0f} s reached")
             for request in sorted((run_dir / "faults").glob("hw-machine*.request")):
                 machine = int(request.name.removeprefix("hw-machine").split(".")[0])
                 _kill_tree(agents[machine].pid)
@@ -105,16 +102,9 @@ def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
                     done.add(machine)
                 elif code is not None and not any((run_dir / "faults").glob(f"hw-machine{machine}.request")):
                     log = run_dir / "logs" / f"machine{machine}.log"
-                    return RunResult(
-                        False,
-                        job_id,
-                        run_dir,
-                        time.time() - t0,
-                        replacements,
-                        f"machine {machine} agent exited with {code}; see {log}",
-                    )
+                    return ended(False, f"machine {machine} agent exited with {code}; see {log}")
             time.sleep(0.05)
-        return RunResult(True, job_id, run_dir, time.time() - t0, replacements, "completed")
+        return ended(True, "completed")
     finally:
         for agent in agents.values():
             if agent.poll() is None:

@@ -2,7 +2,7 @@
 
 `exchange` runs one round in which every rank sends its shards to some ranks and receives others'
 shards straight into its machine's shared memory (no staging copy). A received shard is committed
-only when every byte arrived and each chunk's CRC32 matches the sender's manifest; otherwise its
+only when every byte arrived and each chunk's xxh3 checksum matches the sender's manifest; otherwise its
 slot stays uncommitted and the last committed copy remains the valid one. Nothing is pickled: the
 manifest travels as UTF-8 JSON bytes in a uint8 tensor.
 """

@@ -2,7 +2,7 @@
 
 Each emulated machine owns a private directory under /dev/shm (mode 0700, files 0600, a per-job
 name) that outlives the training processes. A shard is written into the slot that does not hold its
-newest committed copy; the manifest (names, dtypes, shapes, offsets, step, per-chunk CRC32) is
+newest committed copy; the manifest (names, dtypes, shapes, offsets, step, per-chunk xxh3 checksums) is
 written last with an atomic rename, so a crash between the data write and the commit leaves the
 previous committed slot untouched. Nothing here is pickled.
 """

@@ -155,10 +155,8 @@ class ClusterSimulation:
         if self.mem is not None:
             self.mem.lost |= hardware
         if in_recovery and self.recovery["recovered_from"] == "persistent":
-            source, target = (
-                "persistent",
-                self.persistent_progress,
-            )  # CPU memory cannot come back mid-recovery
+            # Once a recovery goes to storage, CPU memory cannot become usable again before it ends.
+            source, target = "persistent", self.persistent_progress
         else:
             source, target = self._restore_point()
         lost = max(0.0, self.progress - target)

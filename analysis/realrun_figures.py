@@ -48,11 +48,13 @@ def plot_measurements(measurements: pd.DataFrame) -> Figure:
                 color=colours[series],
                 label=series,
             )
-            band = line["duration_s_ci_low"].notna()
+            # On a log axis an interval reaching zero or below (few samples) cannot be drawn honestly;
+            # it stays in the CSV and the band is drawn only where it is positive.
+            band = line["duration_s_ci_low"].notna() & (line["duration_s_ci_low"] > 0)
             if band.any():
                 ax.fill_between(
                     line["ckpt_mb"][band],
-                    line["duration_s_ci_low"][band].clip(lower=1e-9),
+                    line["duration_s_ci_low"][band],
                     line["duration_s_ci_high"][band],
                     color=colours[series],
                     alpha=0.2,

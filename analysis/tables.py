@@ -170,6 +170,10 @@ def measurement_table(measurements: pd.DataFrame) -> pd.DataFrame:
             "no timed snapshot/replicate/retrieve/disk events",
             "needs events with bytes and duration_s",
         )
-    both["ckpt_mb"] = both["bytes"].astype(float) / 1e6
+    # ZeRO shards of one run differ by a few bytes between ranks: place every event of a run at the
+    # run's median snapshot size, so one run is one point on the size axis.
+    snapshots = df[df["event"] == "snapshot"].groupby("run_id")["bytes"].median()
+    run_size = both["run_id"].map(snapshots)
+    both["ckpt_mb"] = run_size.fillna(both["bytes"]).astype(float) / 1e6
     table = _aggregate(both, ["phase", "series", "ckpt_mb"], "duration_s", prefix="duration_s_")
     return table.rename(columns={"runs": "samples"})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_summary
+from analysis_data import make_summary
 
 from gemini_ft.cli import main
 

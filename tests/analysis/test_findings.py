@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import make_summary
+from analysis_data import make_summary
 
 from analysis.findings import findings_frame, placement_finding, scale_finding, wasted_time_finding
 from analysis.report import recovery_probability_data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_summary
+from analysis_data import make_summary
 
 from analysis.sim_figures import (
     plot_ckpt_time_reduction,

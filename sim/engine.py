@@ -12,6 +12,7 @@ useful + wasted = wall-clock by construction.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -103,7 +104,10 @@ class ClusterSimulation:
     def _inject_failures(self):
         for event in self.failure_events:
             yield self.env.timeout(event.time_s - self.env.now)
-            self._job.interrupt(event)
+            # A machine that is down, waiting for its replacement, cannot fail again.
+            alive = tuple(machine for machine in event.machines if machine not in self.awaiting)
+            if alive:
+                self._job.interrupt(dataclasses.replace(event, machines=alive))
 
     def _run_job(self):
         while True:

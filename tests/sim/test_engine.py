@@ -189,3 +189,11 @@ def test_events_do_not_grow_with_iterations() -> None:
     long_iterations = simulate(build(base, iteration=100.0), 3).summary["events"]
     short_iterations = simulate(build(base, iteration=1.0), 3).summary["events"]
     assert short_iterations <= long_iterations * 1.05
+
+
+def test_a_machine_down_for_replacement_cannot_fail_again(tmp_path: Path) -> None:
+    # Machine 1 is lost at 300 and awaits its replacement until 350; the event at 310 hits nothing.
+    scenario = tiny_scenario(tmp_path, "300,1,hardware\n310,1,software\n320,1,hardware\n", 1000)
+    (record,) = simulate(scenario, seed=0).failures
+    assert record["time_s"] == 300 and record["recovery_completed"]
+    assert record["replacement_s"] == pytest.approx(48)

@@ -7,7 +7,7 @@ Run: `python benchmarks/bench_interleave.py`.
 
 from __future__ import annotations
 
-import time
+import timeit
 
 from scenarios.loader import load_scenario, preset_names
 from sim.interleave import _cached_cost, iteration_cost
@@ -15,15 +15,6 @@ from sim.interleave_exec import execute
 from sim.interleave_timeline import build_timeline
 
 REPEATS = 10
-
-
-def best_of(function) -> float:
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -39,7 +30,8 @@ def main() -> None:
         def reference(scenario=scenario):
             return execute(build_timeline(scenario), None, gpu_to_cpu_bytes_per_s=1e10)
 
-        cost_s, reference_s = best_of(uncached), best_of(reference)
+        cost_s = min(timeit.repeat(uncached, number=1, repeat=REPEATS))
+        reference_s = min(timeit.repeat(reference, number=1, repeat=REPEATS))
         print(
             f"{name}: iteration_cost {cost_s * 1e3:.1f} ms (budget 50 ms)"
             f" | reference: baseline timeline replay {reference_s * 1e3:.1f} ms | ratio {cost_s / reference_s:.2f}x"

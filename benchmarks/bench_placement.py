@@ -8,7 +8,7 @@ a 24-machine group placement), with the ratios. Run: `python benchmarks/bench_pl
 
 from __future__ import annotations
 
-import time
+import timeit
 from collections.abc import Callable
 
 import numpy as np
@@ -21,22 +21,18 @@ MACHINES, REPLICAS, MAX_FAILURES = 100_000, 4, 16
 REPEATS = 5
 
 
-def best_of(function: Callable[[], object], repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def best_of(function: Callable[[], object], repeat: int = REPEATS) -> float:
+    return min(timeit.repeat(function, number=1, repeat=repeat))
 
 
 def main() -> None:
     group = build_placement("group", MACHINES, REPLICAS)
     montecarlo_s = best_of(
-        lambda: montecarlo_probability(group, MAX_FAILURES, samples=10_000, rng=np.random.default_rng(0)), 3
+        lambda: montecarlo_probability(group, MAX_FAILURES, samples=10_000, rng=np.random.default_rng(0)),
+        repeat=3,
     )
     small = build_placement("group", 24, REPLICAS)
-    enumerate_s = best_of(lambda: enumerate_probability(small, 8), 1)
+    enumerate_s = best_of(lambda: enumerate_probability(small, 8), repeat=1)
     print(
         f"reference: Monte Carlo, N = {MACHINES:,}, m = {REPLICAS}, k = {MAX_FAILURES}, 10,000 samples: {montecarlo_s * 1e3:.1f} ms"
     )

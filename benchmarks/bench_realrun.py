@@ -18,6 +18,7 @@ import socket
 import statistics
 import tempfile
 import time
+import timeit
 from datetime import timedelta
 from pathlib import Path
 
@@ -45,12 +46,7 @@ def _free_port() -> int:
 
 
 def _best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timeit.repeat(fn, number=1, repeat=repeats))
 
 
 def _line(name: str, value: float, reference: float, unit: str, ref_name: str, target: str) -> None:

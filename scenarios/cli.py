@@ -53,5 +53,7 @@ def _show(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.overrides)
     points = len(expand_sweep(scenario))
-    print(f"{resolve_path(args.scenario)}: valid ({points} sweep point{'s' if points != 1 else ''} × {scenario.run.seeds} seeds)")
+    print(
+        f"{resolve_path(args.scenario)}: valid ({points} sweep point{'s' if points != 1 else ''} × {scenario.run.seeds} seeds)"
+    )
     return 0

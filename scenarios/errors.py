@@ -34,7 +34,9 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def format_validation_error(error: ValidationError, prefix: str = "", allowed_fields: dict[str, list[str]] | None = None) -> str:
+def format_validation_error(
+    error: ValidationError, prefix: str = "", allowed_fields: dict[str, list[str]] | None = None
+) -> str:
     """The first pydantic error as `path = value: message` (plus a count of further errors)."""
     errors = error.errors(include_url=False)
     first = errors[0]

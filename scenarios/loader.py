@@ -7,6 +7,7 @@ overrides any field; `expand_sweep` turns the `[sweep]` table into the list of c
 
 from __future__ import annotations
 
+import copy
 import itertools
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -35,7 +36,9 @@ def resolve_path(name_or_path: str | Path) -> Path:
         return path
     preset = PRESET_DIR / f"{name_or_path}.toml"
     if not preset.is_file():
-        raise UserError("scenario", str(name_or_path), f"not a file; presets are: {', '.join(preset_names())}")
+        raise UserError(
+            "scenario", str(name_or_path), f"not a file; presets are: {', '.join(preset_names())}"
+        )
     return preset
 
 
@@ -69,7 +72,7 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of `data` with each dotted path set; unknown paths are errors."""
-    result = _deep_copy(data)
+    result = copy.deepcopy(dict(data))
     known = allowed_fields()
     for path, value in overrides.items():
         parts = path.split(".")
@@ -91,10 +94,6 @@ def _unknown_path_hint(path: str, known: dict[str, list[str]]) -> str:
         where = f"in [{section}]" if section else "at the top level"
         return f"unknown field; allowed {where}: {', '.join(known[section])}"
     return f"unknown section; allowed: {', '.join(s for s in known if s)}"
-
-
-def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: _deep_copy(value) if isinstance(value, Mapping) else value for key, value in data.items()}
 
 
 def validate(data: Mapping[str, Any], source: str = "") -> Scenario:

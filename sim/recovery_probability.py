@@ -93,12 +93,8 @@ def domain_good_count(machines: int, replicas: int, failures: int) -> int:
 
 
 def _multiply(a: list[int], b: list[int], degree: int) -> list[int]:
-    """Product of two count polynomials, truncated above `degree`."""
-    product = [0] * min(len(a) + len(b) - 1, degree + 1)
-    for i, x in enumerate(a):
-        for j, y in enumerate(b[: len(product) - i]):
-            product[i + j] += x * y
-    return product
+    """Product of two count polynomials (exact: object arrays of Python ints), truncated above `degree`."""
+    return list(np.convolve(np.array(a, dtype=object), np.array(b, dtype=object))[: degree + 1])
 
 
 def _power(base: list[int], exponent: int, degree: int) -> list[int]:

@@ -34,20 +34,10 @@ def substituted_scenario(scenario: Scenario, run: Run) -> Scenario:
     return validate(data, source=f"scenario for {run.path}")
 
 
-def retrieval_s(plan: CheckpointPlan, source: str) -> float:
-    return {
-        "local": plan.retrieval_local_s,
-        "peer": plan.retrieval_peer_s,
-        "persistent": plan.retrieval_persistent_s,
-    }[source]
-
-
 def recovery_s(scenario: Scenario, plan: CheckpointPlan, source: str) -> float:
     """The simulator engine's recovery steps for one failure recovered from `source`."""
-    serialization = plan.recovery_serialization_s if source != "persistent" else 0.0
-    return (
-        scenario.recovery.detection_s + serialization + retrieval_s(plan, source) + scenario.recovery.warmup_s
-    )
+    recovery = scenario.recovery
+    return recovery.detection_s + plan.serialization_s(source) + plan.retrieval_s(source) + recovery.warmup_s
 
 
 def compare(scenario: Scenario, runs: list[Run]) -> pd.DataFrame:
@@ -91,7 +81,7 @@ def _compare_run(scenario: Scenario, run: Run) -> list[dict]:
     recs = recovery_events(run)
     for source in SOURCES:
         of_source = recs[recs["source"] == source]
-        add(f"retrieval {source}", source, of_source["retrieve_s"], retrieval_s(plan, source))
+        add(f"retrieval {source}", source, of_source["retrieve_s"], plan.retrieval_s(source))
     for source in SOURCES:
         of_source = recs[recs["source"] == source]
         add(f"recovery total {source}", source, of_source["total_s"], recovery_s(held_out, plan, source))

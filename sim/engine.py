@@ -200,11 +200,9 @@ class ClusterSimulation:
         if step == "replacement":
             return max(0.0, self.replaced_by - self.env.now)
         if step == "serialization":
-            return plan.recovery_serialization_s if source != "persistent" else 0.0
+            return plan.serialization_s(str(source))
         if step == "retrieval":
-            return {"local": plan.retrieval_local_s, "peer": plan.retrieval_peer_s}.get(
-                str(source), plan.retrieval_persistent_s
-            )
+            return plan.retrieval_s(str(source))
         return self.scenario.recovery.warmup_s
 
     def _finish_recovery(self, record: dict[str, object]) -> None:

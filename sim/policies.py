@@ -46,6 +46,16 @@ class CheckpointPlan:
         """Training progress per wall-clock second while training."""
         return 1.0 / (1.0 + self.overhead_fraction)
 
+    def retrieval_s(self, source: str) -> float:
+        """Fetching the checkpoint from `source`: local memory, a peer, or persistent storage."""
+        return {"local": self.retrieval_local_s, "peer": self.retrieval_peer_s}.get(
+            source, self.retrieval_persistent_s
+        )
+
+    def serialization_s(self, source: str) -> float:
+        """Serializing the in-memory replicas before a restart from CPU memory (none from storage)."""
+        return 0.0 if source == "persistent" else self.recovery_serialization_s
+
 
 def job_mtbf_s(scenario: Scenario) -> float:
     """Mean time between failures of the whole job (any machine), in seconds."""
@@ -164,8 +174,8 @@ def eq1_wasted_per_failure_s(plan: CheckpointPlan, source: str) -> float:
         lost = expected_lost_progress_s(
             plan.mem_interval_s, 0.0, plan.mem_ckpt_time_s, plan.overhead_fraction
         )
-        return lost + (plan.retrieval_local_s if source == "local" else plan.retrieval_peer_s)
+        return lost + plan.retrieval_s(source)
     lost = expected_lost_progress_s(
         plan.persistent_interval_s, plan.persistent_stall_s, plan.persistent_upload_s, plan.overhead_fraction
     )
-    return lost + plan.retrieval_persistent_s
+    return lost + plan.retrieval_s(source)

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="samples per rank per step")
     parser.add_argument("--port", type=int, default=29531, help="loopback port of the rendezvous store")
     parser.add_argument("--max-restarts", type=int, default=8, help="torchrun --max-restarts")
-    parser.add_argument("--chunk-mib", type=float, default=16.0, help="replication chunk size in MiB")
+    parser.add_argument("--chunk-mib", type=float, default=4.0, help="replication chunk size in MiB")
     parser.add_argument("--no-disk-baseline", action="store_true", help="skip the DCP save/load baseline")
     parser.add_argument("--time-limit", type=float, default=1800.0, help="give up after this many seconds")
     parser.set_defaults(func=_realrun)

@@ -38,7 +38,7 @@ class RealRunConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
     port: int = Field(29531, ge=1024, le=65535, description="Loopback port of the c10d rendezvous store.")
     max_restarts: int = Field(8, ge=0, description="torchrun --max-restarts per agent.")
-    chunk_mib: float = Field(16.0, gt=0, le=1024, description="Replication chunk size in MiB.")
+    chunk_mib: float = Field(4.0, gt=0, le=1024, description="Replication chunk size in MiB.")
     timeout_s: float = Field(
         120.0, gt=0, description="Collective timeout and per-run wall-clock limit factor."
     )

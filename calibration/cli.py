@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from scenarios.cli import add_set_argument
+from scenarios.schema import Scenario
 
 DEFAULT_BASE = "gpt2-100b-p4d"
 
@@ -65,6 +66,7 @@ def _validate(args: argparse.Namespace) -> int:
     runs = load_runs(args.measurements)
     table = compare(scenario, runs)
     print(format_validation(table))
+    print(format_fixed_costs(scenario))
     if args.out is not None:
         from analysis.calibration_figures import plot_parity
         from analysis.style import save_figure
@@ -78,13 +80,24 @@ def _validate(args: argparse.Namespace) -> int:
 
 def format_parameters(table: pd.DataFrame) -> str:
     """The fitted parameters, one per line: value, 95% CI, points, how."""
-    lines = [f"{'parameter':<32} {'value':>14} {'95% CI':>27} {'n':>5}  how"]
+    width = max([len("parameter"), *map(len, table["parameter"])])
+    lines = [f"{'parameter':<{width}} {'value':>14} {'95% CI':>27} {'n':>5}  how"]
     for row in table.itertuples(index=False):
         value = f"{row.value:.6g}" if isinstance(row.value, float) else str(row.value)
         ci = f"[{_num(row.ci_low)}, {_num(row.ci_high)}]" if not math.isnan(row.ci_low) else "-"
         unit = f" {row.unit}" if row.unit else ""
-        lines.append(f"{row.parameter:<32} {value + unit:>14} {ci:>27} {row.n:>5}  {row.how}")
+        lines.append(f"{row.parameter:<{width}} {value + unit:>14} {ci:>27} {row.n:>5}  {row.how}")
     return "\n".join(lines)
+
+
+def format_fixed_costs(scenario: Scenario) -> str:
+    """The per-transfer fixed costs and bandwidths behind the transfer predictions, in one line."""
+    ckpt, cluster, interleave = scenario.checkpoint, scenario.cluster, scenario.interleave
+    return (
+        f"transfers: peer {ckpt.transfer_latency_s:.4g} s + bytes / {cluster.nic_bandwidth_gbps:.4g} Gbps"
+        f" (checkpoint.transfer_latency_s, per round or fetch); local {ckpt.local_retrieval_latency_s:.4g} s"
+        f" + bytes / {interleave.gpu_to_cpu_gbps:.4g} Gbps (checkpoint.local_retrieval_latency_s)"
+    )
 
 
 def format_validation(table: pd.DataFrame) -> str:

@@ -171,6 +171,21 @@ class CheckpointConfig(Section):
         description="Per-machine speed of serializing checkpoint state to CPU memory (torch.save); a persistent"
         " checkpoint stalls training this long for one replica (paper: 2 x 75 GB in 162 s ≈ 7.4 Gbps).",
     )
+    transfer_latency_s: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Fixed cost of one shard transfer between machines, paid once per replication round (the"
+        " m − 1 peers are sent to concurrently) and once per retrieval from a peer: t = latency + bytes / NIC"
+        " bandwidth.",
+    )
+    local_retrieval_latency_s: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Fixed cost of restoring a shard from the machine's own CPU memory: t = latency + bytes"
+        " per GPU / interleave.gpu_to_cpu_gbps.",
+    )
 
 
 class InterleaveConfig(Section):
@@ -268,18 +283,32 @@ class Scenario(Section):
 
     @property
     def in_memory_ckpt_time_s(self) -> float:
-        """Sending m − 1 replicas of one machine's shard over its NIC (machines send in parallel)."""
-        return (
-            self.ckpt_bytes_per_machine
-            * (self.checkpoint.replicas - 1)
-            * 8
-            / (self.cluster.nic_bandwidth_gbps * 1e9)
-        )
+        """Sending m − 1 replicas of one machine's shard over its NIC (machines send in parallel).
+
+        One round serves all peers at once, so its fixed cost is paid once, not per peer.
+        """
+        peers = self.checkpoint.replicas - 1
+        return self.replication_latency_s + self._nic_seconds(self.ckpt_bytes_per_machine * peers)
+
+    @property
+    def replication_latency_s(self) -> float:
+        """Fixed cost of one replication round; none with m = 1, where nothing leaves the machine."""
+        return self.checkpoint.transfer_latency_s if self.checkpoint.replicas > 1 else 0.0
 
     @property
     def peer_retrieval_time_s(self) -> float:
-        """Fetching one machine's shard from a peer over the NIC."""
-        return self.ckpt_bytes_per_machine * 8 / (self.cluster.nic_bandwidth_gbps * 1e9)
+        """Fetching one machine's shard from a peer over the NIC: one transfer."""
+        return self.checkpoint.transfer_latency_s + self._nic_seconds(self.ckpt_bytes_per_machine)
+
+    @property
+    def local_retrieval_time_s(self) -> float:
+        """Restoring each GPU's shard from the machine's own CPU memory (the GPUs copy in parallel)."""
+        return self.checkpoint.local_retrieval_latency_s + self.ckpt_bytes_per_gpu * 8 / (
+            self.interleave.gpu_to_cpu_gbps * 1e9
+        )
+
+    def _nic_seconds(self, nbytes: float) -> float:
+        return nbytes * 8 / (self.cluster.nic_bandwidth_gbps * 1e9)
 
     @property
     def serialization_time_s(self) -> float:

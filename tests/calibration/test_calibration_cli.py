@@ -18,12 +18,17 @@ def test_calibrate_then_validate(
     assert main(["calibrate", *map(str, sized_runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "cluster.nic_bandwidth_gbps" in printed and "95% CI" in printed
-    assert load_scenario(out).cluster.gpus_per_machine == 2
+    assert "checkpoint.transfer_latency_s" in printed and "checkpoint.local_retrieval_latency_s" in printed
+    calibrated = load_scenario(out)
+    assert calibrated.cluster.gpus_per_machine == 2
     held_out = synthetic_run(tmp_path / "held" / "m.parquet", rng, shard_bytes=2 * 2**20)
     report = tmp_path / "report"
     assert main(["validate", str(out), str(held_out), "--out", str(report)]) == 0
     printed = capsys.readouterr().out
     assert "recovery total local" in printed and "rel. error" in printed
+    # The fixed costs behind the predictions are printed with the table.
+    assert f"peer {calibrated.checkpoint.transfer_latency_s:.4g} s + bytes" in printed
+    assert f"local {calibrated.checkpoint.local_retrieval_latency_s:.4g} s + bytes" in printed
     table = pd.read_csv(report / "validation.csv")
     assert set(table.quantity) >= {"in-memory checkpoint", "retrieval local", "recovery total local"}
     assert (report / "parity.png").stat().st_size > 0 and (report / "parity.pdf").stat().st_size > 0

@@ -99,6 +99,10 @@ def test_dotted_and_nested_sweep_tables_are_the_same(tmp_path):
         ('[sweep]\n"cluster.machines" = [16, 0]\n', ["cluster.machines = 0", "greater than or equal to 1"]),
         ('[sweep]\n"cluster.nodes" = [16]\n', ["cluster.nodes", "unknown field"]),
         ("[checkpoint]\nplacement = 'star'\n", ["checkpoint.placement = 'star'", "group"]),
+        (
+            "[checkpoint]\ntransfer_latency_s = -0.5\n",
+            ["checkpoint.transfer_latency_s = -0.5", "greater than or equal to 0"],
+        ),
     ],
 )
 def test_bad_files_give_one_line_errors_naming_the_field(tmp_path, text, needles):
@@ -117,6 +121,10 @@ def test_bad_files_give_one_line_errors_naming_the_field(tmp_path, text, needles
         (["oops"], ["--set = 'oops'", "section.field=value"]),
         (["cluster.machines=-4"], ["cluster.machines = -4"]),
         (["checkpoint.replicas=40"], ["checkpoint.replicas = 40", "at most cluster.machines = 16"]),
+        (
+            ["checkpoint.local_retrieval_latency_s=-0.01"],
+            ["checkpoint.local_retrieval_latency_s = -0.01", "greater than or equal to 0"],
+        ),
     ],
 )
 def test_bad_overrides_give_one_line_errors(overrides, needles):

@@ -23,6 +23,31 @@ def test_defaults_are_the_papers_main_setup():
     assert scenario.failure_domains == 4
 
 
+def test_transfer_fixed_costs_enter_the_derived_times_once_per_transfer():
+    scenario = Scenario.model_validate(
+        {"checkpoint": {"transfer_latency_s": 0.25, "local_retrieval_latency_s": 0.125}}
+    )
+    # 75 GB per machine over 400 Gbps is 1.5 s; 9.375 GB per GPU at 100 Gbps GPU→CPU is 0.75 s.
+    assert scenario.in_memory_ckpt_time_s == 1.5 + 0.25
+    assert scenario.peer_retrieval_time_s == 1.5 + 0.25
+    assert scenario.local_retrieval_time_s == 0.75 + 0.125
+    assert scenario.persistent_ckpt_time_s == 480.0  # storage has its own latency_s
+    # m = 3: both peers are served in one round, so the fixed cost is paid once, not twice.
+    three = Scenario.model_validate({"checkpoint": {"replicas": 3, "transfer_latency_s": 0.25}})
+    assert three.in_memory_ckpt_time_s == 3.0 + 0.25
+    assert three.peer_retrieval_time_s == 1.5 + 0.25
+    # m = 1: nothing leaves the machine, so there is no round to pay for.
+    one = Scenario.model_validate({"checkpoint": {"replicas": 1, "transfer_latency_s": 0.25}})
+    assert one.in_memory_ckpt_time_s == 0.0 and one.replication_latency_s == 0.0
+
+
+def test_fixed_costs_default_to_zero():
+    scenario = Scenario()
+    assert scenario.checkpoint.transfer_latency_s == 0.0
+    assert scenario.checkpoint.local_retrieval_latency_s == 0.0
+    assert scenario.local_retrieval_time_s == 0.75
+
+
 def test_every_field_has_a_description():
     for model in (Scenario, *SECTION_MODELS.values()):
         for name, info in model.model_fields.items():
@@ -45,6 +70,9 @@ def test_sections_are_frozen():
         ({"checkpoint": {"placement": "star"}}, ("checkpoint", "placement")),
         ({"interleave": {"mu": 1.0}}, ("interleave", "mu")),
         ({"failures": {"hardware_fraction": 1.5}}, ("failures", "hardware_fraction")),
+        ({"checkpoint": {"transfer_latency_s": -0.001}}, ("checkpoint", "transfer_latency_s")),
+        ({"checkpoint": {"transfer_latency_s": float("inf")}}, ("checkpoint", "transfer_latency_s")),
+        ({"checkpoint": {"local_retrieval_latency_s": -1}}, ("checkpoint", "local_retrieval_latency_s")),
         ({"sweep": {"cluster.machines": []}}, ("sweep",)),
     ],
 )

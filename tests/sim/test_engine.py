@@ -71,6 +71,32 @@ def test_gemini_trace_by_hand(tmp_path: Path) -> None:
     assert summary["simultaneous_failures"] == 1
 
 
+def test_transfer_fixed_costs_in_the_event_records(tmp_path: Path) -> None:
+    # With 0.5 s per transfer and 0.25 s per local restore, the snapshot of progress 120 (taken at 120)
+    # completes at 121.5 instead of 121: a software failure at 121.25 finds only snapshot 110 and loses
+    # 10 s more progress; its local retrieval takes 0.1 + 0.25 s. A hardware failure at 300 is
+    # recovered from the peer in 1 + 0.5 s after the replacement arrives (350).
+    trace = "121.25,0,software\n300,1,hardware\n"
+    latencies = {"transfer_latency_s": 0.5, "local_retrieval_latency_s": 0.25}
+    plain = simulate(tiny_scenario(tmp_path, trace, 1000), seed=0)
+    costly = simulate(tiny_scenario(tmp_path, trace, 1000, checkpoint=latencies), seed=0)
+    assert plain.summary["ckpt_time_s"] == 1.0 and costly.summary["ckpt_time_s"] == 1.5
+    (software, hardware), (software_c, hardware_c) = plain.failures, costly.failures
+    assert [r["recovered_from"] for r in (software, hardware, software_c, hardware_c)] == [
+        "local", "peer", "local", "peer",
+    ]  # fmt: skip
+    assert software["lost_progress_s"] == pytest.approx(1.25)
+    assert software_c["lost_progress_s"] == pytest.approx(11.25)
+    assert software_c["retrieval_s"] - software["retrieval_s"] == pytest.approx(0.25)
+    assert hardware_c["retrieval_s"] - hardware["retrieval_s"] == pytest.approx(0.5)
+    assert hardware_c["retrieval_s"] == pytest.approx(1.5)
+    for record in (software, software_c, hardware, hardware_c):
+        assert record["recovery_completed"]
+    steps = [s for s in RECOVERY_STEPS if s != "retrieval"]
+    assert [software_c[f"{s}_s"] for s in steps] == [software[f"{s}_s"] for s in steps]
+    assert [hardware_c[f"{s}_s"] for s in steps] == [hardware[f"{s}_s"] for s in steps]
+
+
 def test_strawman_trace_with_stalls(tmp_path: Path) -> None:
     # Persistent every 100 s of progress; each stalls 10 s (1 GB at 0.8 Gbps) then uploads 40 s.
     # Snapshot 100: stall 100→110, usable at exactly 150, when a software failure hits → restored.

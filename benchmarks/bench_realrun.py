@@ -20,23 +20,26 @@ import tempfile
 import time
 import timeit
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.distributed.optim import ZeroRedundancyOptimizer
 
 from realrun import replication
-from realrun.checkpointer import Checkpointer, Route, ShardCodec
+from realrun.checkpointer import Checkpointer, Route
+from realrun.config import RealRunConfig
 from realrun.measurements import EventLog
 from realrun.model import build_model, parse_model_size, synthetic_batch
 from realrun.recovery import load_into, plan_recovery, recover, save_persistent
 from realrun.replication import Outgoing, exchange
+from realrun.shard import ShardCodec, make_optimizer
 from realrun.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
 from realrun.train import drop_page_cache
 
 GIB = 1024**3
+CHUNK_BYTES = int(RealRunConfig().chunk_mib * 2**20)  # the engine's default replication chunk
 
 
 def _free_port() -> int:
@@ -67,7 +70,7 @@ def bench_single(gib: float, iterations: int, work: Path) -> dict:
     dist.init_process_group("gloo", store=store_, rank=0, world_size=1)
     shape = parse_model_size(str(int(gib * GIB / 12)))
     model = build_model(shape, 0)
-    optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=1e-4)
+    optimizer = make_optimizer(model, 1e-4)
     codec = ShardCodec(model, optimizer)
     _train_step(model, optimizer, shape, 0)
     optimizer.step()
@@ -77,28 +80,34 @@ def bench_single(gib: float, iterations: int, work: Path) -> dict:
         f"model: {shape.parameters / 1e6:.1f}M parameters, shard {total / GIB:.3f} GiB, {torch.get_num_threads()} threads"
     )
 
-    memcpy_s = _memcpy_seconds(total)
+    src = torch.empty(total, dtype=torch.uint8).fill_(1)
+    dst = torch.empty(total, dtype=torch.uint8).fill_(0)
 
     shm = ShmStore(Path("/dev/shm") / f"gemini-ft-bench-{os.getpid()}", machine=0)
     try:
         events = EventLog(work, "bench", 0, 0, time.time())
-        engine = Checkpointer(shm, 0, codec, Route([], []), None, events, 64 << 20)
-        copy_times, full_times = [], []
-        for step in range(1, 5):  # the first one also preallocates the slot
+        engine = Checkpointer(shm, 0, codec, Route([], []), None, events, CHUNK_BYTES)
+        # The reference (one memcpy between two preallocated, touched buffers) alternates with the
+        # snapshots, so both see the same machine; the first two snapshots also map the two slots.
+        memcpy_times, copy_times, full_times = [], [], []
+        for step in range(1, 7):
+            memcpy_times.append(_best(partial(dst.copy_, src), 1))
             start = time.perf_counter()
             engine.snapshot(step)
             engine.wait_copied()
             copied = time.perf_counter() - start
             engine.wait_done()
-            if step > 1:
+            if step > 2:
                 copy_times.append(copied)
                 full_times.append(time.perf_counter() - start)
+        del src, dst
+        memcpy_s = min(memcpy_times)
         snapshot_s, committed_s = min(copy_times), min(full_times)
 
         def local_recovery() -> None:
             plan = plan_recovery(shm, None, 1, 1, 0, work, [0])
             assert plan.source == "memory"
-            recover(plan, shm, codec, 0, None, events, work, 64 << 20)
+            recover(plan, shm, codec, 0, None, events, work, CHUNK_BYTES)
 
         local_s = _best(local_recovery, 3)
         disk = work / "dcp"
@@ -143,13 +152,6 @@ def bench_single(gib: float, iterations: int, work: Path) -> dict:
     }  # fmt: skip
 
 
-def _memcpy_seconds(nbytes: int) -> float:
-    """The reference: one copy between two preallocated, already-touched host buffers."""
-    src = torch.empty(nbytes, dtype=torch.uint8).fill_(1)
-    dst = torch.empty(nbytes, dtype=torch.uint8).fill_(0)
-    return _best(lambda: dst.copy_(src), 3)
-
-
 def _drop_caches(path: Path) -> str:
     try:
         os.sync()
@@ -170,13 +172,6 @@ def _replication_worker(
     shm = ShmStore(Path("/dev/shm") / f"gemini-ft-bench-{port}", machine=rank)
     try:
         raw = torch.empty(nbytes, dtype=torch.uint8).fill_(rank)
-        raw_times = []
-        for _ in range(repeats):
-            dist.barrier()
-            start = time.perf_counter()
-            dist.send(raw, 1) if rank == 0 else dist.recv(raw, 0)
-            raw_times.append(time.perf_counter() - start)
-        del raw
         sends, recvs = [], [0] if rank == 1 else []
         if rank == 0:
             entries, total = build_layout([("param/w", "uint8", (nbytes,), nbytes)])
@@ -185,15 +180,22 @@ def _replication_worker(
             manifest = make_manifest(0, 1, entries, total, chunk_checksums(buffer))
             shm.commit(0, slot, manifest)
             sends = [Outgoing(1, manifest, buffer)]
-        times = []
-        for _ in range(repeats + 1):  # the first also preallocates the receiver's slots
+        # Raw transfers (the reference) alternate with replication rounds so both see the same
+        # machine; the first two rounds also map the receiver's two slots.
+        raw_times, times = [], []
+        for round_ in range(repeats + 2):
             dist.barrier()
             start = time.perf_counter()
-            received = exchange(shm, sends, recvs, None, 64 << 20)
-            times.append(time.perf_counter() - start)
+            dist.send(raw, 1) if rank == 0 else dist.recv(raw, 0)
+            raw_times.append(time.perf_counter() - start)
+            dist.barrier()
+            start = time.perf_counter()
+            received = exchange(shm, sends, recvs, None, CHUNK_BYTES)
+            if round_ >= 2:
+                times.append(time.perf_counter() - start)
             assert all(r.ok for r in received)
         if rank == 1:
-            Path(result).write_text(json.dumps({"raw_s": min(raw_times), "replicate_s": min(times[1:])}))
+            Path(result).write_text(json.dumps({"raw_s": min(raw_times), "replicate_s": min(times)}))
     finally:
         shm.wipe()
         if rank == 0:
@@ -206,7 +208,7 @@ def _replication_worker(
 
 def bench_replication(nbytes: int, work: Path, in_flight: int | None = None) -> dict:
     result = work / "replication.json"
-    mp.spawn(_replication_worker, args=(_free_port(), nbytes, str(result), 2, in_flight), nprocs=2, join=True)
+    mp.spawn(_replication_worker, args=(_free_port(), nbytes, str(result), 4, in_flight), nprocs=2, join=True)
     return json.loads(result.read_text())
 
 

@@ -18,9 +18,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
-from realrun.checkpointer import ShardCodec
 from realrun.measurements import EventLog
 from realrun.replication import Outgoing, exchange
+from realrun.shard import ShardCodec
 from realrun.shm_store import ShmStore, manifest_entries
 
 SLOT_COUNT = 2
@@ -167,7 +167,6 @@ def save_persistent(codec: ShardCodec, rank: int, path: Path) -> int:
 
 
 def load_into(codec: ShardCodec, rank: int, path: Path) -> int:
-    codec.ensure_state()
     state = {k: v.clone() for k, v in _state(codec, rank).items()}
     dcp.load(state, storage_reader=dcp.FileSystemReader(path))
     with torch.no_grad():

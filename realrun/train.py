@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel
 
-from realrun.checkpointer import Checkpointer, Route, ShardCodec
+from realrun.checkpointer import Checkpointer, Route
 from realrun.config import RealRunConfig
 from realrun.faults import FaultInjector, last_failure_time, parse_failures
 from realrun.measurements import EventLog
@@ -34,6 +33,7 @@ from realrun.recovery import (
     recover,
     save_persistent,
 )
+from realrun.shard import ShardCodec, make_optimizer
 from realrun.shm_store import ShmStore
 from sim.placement import build_placement
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(shape, cfg.seed).to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None, bucket_cap_mb=25)
     ddp.register_comm_hook(None, ordered_allreduce_hook)
-    optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=cfg.lr)
+    optimizer = make_optimizer(model, cfg.lr)
     codec = ShardCodec(model, optimizer)
     store = ShmStore(os.environ["GEMINI_FT_SHM"], machine)
     faults = FaultInjector(

@@ -9,10 +9,11 @@ import torch
 import torch.distributed as dist
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-from realrun.checkpointer import Checkpointer, Route, ShardCodec
+from realrun.checkpointer import Checkpointer, Route
 from realrun.measurements import EventLog
 from realrun.model import build_model, parse_model_size, synthetic_batch
-from realrun.shm_store import ShmStore, manifest_entries
+from realrun.shard import ShardCodec, make_optimizer
+from realrun.shm_store import Entry, ShmStore, build_layout, manifest_entries
 
 
 @pytest.fixture
@@ -26,17 +27,20 @@ def world_of_one():
     dist.destroy_process_group()
 
 
-def _trained(device: str) -> tuple[torch.nn.Module, ZeroRedundancyOptimizer, ShardCodec]:
+def _trained(device: str, steps: int = 1) -> tuple[torch.nn.Module, ZeroRedundancyOptimizer, ShardCodec]:
     shape = parse_model_size("tiny")
     model = build_model(shape, 0).to(device)
-    optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=1e-3)
-    inputs, targets = synthetic_batch(0, 1, 0, 2, shape)
-    loss = torch.nn.functional.cross_entropy(
-        model(inputs.to(device)).reshape(-1, shape.vocab), targets.to(device).reshape(-1)
-    )
-    loss.backward()
-    optimizer.step()
-    return model, optimizer, ShardCodec(model, optimizer)
+    optimizer = make_optimizer(model, 1e-3)
+    codec = ShardCodec(model, optimizer)
+    for step in range(steps):
+        inputs, targets = synthetic_batch(0, step, 0, 2, shape)
+        loss = torch.nn.functional.cross_entropy(
+            model(inputs.to(device)).reshape(-1, shape.vocab), targets.to(device).reshape(-1)
+        )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model, optimizer, codec
 
 
 def _roundtrip(tmp_path, device: str) -> None:
@@ -70,3 +74,47 @@ def test_snapshot_and_reload_cpu(tmp_path, world_of_one):
 def test_snapshot_and_reload_cuda(tmp_path, world_of_one):
     # Pinned staging buffer and a side stream; the shard must still round-trip exactly.
     _roundtrip(tmp_path, "cuda")
+
+
+def test_shard_is_a_few_contiguous_regions_that_stay_live(world_of_one):
+    # Parameters in ZeRO's bucket, AdamW state in one arena: a snapshot is two large copies, and
+    # after several steps the state still lives in the arena (AdamW updated it in place).
+    _, optimizer, codec = _trained("cpu", steps=3)
+    plan = codec.plan()
+    assert len(plan.regions) == 2
+    assert sum(r.nbytes for r in plan.regions) == sum(
+        t.numel() * t.element_size() for _, t in codec.tensors()
+    )
+    flat = torch.zeros(plan.nbytes, dtype=torch.uint8)
+    for region in plan.regions:
+        flat[region.offset : region.offset + region.nbytes].copy_(region.source)
+    for entry, (name, tensor) in zip(plan.entries, codec.tensors(), strict=True):
+        assert entry.name == name
+        stored = flat[entry.offset : entry.offset + entry.nbytes]
+        assert torch.equal(stored, tensor.reshape(-1).view(torch.uint8)), name
+    state = optimizer.optim.state[next(iter(optimizer.optim.state))]
+    assert state["step"].item() == 3.0
+
+
+def test_load_accepts_another_layout_tensor_by_tensor(world_of_one):
+    # A shard written with a different layout (here: packed tensor by tensor in reverse order) loads
+    # entry by entry, in place, so the arena and the bucket keep backing the live state.
+    _, _, codec = _trained("cpu", steps=2)
+    named = list(reversed(codec.tensors()))
+    entries, total = build_layout(
+        [
+            (n, str(t.dtype).removeprefix("torch."), tuple(t.shape), t.numel() * t.element_size())
+            for n, t in named
+        ]
+    )
+    flat = torch.zeros(total, dtype=torch.uint8)
+    for entry, (_, tensor) in zip(entries, named, strict=True):
+        flat[entry.offset : entry.offset + entry.nbytes].copy_(tensor.reshape(-1).view(torch.uint8))
+    _, _, fresh = _trained("cpu", steps=0)
+    regions_before = [r.source.data_ptr() for r in fresh.plan().regions]
+    fresh.load(
+        [Entry(e.name, e.dtype, e.shape, e.offset, e.nbytes) for e in entries], memoryview(flat.numpy())
+    )
+    assert [r.source.data_ptr() for r in fresh.plan().regions] == regions_before
+    for (name, a), (_, b) in zip(codec.tensors(), fresh.tensors(), strict=True):
+        assert torch.equal(a, b), name

@@ -36,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-restarts", type=int, default=8, help="torchrun --max-restarts")
     parser.add_argument("--chunk-mib", type=float, default=4.0, help="replication chunk size in MiB")
     parser.add_argument("--no-disk-baseline", action="store_true", help="skip the DCP save/load baseline")
+    parser.add_argument(
+        "--netns", action="store_true",
+        help="each machine in its own network namespace, on a bridge (root only; removed afterwards)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--link-gbps", type=float, default=None, help="with --netns: link rate per machine and direction"
+    )
+    parser.add_argument(
+        "--link-latency-ms", type=float, default=0.0, help="with --netns: one-way machine-to-machine delay"
+    )
     parser.add_argument("--time-limit", type=float, default=1800.0, help="give up after this many seconds")
     parser.set_defaults(func=_realrun)
 
@@ -45,6 +55,7 @@ def _realrun(args: argparse.Namespace) -> int:
     from realrun.config import RealRunConfig
     from realrun.launcher import config_json, launch, summarize
     from realrun.measurements import read_events, write_parquet
+    from realrun.netns import NetnsError
     from scenarios.errors import UserError
 
     if args.placement not in ("group", "ring", "mixed"):
@@ -54,9 +65,13 @@ def _realrun(args: argparse.Namespace) -> int:
         placement=args.placement, replicas=args.replicas, ckpt_every=args.ckpt_every,
         persist_every=args.persist_every, steps=args.steps, failures=tuple(args.fail), out=args.out,
         seed=args.seed, batch_size=args.batch_size, port=args.port, max_restarts=args.max_restarts,
-        chunk_mib=args.chunk_mib, disk_baseline=not args.no_disk_baseline,
+        chunk_mib=args.chunk_mib, disk_baseline=not args.no_disk_baseline, netns=args.netns,
+        link_gbps=args.link_gbps, link_latency_ms=args.link_latency_ms,
     )  # fmt: skip
-    result = launch(cfg, time_limit_s=args.time_limit)
+    try:
+        result = launch(cfg, time_limit_s=args.time_limit)
+    except NetnsError as exc:  # an `ip`/`tc` step of the --netns testbed failed: say which, in one line
+        raise UserError("--netns", True, str(exc)) from None
     frame = read_events(result.run_dir)
     parquet = result.run_dir / "measurements.parquet"
     write_parquet(frame, parquet, config_json(result.run_dir), __version__)

@@ -46,6 +46,18 @@ class RealRunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="cuda (NCCL) when available, else cpu (gloo)."
     )
+    netns: bool = Field(
+        False, description="Each machine in its own network namespace on a bridge (root; realrun.netns)."
+    )
+    link_gbps: float | None = Field(
+        None,
+        ge=0.001,
+        le=400,
+        description="Per-machine link rate in Gbit/s, each direction (tc tbf); needs netns.",
+    )
+    link_latency_ms: float = Field(
+        0.0, ge=0, le=1000, description="One-way machine-to-machine delay in ms (tc netem); needs netns."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RealRunConfig:
@@ -57,6 +69,12 @@ class RealRunConfig(BaseModel):
                 "group",
                 f"needs --replicas ({self.replicas}) to divide --machines ({self.machines}); use mixed",
             )
+        for flag, value, unset in (
+            ("--link-gbps", self.link_gbps, None),
+            ("--link-latency-ms", self.link_latency_ms, 0.0),
+        ):
+            if value != unset and not self.netns:
+                raise UserError(flag, value, "shapes the links of --netns; add --netns")
         return self
 
     @property

@@ -3,7 +3,9 @@
 The launcher hosts the rendezvous TCPStore itself (so killing any machine never takes the store
 down), gives every machine a private shared-memory directory under /dev/shm, replaces a machine that
 a hardware failure struck (kill its agent and workers, wipe its memory, start a fresh agent), and
-always removes its processes and shared memory — on success, error, Ctrl-C or SIGTERM.
+always removes its processes and shared memory — on success, error, Ctrl-C or SIGTERM. With
+`netns`, every machine runs in its own network namespace behind a shaped link (`realrun.netns`); the
+store listens on the bridge, and the namespaces, veths and bridge are removed the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from realrun import netns
 from realrun.config import RealRunConfig
 from realrun.faults import parse_failures
 from realrun.model import parse_model_size
@@ -52,6 +55,8 @@ def validate(cfg: RealRunConfig) -> None:
             probe.bind(("127.0.0.1", cfg.port))
         except OSError:
             raise UserError("--port", cfg.port, "is busy on 127.0.0.1; choose a free port") from None
+    if cfg.netns:
+        netns.check_available(cfg.link_gbps, cfg.link_latency_ms)
 
 
 def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
@@ -76,14 +81,23 @@ def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
     for sig in previous:
         signal.signal(sig, _raise_interrupt)
-    store = TCPStore("127.0.0.1", cfg.port, is_master=True, wait_for_workers=False)
+    testbed = contextlib.ExitStack()  # the network namespaces, when asked for
+    store = None
 
     def ended(ok: bool, message: str) -> RunResult:
         return RunResult(ok, job_id, run_dir, time.time() - t0, replacements, message)
 
     try:
+        bed = None
+        if cfg.netns:
+            bed = testbed.enter_context(
+                netns.testbed(job_id, cfg.machines, cfg.link_gbps, cfg.link_latency_ms)
+            )
+        store = TCPStore(
+            bed.bridge_address if bed else "127.0.0.1", cfg.port, is_master=True, wait_for_workers=False
+        )
         for machine in range(cfg.machines):
-            agents[machine] = _start_agent(cfg, machine, job_id, shm, t0)
+            agents[machine] = _start_agent(cfg, machine, job_id, shm, t0, bed)
         done: set[int] = set()
         while len(done) < cfg.machines:
             if time.time() - t0 > time_limit_s:
@@ -94,7 +108,8 @@ def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
                 agents[machine].wait()
                 shutil.rmtree(shm / f"machine{machine}", ignore_errors=True)  # the machine's memory is gone
                 request.unlink()
-                agents[machine] = _start_agent(cfg, machine, job_id, shm, t0)  # the replacement joins
+                # The replacement joins in the same namespace: the link survives, the memory does not.
+                agents[machine] = _start_agent(cfg, machine, job_id, shm, t0, bed)
                 replacements += 1
             for machine, agent in agents.items():
                 code = agent.poll()
@@ -112,25 +127,40 @@ def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
             agent.wait()
         shutil.rmtree(shm, ignore_errors=True)
         del store
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        try:
+            testbed.close()  # after the agents: nothing may still run inside a namespace
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
-def _start_agent(cfg: RealRunConfig, machine: int, job_id: str, shm: Path, t0: float) -> subprocess.Popen:
+def _start_agent(
+    cfg: RealRunConfig, machine: int, job_id: str, shm: Path, t0: float, bed: netns.Testbed | None = None
+) -> subprocess.Popen:
     env = dict(os.environ)
+    store_host = bed.bridge_address if bed else "127.0.0.1"
+    in_namespace: list[str] = []
+    if bed is not None:
+        # Inside a namespace the hostname resolves to its private loopback: name the machine by its
+        # address, and make gloo (and NCCL / tensorpipe on GPU hosts) bind to the shaped interface.
+        in_namespace = bed.exec_prefix(machine)
+        env.update(
+            GLOO_SOCKET_IFNAME=netns.IFNAME, NCCL_SOCKET_IFNAME=netns.IFNAME, TP_SOCKET_IFNAME=netns.IFNAME
+        )
     # torch 2.13's c10d handler caches the bootstrap store of its first round, so a replacement agent
     # joining survivors would wait forever for MASTER_ADDR; workers use the launcher's store instead,
     # and rank assignment skips the per-round role exchange (every machine runs the same procs).
     repo_root = str(Path(__file__).resolve().parent.parent)
     env.update(
-        TORCH_ELASTIC_WORKER_IDENTICAL="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1", GEMINI_FT_STORE=f"127.0.0.1:{cfg.port}", GEMINI_FT_MACHINE=str(machine), GEMINI_FT_SHM=str(shm), GEMINI_FT_T0=repo_float(t0), GEMINI_FT_JOB=job_id,
+        TORCH_ELASTIC_WORKER_IDENTICAL="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1", GEMINI_FT_STORE=f"{store_host}:{cfg.port}", GEMINI_FT_MACHINE=str(machine), GEMINI_FT_SHM=str(shm), GEMINI_FT_T0=repo_float(t0), GEMINI_FT_JOB=job_id,
         PYTHONPATH=os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")])),
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.world_size))),
     )  # fmt: skip
     command = [
-        sys.executable, "-m", "torch.distributed.run",
+        *in_namespace, sys.executable, "-m", "torch.distributed.run",
+        *([f"--local-addr={bed.machines[machine].address}"] if bed else []),
         f"--nnodes={cfg.machines}", f"--nproc-per-node={cfg.procs_per_machine}",
-        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{cfg.port}", f"--rdzv-id={job_id}",
+        "--rdzv-backend=c10d", f"--rdzv-endpoint={store_host}:{cfg.port}", f"--rdzv-id={job_id}",
         "--rdzv-conf=is_host=false,join_timeout=120", f"--max-restarts={cfg.max_restarts}",
         "--monitor-interval=0.1", "-m", "realrun.train", "--config", str(cfg.out / "config.json"),
     ]  # fmt: skip

@@ -1,6 +1,10 @@
 """`gemini-ft realrun` rejects bad input with one line naming the flag, exit status 2."""
 
+import os
+import shutil
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -19,6 +23,9 @@ from gemini_ft.cli import main
         (["--fail", "sw@step=x:rank=0"], "--fail = 'sw@step=x:rank=0': "),
         (["--fail", "kill-everything"], "--fail = 'kill-everything': expected"),
         (["--model-size", "7q"], "model-size = '7q': "),
+        (["--link-gbps", "10"], "--link-gbps = 10.0: shapes the links of --netns; add --netns"),
+        (["--link-latency-ms", "0.5"], "--link-latency-ms = 0.5: shapes the links of --netns"),
+        (["--netns", "--link-gbps", "0"], "link_gbps = 0.0: input should be greater than or equal to 0.001"),
     ],
 )
 def test_bad_input_is_one_line(argv, start, capsys, tmp_path):
@@ -35,3 +42,31 @@ def test_busy_port(capsys, tmp_path):
         port = holder.getsockname()[1]
         assert main(["realrun", "--out", str(tmp_path), "--port", str(port)]) == 2
     assert capsys.readouterr().err.startswith(f"gemini-ft: error: --port = {port}: is busy")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_netns_without_the_ip_command(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a real PATH on which `ip` and `tc` do not exist
+    assert main(["realrun", "--netns", "--out", str(tmp_path), "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err
+    expected = "needs the `ip` command" if os.geteuid() == 0 else "needs root"
+    assert err.startswith("gemini-ft: error: --netns = True: ") and expected in err and err.count("\n") == 1
+
+
+def test_netns_without_the_right_to_create_namespaces(tmp_path):
+    # As root, drop the capabilities that `ip netns add` needs; as anyone else, they are missing anyway.
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv to drop capabilities")
+    drop = ["setpriv", "--bounding-set", "-net_admin,-sys_admin"] if os.geteuid() == 0 else []
+    command = [*drop, sys.executable, "-m", "gemini_ft", "realrun", "--netns", "--out", str(tmp_path)]
+    done = subprocess.run([*command, "--port", str(_free_port())], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("gemini-ft: error: --netns = True: ")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert not any(
+        name.startswith("gft-probe-") for name in os.listdir("/run/netns") if os.path.isdir("/run/netns")
+    )

@@ -5,7 +5,7 @@
   recovery     restart from local memory                       vs  DCP load from fsynced disk, cold and warm cache
   overhead     iteration time, checkpoint every iteration      vs  the same iterations without checkpoints
 
-Usage: python benchmarks/bench_realrun.py [--gib 1.0] [--iterations 3]. The model is the real GPT
+Usage: python benchmarks/bench_realrun.py [--gib 1.0] [--iterations 3] [--blocks 4]. The model is the real GPT
 sized so its shard (fp32 weights + AdamW m, v) is about --gib; one rank holds the whole shard.
 """
 
@@ -65,7 +65,7 @@ def _train_step(ddp_model, optimizer, shape, step: int) -> None:
     torch.nn.functional.cross_entropy(logits.reshape(-1, shape.vocab), targets.reshape(-1)).backward()
 
 
-def bench_single(gib: float, iterations: int, work: Path) -> dict:
+def bench_single(gib: float, iterations: int, blocks: int, work: Path) -> dict:
     store_ = dist.TCPStore("127.0.0.1", _free_port(), 1, True, timeout=timedelta(seconds=600))
     dist.init_process_group("gloo", store=store_, rank=0, world_size=1)
     shape = parse_model_size(str(int(gib * GIB / 12)))
@@ -130,14 +130,16 @@ def bench_single(gib: float, iterations: int, work: Path) -> dict:
                 engine.snapshot(step)
             return time.perf_counter() - start
 
-        # Blocks of consecutive iterations: with checkpoints, each snapshot overlaps the next
-        # iteration (the steady state); blocks alternate so drift in machine speed hits both alike.
+        # Blocks of consecutive iterations: with checkpoints, every measured iteration overlaps the
+        # snapshot of the one before (the steady state; the block starts with one in flight) and
+        # launches its own; blocks alternate so drift in machine speed hits both alike.
         plain, with_ckpt = [], []
         step = 100
-        for _ in range(2):
+        for _ in range(blocks):
             engine.wait_done()
             for _ in range(iterations):
                 plain.append(iteration(False, step := step + 1))
+            engine.snapshot(step)
             for _ in range(iterations):
                 with_ckpt.append(iteration(True, step := step + 1))
         engine.wait_done()
@@ -217,14 +219,17 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--gib", type=float, default=1.0, help="checkpoint state size in GiB (default 1)")
-    parser.add_argument("--iterations", type=int, default=3, help="training iterations per overhead variant")
+    parser.add_argument(
+        "--iterations", type=int, default=3, help="training iterations per overhead block and variant"
+    )
+    parser.add_argument("--blocks", type=int, default=4, help="alternating overhead blocks per variant")
     parser.add_argument(
         "--in-flight", type=int, default=None, help="replication chunks in flight (default: the engine's)"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-realrun-") as tmp:
         work = Path(tmp)
-        single = bench_single(args.gib, args.iterations, work)
+        single = bench_single(args.gib, args.iterations, args.blocks, work)
         nbytes = single["bytes"]
         replication = bench_replication(nbytes, work, args.in_flight)
     gb = nbytes / 1e9

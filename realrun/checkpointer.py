@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from realrun.measurements import EventLog
 from realrun.replication import Outgoing, exchange
-from realrun.shard import Region, ShardCodec
+from realrun.shard import Region, ShardCodec, host_copy
 from realrun.shm_store import ShmStore, chunk_checksums, make_manifest
 
 
@@ -96,7 +96,7 @@ class Checkpointer:
             self._copy_from_cuda(plan.regions, flat)
         else:
             for region in plan.regions:
-                flat[region.offset : region.offset + region.nbytes].copy_(region.source)
+                host_copy(flat[region.offset : region.offset + region.nbytes], region.source)
         self._copied.set()
         copy_s = time.perf_counter() - start
         self.events.log("snapshot", step, nbytes=plan.nbytes, duration_s=copy_s, source="local")
@@ -126,7 +126,7 @@ class Checkpointer:
                 target = self._pinned[region.offset : region.offset + region.nbytes]
                 target.copy_(region.source, non_blocking=True)
         self._stream.synchronize()
-        flat.copy_(self._pinned)
+        host_copy(flat, self._pinned)
 
     def _replicate(self, step: int, manifest: dict, data: memoryview) -> None:
         if not self.route.send_to and not self.route.receive_from:

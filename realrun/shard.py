@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from itertools import pairwise
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -63,6 +64,16 @@ def _byte_view(tensor: torch.Tensor, start: int, length: int) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(
         tensor.untyped_storage(), start, (length,), (1,)
     )
+
+
+def host_copy(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """Copy between two host uint8 tensors with one memcpy on one core.
+
+    torch's copy_ splits a large copy over its intra-op threads, which on a busy machine takes
+    cores from training without copying faster: memory bandwidth is the limit (measured here:
+    numpy 69 ms on one core vs torch 72 ms on two for 1.1 GB). numpy releases the GIL meanwhile.
+    """
+    np.copyto(dst.numpy(), src.numpy())
 
 
 class ShardCodec:
@@ -158,6 +169,8 @@ class ShardCodec:
         plan = self.plan()
         with torch.no_grad():
             if entries == plan.entries:  # our own layout: a few large copies
+                # torch's copy here: nothing else runs during a restore, and numpy's memcpy is half
+                # as fast in this direction (shm → 64-byte aligned arena; measured 139 vs 69 ms).
                 for region in plan.regions:
                     region.source.copy_(flat[region.offset : region.offset + region.nbytes])
                 return

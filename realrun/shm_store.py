@@ -2,7 +2,7 @@
 
 Each emulated machine owns a private directory under /dev/shm (mode 0700, files 0600, a per-job
 name) that outlives the training processes. A shard is written into the slot that does not hold its
-newest committed copy; the manifest (names, dtypes, shapes, offsets, step, per-chunk xxh3 checksums) is
+newest committed copy; the manifest (names, dtypes, shapes, offsets, step, per-chunk CRC-32C checksums) is
 written last with an atomic rename, so a crash between the data write and the commit leaves the
 previous committed slot untouched. Nothing here is pickled.
 """
@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import crc32c
 import numpy as np
-import xxhash
 
 FORMAT = 1
 ALIGN = 64
@@ -27,17 +27,19 @@ ALIGN = 64
 # chunks keep that hashing almost free beside the transfer (64 MiB ones cost ~25% of the bandwidth here).
 CHECKSUM_CHUNK = 4 << 20
 SLOTS = (0, 1)
-CHECKSUM = "xxh3_64"
-# xxh3 hashes at ~2x memcpy speed on one core (crc32: ~0.5x), so verifying a replica costs little CPU
-# beside training. The pool lets a receiver hash arrived chunks while the next ones are in flight.
+CHECKSUM = "crc32c"
+# CRC-32C (the iSCSI/ext4 polynomial) in hardware runs at memory speed on one core (17 GB/s here,
+# 23 GB/s from cache) and, unlike xxhash's binding, releases the GIL: the training thread keeps
+# dispatching while a snapshot is hashed, and the pool's threads hash in parallel (1.1 GB: 38 ms on
+# two threads vs 66 ms on one). A receiver hashes arrived chunks while the next ones are in flight.
 CHECKSUM_POOL = ThreadPoolExecutor(
     max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="checksum"
 )
 
 
 def checksum(piece: memoryview | bytes) -> int:
-    """The 64-bit xxh3 hash of `piece`."""
-    return xxhash.xxh3_64_intdigest(piece)
+    """The CRC-32C of `piece` (computed without holding the GIL)."""
+    return crc32c.crc32c(piece)
 
 
 @dataclass(frozen=True)

@@ -109,9 +109,12 @@ def test_losing_every_holder_falls_back_to_persistent(reference, tmp_path):
 
 def test_failures_mid_snapshot_and_mid_replication_never_load_partial_state(reference, tmp_path):
     # Step 3's snapshot on rank 0 never commits -> resume from 2. Machine 1 dies while sending step 5
-    # (its memory wiped); machine 0 holds only part of shard 1's step 5 -> resume from 4.
+    # (its memory wiped); machine 0 holds only part of shard 1's step 5 -> resume from 4. Small
+    # chunks, so far more of them than the sender keeps in flight are unsent when it dies.
     frame = _run(
         tmp_path,
+        "--chunk-mib",
+        "0.01",
         "--fail",
         "sw@step=3:rank=0:during=snapshot",
         "--fail",

@@ -47,7 +47,7 @@ def test_manifest_is_plain_json_with_layout(store):
     raw = (store.dir / "shard5.slot0.json").read_text()
     manifest = json.loads(raw)
     assert manifest["step"] == 7 and manifest["owner"] == 5
-    assert manifest["checksum"]["algorithm"] == "xxh3_64"
+    assert manifest["checksum"]["algorithm"] == "crc32c"
     entry = manifest_entries(manifest)[0]
     assert (entry.name, entry.dtype, entry.shape, entry.offset, entry.nbytes) == (
         "param/w",

@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="samples per rank per step")
     parser.add_argument("--port", type=int, default=29531, help="loopback port of the rendezvous store")
     parser.add_argument("--max-restarts", type=int, default=8, help="torchrun --max-restarts")
+    parser.add_argument(
+        "--keep-alive", type=int, default=1, metavar="SECONDS",
+        help="rendezvous keep-alive interval: a dead machine is dropped after two missed ones (default 1)",
+    )  # fmt: skip
     parser.add_argument("--chunk-mib", type=float, default=4.0, help="replication chunk size in MiB")
     parser.add_argument("--no-disk-baseline", action="store_true", help="skip the DCP save/load baseline")
     parser.add_argument(
@@ -50,7 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_realrun)
 
 
+# Config fields whose flag is not simply "--" + the field name with dashes.
+_FLAGS = {"keep_alive_s": "--keep-alive", "failures": "--fail", "disk_baseline": "--no-disk-baseline"}
+
+
 def _realrun(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from gemini_ft import __version__
     from realrun.config import RealRunConfig
     from realrun.launcher import config_json, launch, summarize
@@ -60,14 +70,24 @@ def _realrun(args: argparse.Namespace) -> int:
 
     if args.placement not in ("group", "ring", "mixed"):
         raise UserError("--placement", args.placement, "allowed: group, ring, mixed")
-    cfg = RealRunConfig(
-        machines=args.machines, procs_per_machine=args.procs_per_machine, model_size=args.model_size,
-        placement=args.placement, replicas=args.replicas, ckpt_every=args.ckpt_every,
-        persist_every=args.persist_every, steps=args.steps, failures=tuple(args.fail), out=args.out,
-        seed=args.seed, batch_size=args.batch_size, port=args.port, max_restarts=args.max_restarts,
-        chunk_mib=args.chunk_mib, disk_baseline=not args.no_disk_baseline, netns=args.netns,
-        link_gbps=args.link_gbps, link_latency_ms=args.link_latency_ms,
-    )  # fmt: skip
+    try:
+        cfg = RealRunConfig(
+            machines=args.machines, procs_per_machine=args.procs_per_machine, model_size=args.model_size,
+            placement=args.placement, replicas=args.replicas, ckpt_every=args.ckpt_every,
+            persist_every=args.persist_every, steps=args.steps, failures=tuple(args.fail), out=args.out,
+            seed=args.seed, batch_size=args.batch_size, port=args.port, max_restarts=args.max_restarts,
+            keep_alive_s=args.keep_alive, chunk_mib=args.chunk_mib, disk_baseline=not args.no_disk_baseline,
+            netns=args.netns, link_gbps=args.link_gbps, link_latency_ms=args.link_latency_ms,
+        )  # fmt: skip
+    except ValidationError as exc:  # name the flag the user typed, not the config field behind it
+        first = exc.errors(include_url=False)[0]
+        if not first["loc"]:
+            raise
+        field = str(first["loc"][0])
+        message = first["msg"][:1].lower() + first["msg"][1:]
+        raise UserError(
+            _FLAGS.get(field, "--" + field.replace("_", "-")), first.get("input"), message
+        ) from None
     try:
         result = launch(cfg, time_limit_s=args.time_limit)
     except NetnsError as exc:  # an `ip`/`tc` step of the --netns testbed failed: say which, in one line

@@ -38,6 +38,13 @@ class RealRunConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
     port: int = Field(29531, ge=1024, le=65535, description="Loopback port of the c10d rendezvous store.")
     max_restarts: int = Field(8, ge=0, description="torchrun --max-restarts per agent.")
+    keep_alive_s: int = Field(
+        1,
+        ge=1,
+        le=60,
+        description="torchrun rendezvous keep-alive interval in seconds; a machine that misses two in a "
+        "row is dropped, so a dead machine no longer holds up the next round (torchrun's default: 5 s x 3).",
+    )
     chunk_mib: float = Field(4.0, gt=0, le=1024, description="Replication chunk size in MiB.")
     timeout_s: float = Field(
         120.0, gt=0, description="Collective timeout and per-run wall-clock limit factor."

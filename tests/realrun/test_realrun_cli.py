@@ -25,7 +25,12 @@ from gemini_ft.cli import main
         (["--model-size", "7q"], "model-size = '7q': "),
         (["--link-gbps", "10"], "--link-gbps = 10.0: shapes the links of --netns; add --netns"),
         (["--link-latency-ms", "0.5"], "--link-latency-ms = 0.5: shapes the links of --netns"),
-        (["--netns", "--link-gbps", "0"], "link_gbps = 0.0: input should be greater than or equal to 0.001"),
+        (
+            ["--netns", "--link-gbps", "0"],
+            "--link-gbps = 0.0: input should be greater than or equal to 0.001",
+        ),
+        (["--keep-alive", "0"], "--keep-alive = 0: input should be greater than or equal to 1"),
+        (["--steps", "0"], "--steps = 0: input should be greater than or equal to 1"),
     ],
 )
 def test_bad_input_is_one_line(argv, start, capsys, tmp_path):

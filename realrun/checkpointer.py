@@ -50,13 +50,20 @@ class Checkpointer:
         self._copied.set()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._cuda = torch.cuda.is_available() and any(t.is_cuda for _, t in codec.tensors())
-        self._stream = torch.cuda.Stream() if self._cuda else None
+        cuda_devices = [t.device for _, t in codec.tensors() if t.is_cuda]
+        self._device = cuda_devices[0] if cuda_devices else None
+        self._cuda = self._device is not None
+        self._stream = torch.cuda.Stream(self._device) if self._cuda else None
+        self._ready: torch.cuda.Event | None = None  # the training stream's position at snapshot()
         self._pinned: torch.Tensor | None = None
 
     def snapshot(self, step: int) -> None:
         """Start checkpointing the state as it is after `step`; returns once the job is queued."""
         self.wait_done()
+        if self._cuda:
+            # Recorded here, on the training thread: the copy must follow this step's optimizer
+            # kernels but not wait for the forward kernels queued after snapshot() returns.
+            self._ready = torch.cuda.current_stream(self._device).record_event()
         self._copied.clear()
         self._thread = threading.Thread(target=self._run, args=(step,), name=f"snapshot-{step}", daemon=True)
         self._thread.start()
@@ -119,9 +126,10 @@ class Checkpointer:
         total = flat.numel()
         if self._pinned is None or self._pinned.numel() != total:
             self._pinned = torch.empty(total, dtype=torch.uint8, pin_memory=True)
-        assert self._stream is not None
-        self._stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self._stream):
+        assert self._stream is not None and self._ready is not None
+        self._stream.wait_event(self._ready)
+        # A new thread's current CUDA device is 0; this rank's state may live on another one.
+        with torch.cuda.device(self._device), torch.cuda.stream(self._stream):
             for region in regions:
                 target = self._pinned[region.offset : region.offset + region.nbytes]
                 target.copy_(region.source, non_blocking=True)

@@ -47,6 +47,8 @@ class NetnsError(RuntimeError):
 
 @dataclass(frozen=True)
 class Machine:
+    """One emulated machine's namespace, its address on the bridge and the veth end the bridge holds."""
+
     index: int
     namespace: str
     address: str  # of IFNAME inside the namespace
@@ -55,6 +57,8 @@ class Machine:
 
 @dataclass(frozen=True)
 class Testbed:
+    """A job's bridge (with the address the launcher's store listens on) and its machines."""
+
     short_id: str
     bridge: str
     bridge_address: str

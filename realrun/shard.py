@@ -76,6 +76,42 @@ def host_copy(dst: torch.Tensor, src: torch.Tensor) -> None:
     np.copyto(dst.numpy(), src.numpy())
 
 
+def plan_shard(named: list[tuple[str, torch.Tensor]]) -> ShardPlan:
+    """Lay `named` tensors out as one flat shard: tensors that tile one storage exactly share a region.
+
+    A region is a contiguous byte range of live memory copied with one memcpy; regions sit at
+    64-byte aligned offsets and each entry keeps its offset inside its region, so the flat shard is
+    a byte-for-byte image of the regions. Tensors that do not tile their storage (gaps, overlaps,
+    tied weights) each get a region of their own.
+    """
+    by_storage: dict[tuple, list[tuple[int, str, torch.Tensor]]] = {}
+    for name, tensor in named:
+        if not tensor.is_contiguous():
+            raise ValueError(f"checkpoint tensor {name} is not contiguous")
+        key = (tensor.device, tensor.untyped_storage().data_ptr())
+        start = tensor.storage_offset() * tensor.element_size()
+        by_storage.setdefault(key, []).append((start, name, tensor))
+    groups: list[list[tuple[int, str, torch.Tensor]]] = []
+    for members in by_storage.values():
+        members.sort(key=lambda member: (member[0], _nbytes(member[2])))  # empty ones first at a tie
+        tiled = all(a[0] + _nbytes(a[2]) == b[0] for a, b in pairwise(members))
+        groups += [members] if tiled else [[member] for member in members]
+    offsets: dict[str, int] = {}
+    regions, offset = [], 0
+    for members in groups:
+        low = members[0][0]
+        length = members[-1][0] + _nbytes(members[-1][2]) - low
+        regions.append(Region(_byte_view(members[0][2], low, length), offset))
+        for start, name, _ in members:
+            offsets[name] = offset + start - low
+        offset += -(-length // ALIGN) * ALIGN
+    entries = [
+        Entry(name, str(t.dtype).removeprefix("torch."), tuple(t.shape), offsets[name], _nbytes(t))
+        for name, t in named
+    ]
+    return ShardPlan(entries, offset, regions)
+
+
 class ShardCodec:
     """The named tensors of this rank's checkpoint shard, how they map to flat bytes, and how to load them."""
 
@@ -130,34 +166,8 @@ class ShardCodec:
                 used[arena_key] = start + value.numel()
 
     def plan(self) -> ShardPlan:
-        """Entries and copy regions: tensors that tile one storage exactly share a region."""
-        named = self.tensors()
-        by_storage: dict[tuple, list[tuple[int, str, torch.Tensor]]] = {}
-        for name, tensor in named:
-            if not tensor.is_contiguous():
-                raise ValueError(f"checkpoint tensor {name} is not contiguous")
-            key = (tensor.device, tensor.untyped_storage().data_ptr())
-            start = tensor.storage_offset() * tensor.element_size()
-            by_storage.setdefault(key, []).append((start, name, tensor))
-        groups: list[list[tuple[int, str, torch.Tensor]]] = []
-        for members in by_storage.values():
-            members.sort(key=lambda member: member[0])
-            tiled = all(a[0] + _nbytes(a[2]) == b[0] for a, b in pairwise(members))
-            groups += [members] if tiled else [[member] for member in members]
-        offsets: dict[str, int] = {}
-        regions, offset = [], 0
-        for members in groups:
-            low = members[0][0]
-            length = members[-1][0] + _nbytes(members[-1][2]) - low
-            regions.append(Region(_byte_view(members[0][2], low, length), offset))
-            for start, name, _ in members:
-                offsets[name] = offset + start - low
-            offset += -(-length // ALIGN) * ALIGN
-        entries = [
-            Entry(name, str(t.dtype).removeprefix("torch."), tuple(t.shape), offsets[name], _nbytes(t))
-            for name, t in named
-        ]
-        return ShardPlan(entries, offset, regions)
+        """Entries and copy regions of the shard as it is laid out in memory now."""
+        return plan_shard(self.tensors())
 
     def layout(self) -> tuple[list[Entry], int]:
         plan = self.plan()

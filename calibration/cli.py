@@ -85,7 +85,7 @@ def format_parameters(table: pd.DataFrame) -> str:
     for row in table.itertuples(index=False):
         value = f"{row.value:.6g}" if isinstance(row.value, float) else str(row.value)
         ci = f"[{_num(row.ci_low)}, {_num(row.ci_high)}]" if not math.isnan(row.ci_low) else "-"
-        unit = f" {row.unit}" if row.unit else ""
+        unit = f" {row.unit}" if row.unit and row.value is not None else ""
         lines.append(f"{row.parameter:<{width}} {value + unit:>14} {ci:>27} {row.n:>5}  {row.how}")
     return "\n".join(lines)
 
@@ -93,10 +93,13 @@ def format_parameters(table: pd.DataFrame) -> str:
 def format_fixed_costs(scenario: Scenario) -> str:
     """The per-transfer fixed costs and bandwidths behind the transfer predictions, in one line."""
     ckpt, cluster, interleave = scenario.checkpoint, scenario.cluster, scenario.interleave
+    replication = "NIC" if ckpt.replication_gbps is None else "checkpoint.replication_gbps"
     return (
-        f"transfers: peer {ckpt.transfer_latency_s:.4g} s + bytes / {cluster.nic_bandwidth_gbps:.4g} Gbps"
-        f" (checkpoint.transfer_latency_s, per round or fetch); local {ckpt.local_retrieval_latency_s:.4g} s"
-        f" + bytes / {interleave.gpu_to_cpu_gbps:.4g} Gbps (checkpoint.local_retrieval_latency_s)"
+        f"transfers: rounds {ckpt.transfer_latency_s:.4g} s + bytes / {scenario.replication_bandwidth_gbps:.4g}"
+        f" Gbps ({replication}); peer fetches {ckpt.transfer_latency_s:.4g} s + bytes /"
+        f" {cluster.nic_bandwidth_gbps:.4g} Gbps (NIC); fixed cost checkpoint.transfer_latency_s per round or"
+        f" fetch; local {ckpt.local_retrieval_latency_s:.4g} s + bytes / {interleave.gpu_to_cpu_gbps:.4g} Gbps"
+        " (checkpoint.local_retrieval_latency_s)"
     )
 
 

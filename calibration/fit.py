@@ -1,7 +1,9 @@
 """Fit the simulator's parameters from real runs: one `Parameter` per scenario field, with its 95% CI.
 
 Transfer times follow f(s) = α + s/B: replication rounds → `checkpoint.transfer_latency_s` (once per
-round) and `cluster.nic_bandwidth_gbps`; snapshot copies into CPU memory →
+round) and `checkpoint.replication_gbps` (the effective rate while training shares the links); peer
+fetches during a recovery → `cluster.nic_bandwidth_gbps`, given the rounds' fixed cost (the scenario
+has one fixed cost per transfer, and a run has a fetch or two of one size); snapshot copies into CPU memory →
 `checkpoint.local_retrieval_latency_s` and `interleave.gpu_to_cpu_gbps`; persistent saves →
 `storage.latency_s` and `storage.bandwidth_gbps`.
 α and B are separated only when the sizes differ enough, otherwise α keeps the base scenario's value
@@ -41,7 +43,7 @@ class Parameter:
     """One scenario field set by calibration: the value written, its estimate, and how it was found."""
 
     path: str
-    value: float | int | str
+    value: float | int | str | None
     estimate: Estimate | None
     unit: str
     how: str
@@ -56,7 +58,7 @@ class Calibration:
     parameters: list[Parameter]
     runs: list[str]
 
-    def values(self) -> dict[str, float | int | str]:
+    def values(self) -> dict[str, float | int | str | None]:
         return {p.path: p.value for p in self.parameters}
 
     def table(self) -> pd.DataFrame:
@@ -86,7 +88,10 @@ def calibrate(runs: list[Run], base: Scenario) -> Calibration:
         raise UserError("MEASUREMENTS", str(reference.path), "no snapshot events: cannot size the checkpoint")
     params: list[Parameter] = []
     params += _shape(reference, base)
-    params += _replication(runs, base, reference.config.procs_per_machine)
+    procs = reference.config.procs_per_machine
+    replication = _replication(runs, base, procs)
+    params += replication
+    params.append(_peer_fetches(runs, base, procs, float(replication[0].value)))
     params.append(_chunk_cost(runs, base))
     params += _local_copies(runs, base)
     params += _persistent(runs, base)
@@ -147,12 +152,40 @@ def _replication(runs: list[Run], base: Scenario, procs: int) -> list[Parameter]
     # Each rank sends its shard to m − 1 peers concurrently in one round, so the round's intercept is one
     # fixed cost per round, not per peer (the simulator charges it so). The procs_per_machine ranks of a
     # machine run their rounds at the same time over the machine's NIC: it carries procs × a rank's rate.
+    # Rounds run while training shares the links and CPUs, and exchange both ways: their rate is the
+    # replication bandwidth, not the NIC's (peer fetches measure that, in `_peer_fetches`).
     return _intercept_and_rate(
         rounds, "bytes_sent", ("checkpoint.transfer_latency_s", base.checkpoint.transfer_latency_s),
-        ("cluster.nic_bandwidth_gbps", base.cluster.nic_bandwidth_gbps), procs / GBPS,
-        what="replicate rounds (all peers at once)", rate_note=f"; NIC = {procs} ranks × rank rate",
+        ("checkpoint.replication_gbps", base.checkpoint.replication_gbps), procs / GBPS,
+        what="replicate rounds (all peers at once)", rate_note=f"; machine = {procs} ranks × rank rate",
         none="no replicate events",
     )  # fmt: skip
+
+
+def _peer_fetches(runs: list[Run], base: Scenario, procs: int, latency_s: float) -> Parameter:
+    """`cluster.nic_bandwidth_gbps` from retrievals from a peer: one-way, with the link to themselves.
+
+    The fixed cost is the rounds' (`latency_s`, fitted or kept): the scenario charges one fixed cost per
+    transfer, and a run has a fetch or two, all of one shard size, which cannot separate α from B.
+    The ranks of a replaced machine fetch at the same time, so the NIC carries procs × a rank's rate.
+    """
+    path, kept = "cluster.nic_bandwidth_gbps", base.cluster.nic_bandwidth_gbps
+    fetches = pd.concat([_fetches(r) for r in runs], ignore_index=True)
+    if fetches.empty:
+        how = "kept: no peer fetches (retrieve events from a peer) in the fitting data"
+        return Parameter(path, kept, None, "Gbps", how, fitted=False)
+    x, y = fetches["bytes"].to_numpy(float), fetches["duration_s"].to_numpy(float)
+    rate = rate_from_slope(fit_through(x, y, intercept=latency_s), procs / GBPS)
+    how = (
+        f"peer fetches, bytes/B given checkpoint.transfer_latency_s = {latency_s:.3g} s;"
+        f" NIC = {procs} ranks × rank rate"
+    )
+    return _rate_parameter(path, rate, kept, how)
+
+
+def _fetches(run: Run) -> pd.DataFrame:
+    rows = run.of("retrieve")
+    return rows[(rows["source"] == "peer") & rows["ok"]]
 
 
 def _chunk_cost(runs: list[Run], base: Scenario) -> Parameter:
@@ -180,7 +213,7 @@ def _intercept_and_rate(
     frame: pd.DataFrame,
     x_column: str,
     intercept: tuple[str, float],
-    rate: tuple[str, float],
+    rate: tuple[str, float | None],
     scale: float,
     *,
     what: str,
@@ -212,7 +245,7 @@ def _usable(rate: Estimate) -> bool:
     return math.isfinite(rate.value) and rate.value > 0
 
 
-def _rate_parameter(path: str, rate: Estimate, kept: float, how: str) -> Parameter:
+def _rate_parameter(path: str, rate: Estimate, kept: float | None, how: str) -> Parameter:
     if not _usable(rate):
         return Parameter(path, kept, rate, "Gbps", f"kept: non-positive slope ({how})", fitted=False)
     return Parameter(path, rate.value, rate, "Gbps", how)

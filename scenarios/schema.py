@@ -186,6 +186,15 @@ class CheckpointConfig(Section):
         description="Fixed cost of restoring a shard from the machine's own CPU memory: t = latency + bytes"
         " per GPU / interleave.gpu_to_cpu_gbps.",
     )
+    replication_gbps: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Effective per-machine bandwidth of a replication round while training runs (it shares the"
+        " links and CPUs with training traffic): t = transfer_latency_s + (m − 1) shard bytes / this; None ="
+        " cluster.nic_bandwidth_gbps. Retrieval from a peer during a recovery has the NIC to itself and"
+        " always uses cluster.nic_bandwidth_gbps.",
+    )
 
 
 class InterleaveConfig(Section):
@@ -283,12 +292,20 @@ class Scenario(Section):
 
     @property
     def in_memory_ckpt_time_s(self) -> float:
-        """Sending m − 1 replicas of one machine's shard over its NIC (machines send in parallel).
+        """Sending m − 1 replicas of one machine's shard to its peers (machines send in parallel), at the
+        replication bandwidth (`replication_bandwidth_gbps`).
 
         One round serves all peers at once, so its fixed cost is paid once, not per peer.
         """
         peers = self.checkpoint.replicas - 1
-        return self.replication_latency_s + self._nic_seconds(self.ckpt_bytes_per_machine * peers)
+        nbytes = self.ckpt_bytes_per_machine * peers
+        return self.replication_latency_s + nbytes * 8 / (self.replication_bandwidth_gbps * 1e9)
+
+    @property
+    def replication_bandwidth_gbps(self) -> float:
+        """Effective bandwidth of a replication round during training: the NIC's unless set apart."""
+        explicit = self.checkpoint.replication_gbps
+        return self.cluster.nic_bandwidth_gbps if explicit is None else explicit
 
     @property
     def replication_latency_s(self) -> float:
@@ -297,7 +314,7 @@ class Scenario(Section):
 
     @property
     def peer_retrieval_time_s(self) -> float:
-        """Fetching one machine's shard from a peer over the NIC: one transfer."""
+        """Fetching one machine's shard from a peer over the NIC, which a recovery has to itself: one transfer."""
         return self.checkpoint.transfer_latency_s + self._nic_seconds(self.ckpt_bytes_per_machine)
 
     @property

@@ -26,8 +26,12 @@ def test_calibrate_then_validate(
     assert main(["validate", str(out), str(held_out), "--out", str(report)]) == 0
     printed = capsys.readouterr().out
     assert "recovery total local" in printed and "rel. error" in printed
-    # The fixed costs behind the predictions are printed with the table.
-    assert f"peer {calibrated.checkpoint.transfer_latency_s:.4g} s + bytes" in printed
+    # The fixed costs and bandwidths behind the predictions are printed with the table: rounds at the
+    # fitted replication bandwidth, fetches at the base NIC's (these runs have no peer fetch).
+    latency, rounds = calibrated.checkpoint.transfer_latency_s, calibrated.checkpoint.replication_gbps
+    assert rounds is not None and calibrated.cluster.nic_bandwidth_gbps == 400.0
+    assert f"rounds {latency:.4g} s + bytes / {rounds:.4g} Gbps (checkpoint.replication_gbps)" in printed
+    assert f"peer fetches {latency:.4g} s + bytes / 400 Gbps (NIC)" in printed
     assert f"local {calibrated.checkpoint.local_retrieval_latency_s:.4g} s + bytes" in printed
     table = pd.read_csv(report / "validation.csv")
     assert set(table.quantity) >= {"in-memory checkpoint", "retrieval local", "recovery total local"}

@@ -10,6 +10,7 @@ from synthetic_measurements import Truth, synthetic_run
 
 from calibration.fit import GBPS, calibrate
 from calibration.measurements import load_runs
+from calibration.overlay import calibrated_scenario
 from scenarios.errors import UserError
 from scenarios.loader import load_scenario
 
@@ -34,11 +35,15 @@ def test_pooled_sizes_recover_latencies_bandwidths_and_constants(sized_runs: lis
     truth = Truth()
     params = _by_path(calibrate(load_runs(sized_runs), BASE))
     # The replication round's intercept is the simulator's per-transfer fixed cost, not a chunk's α.
-    latency, nic = params["checkpoint.transfer_latency_s"], params["cluster.nic_bandwidth_gbps"]
+    latency, rounds = params["checkpoint.transfer_latency_s"], params["checkpoint.replication_gbps"]
     assert latency.fitted and _near(latency.estimate, truth.transfer_latency_s)
     assert latency.value == latency.estimate.value
-    # Two ranks per machine replicate at once: the machine's NIC carries twice one rank's rate.
-    assert nic.fitted and _near(nic.estimate, 2 * truth.rank_bytes_per_s / GBPS)
+    # Two ranks per machine replicate at once: the machine carries twice one rank's rate.
+    assert rounds.fitted and _near(rounds.estimate, 2 * truth.rank_bytes_per_s / GBPS)
+    # These runs recover from local memory only: no fetch measures the NIC, so the base value stays.
+    nic = params["cluster.nic_bandwidth_gbps"]
+    assert not nic.fitted and nic.value == BASE.cluster.nic_bandwidth_gbps and nic.estimate is None
+    assert "no peer fetches" in nic.how
     chunk = params["interleave.alpha_s"]
     assert not chunk.fitted and chunk.value == BASE.interleave.alpha_s and "not separable" in chunk.how
     assert "rounds of 1-4 chunk(s)" in chunk.how  # 1 and 16 MiB shards in the default 4 MiB chunks
@@ -74,12 +79,46 @@ def test_one_size_keeps_the_latencies_and_says_so(tmp_path: Path, rng: np.random
         latency = params[path]
         assert not latency.fitted and latency.value == kept and "kept" in latency.how
     # Bandwidths are fitted given the kept fixed costs, so they come out right when those are.
-    assert _near(params["cluster.nic_bandwidth_gbps"].estimate, truth.rank_bytes_per_s / GBPS)
+    assert _near(params["checkpoint.replication_gbps"].estimate, truth.rank_bytes_per_s / GBPS)
     assert _near(params["interleave.gpu_to_cpu_gbps"].estimate, truth.snapshot_bytes_per_s / GBPS)
     assert "rounds of 2 chunk(s)" in params["interleave.alpha_s"].how  # 8 MiB in 4 MiB chunks
     assert not params["storage.latency_s"].fitted
     detection = params["recovery.detection_s"]  # no failure in the run
     assert not detection.fitted and detection.value == BASE.recovery.detection_s
+
+
+def test_rounds_and_peer_fetches_give_distinct_bandwidths(tmp_path: Path, rng: np.random.Generator) -> None:
+    # Rounds at 400 MB/s per rank while training, fetches at 1.6 GB/s per rank during a recovery.
+    truth = Truth()
+    runs = [
+        synthetic_run(
+            tmp_path / f"run{mib}" / "m.parquet", rng, shard_bytes=mib * 2**20, procs=2, source="peer"
+        )
+        for mib in (1, 4, 16)
+    ]
+    params = _by_path(calibrate(load_runs(runs), BASE))
+    latency = params["checkpoint.transfer_latency_s"]
+    rounds, nic = params["checkpoint.replication_gbps"], params["cluster.nic_bandwidth_gbps"]
+    assert latency.fitted and _near(latency.estimate, truth.transfer_latency_s)
+    assert rounds.fitted and _near(rounds.estimate, 2 * truth.rank_bytes_per_s / GBPS)
+    # 12 fetches (4 ranks × 3 runs), fitted given the rounds' fixed cost; 2 ranks share the machine's NIC.
+    assert nic.fitted and nic.estimate.n == 12 and _near(nic.estimate, 2 * truth.fetch_bytes_per_s / GBPS)
+    assert f"given checkpoint.transfer_latency_s = {latency.value:.3g} s" in nic.how
+    assert nic.estimate.low > rounds.estimate.high  # told apart, not one bandwidth for both
+    # The calibrated scenario times a round at the replication rate and a fetch at the NIC's.
+    scenario = calibrated_scenario(calibrate(load_runs(runs), BASE), BASE)
+    shard = scenario.ckpt_bytes_per_machine
+    assert scenario.in_memory_ckpt_time_s == pytest.approx(latency.value + shard * 8 / (rounds.value * 1e9))
+    assert scenario.peer_retrieval_time_s == pytest.approx(latency.value + shard * 8 / (nic.value * 1e9))
+
+
+def test_a_fetch_faster_than_the_fixed_cost_keeps_the_nic(tmp_path: Path, rng: np.random.Generator) -> None:
+    # Fetches that take less than the rounds' fixed cost leave no time for the bytes: no bandwidth.
+    truth = Truth(fetch_bytes_per_s=1e15)
+    run = synthetic_run(tmp_path / "m.parquet", rng, shard_bytes=2**20, truth=truth, source="peer")
+    base = load_scenario("gpt2-100b-p4d", ["checkpoint.transfer_latency_s=0.02"])
+    nic = _by_path(calibrate(load_runs([run]), base))["cluster.nic_bandwidth_gbps"]
+    assert not nic.fitted and nic.value == BASE.cluster.nic_bandwidth_gbps and "non-positive" in nic.how
 
 
 def test_no_snapshots_is_a_user_error(tmp_path: Path, rng: np.random.Generator) -> None:

@@ -65,3 +65,39 @@ def test_fixed_costs_shrink_the_held_out_checkpoint_error(calibrated: tuple[Cali
     for key in checkpoint:
         assert abs(with_costs.loc[key, "rel_error"]) < abs(without.loc[key, "rel_error"])
     assert max(abs(with_costs.loc[key, "rel_error"]) for key in checkpoint) < 0.3
+
+
+def _one_bandwidth(scenario: Scenario) -> Scenario:
+    """The scenario with rounds and fetches on one NIC bandwidth, the rounds' (the former calibration)."""
+    merged = {
+        "cluster.nic_bandwidth_gbps": scenario.replication_bandwidth_gbps,
+        "checkpoint.replication_gbps": None,
+    }
+    return validate(apply_overrides(scenario.model_dump(mode="python"), merged))
+
+
+def test_rounds_and_fetches_get_their_own_bandwidths(calibrated: tuple[Calibration, Scenario]) -> None:
+    calibration, scenario = calibrated
+    params = {p.path: p for p in calibration.parameters}
+    rounds, nic = params["checkpoint.replication_gbps"], params["cluster.nic_bandwidth_gbps"]
+    # fit-5m-hw's replaced machine fetched its 29 MB shard once; rounds exchange both ways while training.
+    assert rounds.fitted and nic.fitted and nic.estimate.n == 1
+    assert nic.value > rounds.estimate.high
+    assert scenario.checkpoint.replication_gbps == rounds.value
+    assert scenario.cluster.nic_bandwidth_gbps == nic.value
+
+
+def test_fetch_bandwidth_shrinks_the_peer_error_and_keeps_the_checkpoint_error(
+    calibrated: tuple[Calibration, Scenario],
+) -> None:
+    _, scenario = calibrated
+    runs = load_runs(HELD_OUT)
+    split = compare(scenario, runs).set_index(["run", "quantity"])["rel_error"]
+    one = compare(_one_bandwidth(scenario), runs).set_index(["run", "quantity"])["rel_error"]
+    peer = [(run, "retrieval peer") for run in ("held-tiny-hw", "held-tiny-sw-hw")]
+    for key in peer:
+        assert abs(split[key]) < abs(one[key])
+    assert max(abs(split[key]) for key in peer) < 0.3
+    for run in ("held-tiny-sw", "held-tiny-hw", "held-tiny-sw-hw"):
+        key = (run, "in-memory checkpoint")
+        assert split[key] == one[key]

@@ -103,6 +103,10 @@ def test_dotted_and_nested_sweep_tables_are_the_same(tmp_path):
             "[checkpoint]\ntransfer_latency_s = -0.5\n",
             ["checkpoint.transfer_latency_s = -0.5", "greater than or equal to 0"],
         ),
+        (
+            "[checkpoint]\nreplication_gbps = 0\n",
+            ["checkpoint.replication_gbps = 0", "greater than 0"],
+        ),
     ],
 )
 def test_bad_files_give_one_line_errors_naming_the_field(tmp_path, text, needles):
@@ -125,6 +129,7 @@ def test_bad_files_give_one_line_errors_naming_the_field(tmp_path, text, needles
             ["checkpoint.local_retrieval_latency_s=-0.01"],
             ["checkpoint.local_retrieval_latency_s = -0.01", "greater than or equal to 0"],
         ),
+        (["checkpoint.replication_gbps=-2.5"], ["checkpoint.replication_gbps = -2.5", "greater than 0"]),
     ],
 )
 def test_bad_overrides_give_one_line_errors(overrides, needles):

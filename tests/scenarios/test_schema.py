@@ -41,6 +41,23 @@ def test_transfer_fixed_costs_enter_the_derived_times_once_per_transfer():
     assert one.in_memory_ckpt_time_s == 0.0 and one.replication_latency_s == 0.0
 
 
+def test_replication_bandwidth_times_the_rounds_and_not_the_peer_fetches():
+    scenario = Scenario.model_validate({"checkpoint": {"replication_gbps": 100, "transfer_latency_s": 0.25}})
+    # 75 GB per machine: a round at 100 Gbps takes 6 s, a fetch over the 400 Gbps NIC still 1.5 s.
+    assert scenario.replication_bandwidth_gbps == 100.0
+    assert scenario.in_memory_ckpt_time_s == 6.0 + 0.25
+    assert scenario.peer_retrieval_time_s == 1.5 + 0.25
+    # m = 3: one round sends two shards (150 GB) at 100 Gbps.
+    three = Scenario.model_validate({"checkpoint": {"replicas": 3, "replication_gbps": 100}})
+    assert three.in_memory_ckpt_time_s == 12.0 and three.peer_retrieval_time_s == 1.5
+    # Unset, rounds run at the NIC's bandwidth, as before the field existed.
+    default = Scenario()
+    assert default.checkpoint.replication_gbps is None and default.replication_bandwidth_gbps == 400.0
+    assert default.in_memory_ckpt_time_s == 1.5
+    slow_nic = Scenario.model_validate({"cluster": {"nic_bandwidth_gbps": 100}})
+    assert slow_nic.in_memory_ckpt_time_s == slow_nic.peer_retrieval_time_s == 6.0
+
+
 def test_fixed_costs_default_to_zero():
     scenario = Scenario()
     assert scenario.checkpoint.transfer_latency_s == 0.0
@@ -73,6 +90,9 @@ def test_sections_are_frozen():
         ({"checkpoint": {"transfer_latency_s": -0.001}}, ("checkpoint", "transfer_latency_s")),
         ({"checkpoint": {"transfer_latency_s": float("inf")}}, ("checkpoint", "transfer_latency_s")),
         ({"checkpoint": {"local_retrieval_latency_s": -1}}, ("checkpoint", "local_retrieval_latency_s")),
+        ({"checkpoint": {"replication_gbps": 0}}, ("checkpoint", "replication_gbps")),
+        ({"checkpoint": {"replication_gbps": -10}}, ("checkpoint", "replication_gbps")),
+        ({"checkpoint": {"replication_gbps": float("inf")}}, ("checkpoint", "replication_gbps")),
         ({"sweep": {"cluster.machines": []}}, ("sweep",)),
     ],
 )

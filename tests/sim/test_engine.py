@@ -97,6 +97,28 @@ def test_transfer_fixed_costs_in_the_event_records(tmp_path: Path) -> None:
     assert [hardware_c[f"{s}_s"] for s in steps] == [hardware[f"{s}_s"] for s in steps]
 
 
+def test_replication_bandwidth_in_the_event_records(tmp_path: Path) -> None:
+    # Replicating at 4 Gbps instead of the 8 Gbps NIC, the snapshot of progress 120 completes at 122
+    # instead of 121: a software failure at 121.5 finds only snapshot 110 and loses 10 s more progress.
+    # The hardware failure at 300 fetches from the peer over the NIC: 1 s either way.
+    trace = "121.5,0,software\n300,1,hardware\n"
+    plain = simulate(tiny_scenario(tmp_path, trace, 1000), seed=0)
+    slow = simulate(tiny_scenario(tmp_path, trace, 1000, checkpoint={"replication_gbps": 4}), seed=0)
+    assert plain.summary["ckpt_time_s"] == 1.0 and slow.summary["ckpt_time_s"] == 2.0
+    (software, hardware), (software_s, hardware_s) = plain.failures, slow.failures
+    assert [r["recovered_from"] for r in (software, hardware, software_s, hardware_s)] == [
+        "local", "peer", "local", "peer",
+    ]  # fmt: skip
+    assert software["lost_progress_s"] == pytest.approx(1.5)
+    assert software_s["lost_progress_s"] == pytest.approx(11.5)
+    assert hardware["retrieval_s"] == hardware_s["retrieval_s"] == pytest.approx(1.0)
+    for plain_record, slow_record in ((software, software_s), (hardware, hardware_s)):
+        assert slow_record["recovery_completed"]
+        assert [slow_record[f"{s}_s"] for s in RECOVERY_STEPS] == [
+            plain_record[f"{s}_s"] for s in RECOVERY_STEPS
+        ]
+
+
 def test_strawman_trace_with_stalls(tmp_path: Path) -> None:
     # Persistent every 100 s of progress; each stalls 10 s (1 GB at 0.8 Gbps) then uploads 40 s.
     # Snapshot 100: stall 100→110, usable at exactly 150, when a software failure hits → restored.

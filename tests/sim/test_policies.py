@@ -69,3 +69,40 @@ def test_one_replica_sends_nothing_and_pays_no_latency() -> None:
     no_model = {"model.layers": None, "model.hidden_size": None, "checkpoint.replicas": 1}
     plan = plan_for(paper({**no_model, **FIXED_COSTS}))
     assert plan.mem_ckpt_time_s == 0.0 and plan.retrieval_s("local") == 0.75 + LOCAL
+
+
+@pytest.mark.parametrize(
+    ("overrides", "checkpoint_s"),
+    [
+        ({}, None),  # the 5.7 s schedule is slower than 3 s at 200 Gbps: unchanged
+        ({"model.iteration_time_s": 6.2}, 3.0),  # the 0.57 s schedule is bounded by 75 GB at 200 Gbps
+    ],
+)
+def test_replication_bandwidth_bounds_the_interleaved_schedule_only_from_below(
+    overrides, checkpoint_s
+) -> None:
+    nic, slow = paper(overrides), paper({**overrides, "checkpoint.replication_gbps": 200})
+    (overhead, nic_s), (overhead_slow, slow_s) = in_memory_costs(nic), in_memory_costs(slow)
+    # The schedule's chunks move at the NIC rate in idle spans (its own account of sharing the links).
+    assert scaled_schedule_s(slow) == scaled_schedule_s(nic) and overhead_slow == overhead
+    assert slow_s == (nic_s if checkpoint_s is None else checkpoint_s)
+    assert plan_for(slow).retrieval_s("peer") == plan_for(nic).retrieval_s("peer") == 1.5
+
+
+def test_nic_transfer_at_the_replication_bandwidth() -> None:
+    no_model = {"model.layers": None, "model.hidden_size": None, "model.iteration_time_s": 1.0}
+    plan = plan_for(paper({**no_model, **FIXED_COSTS, "checkpoint.replication_gbps": 200}))
+    # 75 GB at 200 Gbps is 3 s, plus the round's 0.5 s: 2.5 s beyond a 1 s iteration.
+    assert (plan.overhead_fraction, plan.mem_ckpt_time_s) == (2.5, 3.5)
+    assert plan.retrieval_s("peer") == 1.5 + LATENCY  # a fetch has the 400 Gbps NIC to itself
+    explicit = plan_for(
+        paper({"checkpoint.iteration_overhead_fraction": 0.01, "checkpoint.replication_gbps": 200})
+    )
+    assert (explicit.overhead_fraction, explicit.mem_ckpt_time_s) == (0.01, 3.0)
+
+
+def test_replication_bandwidth_equal_to_the_nic_changes_nothing() -> None:
+    for overrides in ({}, {"model.layers": None, "model.hidden_size": None, "model.iteration_time_s": 1.0}):
+        assert plan_for(paper({**overrides, "checkpoint.replication_gbps": 400})) == plan_for(
+            paper(overrides)
+        )

@@ -125,14 +125,23 @@ def effective_ratio_table(summary: pd.DataFrame, x: str, by: Sequence[str] = ("p
 def ckpt_time_table(
     scenario: Scenario, machines: Sequence[int], bandwidths_gbps: Sequence[float]
 ) -> pd.DataFrame:
-    """In-memory vs persistent-storage checkpoint time for each N × NIC bandwidth (paper Fig. 11)."""
+    """In-memory vs persistent-storage checkpoint time for each N × NIC bandwidth (paper Fig. 11).
+
+    A scenario with its own replication bandwidth keeps it as the same fraction of each NIC's.
+    """
     base = scenario.model_dump(mode="json", exclude_none=True, exclude={"sweep"})
+    replication_share = (
+        scenario.checkpoint.replication_gbps / scenario.cluster.nic_bandwidth_gbps
+        if scenario.checkpoint.replication_gbps is not None
+        else None
+    )
     rows = []
     for n in machines:
         for bandwidth in bandwidths_gbps:
-            point = validate(
-                apply_overrides(base, {"cluster.machines": n, "cluster.nic_bandwidth_gbps": bandwidth})
-            )
+            overrides = {"cluster.machines": n, "cluster.nic_bandwidth_gbps": bandwidth}
+            if replication_share is not None:
+                overrides["checkpoint.replication_gbps"] = replication_share * bandwidth
+            point = validate(apply_overrides(base, overrides))
             rows.append(
                 {
                     "machines": n,

@@ -80,6 +80,14 @@ def test_ckpt_time_table_follows_the_scenario_closed_forms() -> None:
     assert reduction[(16, 400.0)] == pytest.approx(4 * reduction[(16, 100.0)])
 
 
+def test_ckpt_time_table_keeps_a_replication_bandwidth_as_a_share_of_the_nic() -> None:
+    # Replication at a quarter of a 400 Gbps NIC: one 75 GB shard takes 6 s; at 100 Gbps, 24 s.
+    scenario = load_scenario("gpt2-100b-p4d", ["checkpoint.replication_gbps=100.0"])
+    table = ckpt_time_table(scenario, [16], [100.0, 400.0]).set_index("nic_bandwidth_gbps")
+    assert table.loc[400.0, "in_memory_ckpt_time_s"] == pytest.approx(6.0)
+    assert table.loc[100.0, "in_memory_ckpt_time_s"] == pytest.approx(24.0)
+
+
 def test_measurement_table_series(measurements: pd.DataFrame) -> None:
     table = measurement_table(measurements)
     assert set(table["phase"]) == {"save", "recovery"}

@@ -63,8 +63,8 @@ def _realrun(args: argparse.Namespace) -> int:
 
     from gemini_ft import __version__
     from realrun.config import RealRunConfig
-    from realrun.launcher import config_json, launch, summarize
-    from realrun.measurements import read_events, write_parquet
+    from realrun.launcher import config_json, launch
+    from realrun.measurements import read_events, summarize, write_parquet
     from realrun.netns import NetnsError
     from scenarios.errors import UserError
 
@@ -96,7 +96,9 @@ def _realrun(args: argparse.Namespace) -> int:
     parquet = result.run_dir / "measurements.parquet"
     write_parquet(frame, parquet, config_json(result.run_dir), __version__)
     summary = {"ok": result.ok, "message": result.message, "wall_s": round(result.wall_s, 2),
-               "machine_replacements": result.machine_replacements, **summarize(result.run_dir)}  # fmt: skip
+               "machine_replacements": result.machine_replacements,
+               "failures_fired": len(list((result.run_dir / "faults").glob("fired*.json"))),
+               **summarize(frame)}  # fmt: skip
     print(json.dumps(summary, indent=2))
     print(f"measurements: {parquet}")
     return 0 if result.ok else 1

@@ -229,34 +229,5 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def summarize(run_dir: Path) -> dict:
-    """Headline numbers of a finished run from its events (for the CLI to print)."""
-    from realrun.measurements import read_events
-
-    frame = read_events(run_dir)
-    out: dict = {"events": len(frame)}
-    for event in (
-        "snapshot",
-        "replicate",
-        "retrieve",
-        "persist",
-        "disk_save",
-        "disk_load",
-        "step",
-        "first_step",
-    ):
-        rows = frame[frame.event == event]
-        if len(rows):
-            out[event] = {
-                "count": len(rows),
-                "mean_s": float(rows.duration_s.mean()),
-                "bytes": int(rows.bytes.mean()),
-            }
-    retrieve = frame[frame.event == "retrieve"]
-    out["retrieve_sources"] = sorted(set(retrieve.source.dropna()))
-    out["failures_fired"] = len(list((run_dir / "faults").glob("fired*.json")))
-    return out
-
-
 def config_json(run_dir: Path) -> str:
     return json.dumps(json.loads((run_dir / "config.json").read_text()), sort_keys=True)

@@ -90,3 +90,45 @@ def write_parquet(frame: pd.DataFrame, path: Path, config_json: str, version: st
 def read_metadata(path: Path) -> dict[str, str]:
     meta = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"gemini_ft.")}
+
+
+def _timed(rows: pd.DataFrame) -> dict:
+    out = {"count": len(rows), "mean_s": round(float(rows.duration_s.mean()), 4)}
+    moved, spent = int(rows.bytes.sum()), float(rows.duration_s.sum())
+    if moved and spent > 0:
+        out["mean_bytes"] = int(rows.bytes.mean())
+        out["gb_per_s"] = round(moved / spent / 1e9, 3)
+    return out
+
+
+def summarize(frame: pd.DataFrame) -> dict:
+    """Headline numbers of a run: what checkpointing cost, and what recovery took, by source."""
+    by_event = {event: frame[frame.event == event] for event in EVENTS}
+    checkpoint = {e: _timed(by_event[e]) for e in ("snapshot", "replicate", "persist") if len(by_event[e])}
+    received = by_event["commit"][by_event["commit"].source == "peer"]
+    if len(received):
+        checkpoint["replicas_received"] = int(received.ok.sum())
+        checkpoint["replicas_rejected"] = int((~received.ok).sum())  # incomplete or failed their checksum
+    recovery: dict = {}
+    for source in ("local", "peer", "persistent"):
+        rows = by_event["retrieve"][by_event["retrieve"].source == source]
+        if len(rows):
+            recovery[f"retrieve_{source}"] = _timed(rows)
+    if len(by_event["detect"]):
+        recovery["detect"] = _timed(by_event["detect"])
+    if len(by_event["lost_steps"]):
+        recovery["lost_steps_mean"] = round(float(by_event["lost_steps"].step.mean()), 2)
+    steps = pd.concat([by_event["step"], by_event["first_step"]])
+    training = {"steps": int(steps.step.nunique()), "step_mean_s": round(float(steps.duration_s.mean()), 4)}
+    if len(by_event["first_step"]):
+        training["first_step_after_recovery_mean_s"] = round(
+            float(by_event["first_step"].duration_s.mean()), 4
+        )
+    out = {"events": len(frame), "training": training, "checkpoint": checkpoint, "recovery": recovery}
+    disk = {e: _timed(by_event[e]) for e in ("disk_save", "disk_load") if len(by_event[e])}
+    local = recovery.get("retrieve_local")
+    if "disk_load" in disk and local and local["mean_s"] > 0:
+        disk["disk_load_vs_local_restore"] = round(disk["disk_load"]["mean_s"] / local["mean_s"], 1)
+    if disk:
+        out["disk_baseline"] = disk
+    return out

@@ -125,6 +125,22 @@ def test_failures_mid_snapshot_and_mid_replication_never_load_partial_state(refe
     assert _same_params(tmp_path, reference)
 
 
+def test_ring_of_three_machines_with_two_processes_each(tmp_path):
+    # Ring placement keeps machine i's shards on machine i + 1, each at the same local rank: after
+    # machine 1 dies, its ranks 2 and 3 fetch from ranks 4 and 5; every other rank restores locally.
+    topology = ["--machines", "3", "--procs-per-machine", "2", "--placement", "ring", "--no-disk-baseline"]
+    _run(tmp_path / "reference", *topology)
+    frame = _run(tmp_path / "failed", *topology, "--fail", "hw@step=5:machine=1")
+    rows = frame[frame.event == "retrieve"]
+    fetched = sorted(
+        (int(r.rank), int(r.step), r.source, None if pd.isna(r.peer) else int(r.peer))
+        for r in rows.itertuples()
+    )
+    local = [(rank, 4, "local", None) for rank in (0, 1, 4, 5)]
+    assert fetched == sorted([*local, (2, 4, "peer", 4), (3, 4, "peer", 5)])
+    assert _same_params(tmp_path / "reference", tmp_path / "failed")
+
+
 def test_ctrl_c_removes_processes_and_shared_memory(tmp_path):
     command = [
         sys.executable,

@@ -76,7 +76,7 @@ def bench_single(gib: float, pairs: int, work: Path) -> dict:
     _train_step(model, optimizer, shape, 0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    _, total = codec.layout()
+    total = codec.plan().nbytes
     print(
         f"model: {shape.parameters / 1e6:.1f}M parameters, shard {total / GIB:.3f} GiB, {torch.get_num_threads()} threads"
     )

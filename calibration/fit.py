@@ -230,9 +230,8 @@ def _intercept_and_rate(
         ]
     x, y = frame[x_column].to_numpy(float), frame["duration_s"].to_numpy(float)
     alpha, fitted_rate, how = _alpha_and_rate(x, y, base_intercept, scale)
-    if alpha is None or not _usable(
-        fitted_rate
-    ):  # an intercept without a bandwidth beside it describes nothing
+    # An intercept without a bandwidth beside it describes nothing.
+    if alpha is None or not _usable(fitted_rate):
         first = Parameter(
             intercept_path, base_intercept, None, "s", "kept: one size or no bandwidth fit", False
         )
@@ -255,7 +254,7 @@ def _local_copies(runs: list[Run], base: Scenario) -> list[Parameter]:
     snaps = pd.concat([r.of("snapshot") for r in runs], ignore_index=True)
     # The simulator charges a restore from local memory as latency + bytes / gpu_to_cpu_gbps. Snapshots
     # are the same copy between the model's tensors and the machine's shared memory in the other
-    # direction, per tensor, logged every step (a run has one or two local retrievals). Pooled over 11
+    # direction (tensor by tensor in the recorded fixtures, a few regions since), logged every step (a run has one or two local retrievals). Pooled over 11
     # tiny and 5m real runs, snapshots fit 2.6 ms + 1.48 ns/byte and local retrievals 1.9 ms + 1.50
     # ns/byte (intervals overlap), so snapshots set both the fixed cost and the bandwidth.
     return _intercept_and_rate(

@@ -169,10 +169,6 @@ class ShardCodec:
         """Entries and copy regions of the shard as it is laid out in memory now."""
         return plan_shard(self.tensors())
 
-    def layout(self) -> tuple[list[Entry], int]:
-        plan = self.plan()
-        return plan.entries, plan.nbytes
-
     def load(self, entries: list[Entry], data: memoryview) -> None:
         """Copy a shard's bytes into this rank's parameters and optimizer state, in place."""
         flat = torch.frombuffer(data, dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)

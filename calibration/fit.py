@@ -254,9 +254,10 @@ def _local_copies(runs: list[Run], base: Scenario) -> list[Parameter]:
     snaps = pd.concat([r.of("snapshot") for r in runs], ignore_index=True)
     # The simulator charges a restore from local memory as latency + bytes / gpu_to_cpu_gbps. Snapshots
     # are the same copy between the model's tensors and the machine's shared memory in the other
-    # direction (tensor by tensor in the recorded fixtures, a few regions since), logged every step (a run has one or two local retrievals). Pooled over 11
-    # tiny and 5m real runs, snapshots fit 2.6 ms + 1.48 ns/byte and local retrievals 1.9 ms + 1.50
-    # ns/byte (intervals overlap), so snapshots set both the fixed cost and the bandwidth.
+    # direction (tensor by tensor in the recorded fixtures, a few regions since), logged every step (a
+    # run has one or two local retrievals). Pooled over 11 tiny and 5m real runs, snapshots fit 2.6 ms
+    # + 1.48 ns/byte and local retrievals 1.9 ms + 1.50 ns/byte (intervals overlap), so snapshots set
+    # both the fixed cost and the bandwidth.
     return _intercept_and_rate(
         snaps, "bytes", ("checkpoint.local_retrieval_latency_s", base.checkpoint.local_retrieval_latency_s),
         ("interleave.gpu_to_cpu_gbps", base.interleave.gpu_to_cpu_gbps), 1 / GBPS,

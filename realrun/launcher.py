@@ -163,7 +163,8 @@ def _start_agent(
         "--rdzv-backend=c10d", f"--rdzv-endpoint={store_host}:{cfg.port}", f"--rdzv-id={job_id}",
         # A killed machine stays a participant until its keep-alive expires; the next round waits for that.
         "--rdzv-conf=is_host=false,join_timeout=120,"
-        f"keep_alive_interval={cfg.keep_alive_s},keep_alive_max_attempt=2", f"--max-restarts={cfg.max_restarts}",
+        f"keep_alive_interval={cfg.keep_alive_s},keep_alive_max_attempt=2",
+        f"--max-restarts={cfg.max_restarts}",
         "--monitor-interval=0.1", "-m", "realrun.train", "--config", str(cfg.out / "config.json"),
     ]  # fmt: skip
     log = open(cfg.out / "logs" / f"machine{machine}.log", "ab")  # noqa: SIM115 - owned by the child

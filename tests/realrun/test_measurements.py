@@ -1,4 +1,4 @@
-"""Events written by `EventLog` come back as one table, and `summarize` reports them by hand-checked numbers."""
+"""Events written by `EventLog` come back as one table; `summarize` reports them as hand-checked numbers."""
 
 import time
 

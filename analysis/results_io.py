@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from analysis.tables import MEASUREMENT_COLUMNS, PROBABILITY_COLUMNS
 from scenarios.errors import UserError
+from sim.results_io import read_table
 
 Kind = Literal["sim", "measurements", "probability"]
 SUMMARY_KEY_COLUMNS = ("policy", "seed", "effective_ratio")
@@ -79,21 +78,9 @@ def _load_directory(path: Path) -> ResultFile:
 
 
 def _read_table(path: Path) -> tuple[pd.DataFrame, str | None]:
-    """The table and the `gemini_ft.scenario` metadata (Parquet only); never unpickles anything."""
-    try:
-        if path.suffix == ".csv":
-            return pd.read_csv(path), None
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(
-            "RESULTS", str(path), f"not a readable Parquet or CSV result file ({reason})"
-        ) from None
-    metadata = table.schema.metadata or {}
-    scenario = metadata.get(b"gemini_ft.scenario")
-    # Column metadata only: pandas' own metadata block could name extension types, which we do not need.
-    frame = table.replace_schema_metadata(None).to_pandas()
-    return frame, scenario.decode() if scenario else None
+    """The table and the scenario TOML stored with it (Parquet only); never unpickles anything."""
+    table = read_table(path)
+    return table.frame, table.scenario_toml
 
 
 def _classify(path: Path, data: pd.DataFrame, expected: Kind | None = None) -> Kind:

@@ -92,10 +92,12 @@ def format_parameters(table: pd.DataFrame) -> str:
 
 def format_fixed_costs(scenario: Scenario) -> str:
     """The per-transfer fixed costs and bandwidths behind the transfer predictions, in one line."""
+    from sim.costs import replication_bandwidth_gbps
+
     ckpt, cluster, interleave = scenario.checkpoint, scenario.cluster, scenario.interleave
     replication = "NIC" if ckpt.replication_gbps is None else "checkpoint.replication_gbps"
     return (
-        f"transfers: rounds {ckpt.transfer_latency_s:.4g} s + bytes / {scenario.replication_bandwidth_gbps:.4g}"
+        f"transfers: rounds {ckpt.transfer_latency_s:.4g} s + bytes / {replication_bandwidth_gbps(scenario):.4g}"
         f" Gbps ({replication}); peer fetches {ckpt.transfer_latency_s:.4g} s + bytes /"
         f" {cluster.nic_bandwidth_gbps:.4g} Gbps (NIC); fixed cost checkpoint.transfer_latency_s per round or"
         f" fetch; local {ckpt.local_retrieval_latency_s:.4g} s + bytes / {interleave.gpu_to_cpu_gbps:.4g} Gbps"

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from realrun.config import RealRunConfig
 from realrun.measurements import COLUMNS
 from scenarios.errors import UserError
+from sim.results_io import CONFIG, read_table
 
 # Detect events of one failure share its time (t_s − duration is the failure's clock time on every
 # rank, up to the logging delay); different failures are at least a restart apart.
@@ -58,19 +57,15 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
 def load_run(path: Path) -> Run:
     if not path.is_file():
         raise UserError("MEASUREMENTS", str(path), "no such file")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UserError("MEASUREMENTS", str(path), f"not a Parquet file ({_first_line(exc)})") from None
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    table = read_table(path, field="MEASUREMENTS", what="a Parquet file")
+    missing = [c for c in COLUMNS if c not in table.frame.columns]
     if missing:
         raise UserError(
             "MEASUREMENTS",
             str(path),
             f"not a measurements table: missing columns {', '.join(missing)} (expected {', '.join(COLUMNS)})",
         )
-    meta = table.schema.metadata or {}
-    raw = meta.get(b"gemini_ft.config")
+    raw = table.metadata.get(CONFIG)
     if raw is None:
         raise UserError("MEASUREMENTS", str(path), "not a measurements table: no gemini_ft.config metadata")
     try:
@@ -79,7 +74,7 @@ def load_run(path: Path) -> Run:
         raise UserError(
             "MEASUREMENTS", str(path), f"its gemini_ft.config is not a real-run config ({_first_line(exc)})"
         ) from None
-    events = table.to_pandas()[list(COLUMNS)]
+    events = table.frame[list(COLUMNS)]
     return Run(path=path, config=config, events=events)
 
 

@@ -12,12 +12,11 @@ import pandas as pd
 
 from calibration.measurements import Run, recovery_events, replication_rounds
 from scenarios.errors import UserError
-from scenarios.loader import apply_overrides, validate
 from scenarios.schema import Scenario
-from sim.policies import CheckpointPlan, plan_for
+from sim.costs import SOURCES
+from sim.policies import plan_for
 
 COLUMNS = ["run", "quantity", "source", "n", "measured_s", "predicted_s", "rel_error"]
-SOURCES = ("local", "peer", "persistent")
 
 
 def substituted_scenario(scenario: Scenario, run: Run) -> Scenario:
@@ -30,14 +29,9 @@ def substituted_scenario(scenario: Scenario, run: Run) -> Scenario:
         "checkpoint.placement": cfg.placement,
         "model.parameters": run.ckpt_bytes_total() / scenario.model.ckpt_bytes_per_param,
     }
-    data = apply_overrides(scenario.model_dump(mode="python", exclude={"sweep"}), overrides)
-    return validate(data, source=f"scenario for {run.path}")
-
-
-def recovery_s(scenario: Scenario, plan: CheckpointPlan, source: str) -> float:
-    """The simulator engine's recovery steps for one failure recovered from `source`."""
-    recovery = scenario.recovery
-    return recovery.detection_s + plan.serialization_s(source) + plan.retrieval_s(source) + recovery.warmup_s
+    return scenario.model_copy(update={"sweep": {}}).with_overrides(
+        overrides, source=f"scenario for {run.path}"
+    )
 
 
 def compare(scenario: Scenario, runs: list[Run]) -> pd.DataFrame:
@@ -81,11 +75,11 @@ def _compare_run(scenario: Scenario, run: Run) -> list[dict]:
     recs = recovery_events(run)
     for source in SOURCES:
         of_source = recs[recs["source"] == source]
-        add(f"retrieval {source}", source, of_source["retrieve_s"], plan.retrieval_s(source))
+        add(f"retrieval {source}", source, of_source["retrieve_s"], plan.recovery.retrieval_s(source))
     for source in SOURCES:
         of_source = recs[recs["source"] == source]
-        add(f"recovery total {source}", source, of_source["total_s"], recovery_s(held_out, plan, source))
+        add(f"recovery total {source}", source, of_source["total_s"], plan.recovery.total_s(source))
     # The disk baseline's load is a persistent read of the same state by all ranks at once.
     loads = run.of("disk_load").groupby("step")["duration_s"].max()
-    add("disk load (persistent read)", "persistent", loads, plan.retrieval_persistent_s)
+    add("disk load (persistent read)", "persistent", loads, plan.recovery.retrieval_persistent_s)
     return rows

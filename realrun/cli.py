@@ -61,7 +61,6 @@ _FLAGS = {"keep_alive_s": "--keep-alive", "failures": "--fail", "disk_baseline":
 def _realrun(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from gemini_ft import __version__
     from realrun.config import RealRunConfig
     from realrun.launcher import config_json, launch
     from realrun.measurements import read_events, summarize, write_parquet
@@ -94,7 +93,7 @@ def _realrun(args: argparse.Namespace) -> int:
         raise UserError("--netns", True, str(exc)) from None
     frame = read_events(result.run_dir)
     parquet = result.run_dir / "measurements.parquet"
-    write_parquet(frame, parquet, config_json(result.run_dir), __version__)
+    write_parquet(frame, parquet, config_json(result.run_dir))
     summary = {"ok": result.ok, "message": result.message, "wall_s": round(result.wall_s, 2),
                "machine_replacements": result.machine_replacements,
                "failures_fired": len(list((result.run_dir / "faults").glob("fired*.json"))),

@@ -12,8 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scenarios.errors import UserError
-
-REAL_PLACEMENTS = ("group", "ring", "mixed")
+from scenarios.placements import REAL_PLACEMENTS, check_placement
 
 
 class RealRunConfig(BaseModel):
@@ -24,7 +23,7 @@ class RealRunConfig(BaseModel):
     machines: int = Field(2, ge=1, le=64, description="Emulated machines (one torchrun agent each).")
     procs_per_machine: int = Field(1, ge=1, le=16, description="Training processes per machine.")
     model_size: str = Field("tiny", description="'tiny' or a parameter count such as 1m, 50m, 1b.")
-    placement: Literal["group", "ring", "mixed"] = Field(
+    placement: Literal[REAL_PLACEMENTS] = Field(  # type: ignore[valid-type]
         "group", description="Replica placement (sim.placement)."
     )
     replicas: int = Field(2, ge=1, description="Copies m of each shard, the owner's included.")
@@ -70,12 +69,7 @@ class RealRunConfig(BaseModel):
     def _check(self) -> RealRunConfig:
         if self.replicas > self.machines:
             raise UserError("--replicas", self.replicas, f"must be at most --machines = {self.machines}")
-        if self.placement == "group" and self.machines % self.replicas:
-            raise UserError(
-                "--placement",
-                "group",
-                f"needs --replicas ({self.replicas}) to divide --machines ({self.machines}); use mixed",
-            )
+        check_placement(self.placement, self.machines, self.replicas, field="placement", allowed=REAL_PLACEMENTS)
         for flag, value, unset in (
             ("--link-gbps", self.link_gbps, None),
             ("--link-latency-ms", self.link_latency_ms, 0.0),

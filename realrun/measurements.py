@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+from sim.results_io import CONFIG, write_table
 
 EVENTS = (
     "snapshot", "replicate", "commit", "detect", "restart", "retrieve", "first_step",
@@ -79,17 +79,9 @@ def read_events(run_dir: Path) -> pd.DataFrame:
     ).astype({"peer": "Int64", "ok": "bool"})
 
 
-def write_parquet(frame: pd.DataFrame, path: Path, config_json: str, version: str) -> None:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = dict(table.schema.metadata or {})
-    metadata[b"gemini_ft.config"] = config_json.encode()
-    metadata[b"gemini_ft.version"] = version.encode()
-    pq.write_table(table.replace_schema_metadata(metadata), path)
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    meta = pq.read_schema(path).metadata or {}
-    return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"gemini_ft.")}
+def write_parquet(frame: pd.DataFrame, path: Path, config_json: str) -> Path:
+    """`measurements.parquet`: the events with the resolved configuration (and version) in its metadata."""
+    return write_table(frame, path, {CONFIG: config_json})
 
 
 def _timed(rows: pd.DataFrame) -> dict:

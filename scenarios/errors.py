@@ -37,26 +37,26 @@ def _show(value: Any) -> str:
 def format_validation_error(
     error: ValidationError, prefix: str = "", allowed_fields: dict[str, list[str]] | None = None
 ) -> str:
-    """The first pydantic error as `path = value: message` (plus a count of further errors)."""
-    errors = error.errors(include_url=False)
-    first = errors[0]
-    path = ".".join(str(part) for part in first["loc"])
+    """Every pydantic error as `path = value: message`, joined by "; " on one line."""
+    return "; ".join(_format_one(e, prefix, allowed_fields) for e in error.errors(include_url=False))
+
+
+def _format_one(error: Any, prefix: str, allowed_fields: dict[str, list[str]] | None) -> str:
+    path = ".".join(str(part) for part in error["loc"])
     path = f"{prefix}.{path}" if prefix and path else (prefix or path or "<root>")
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
         parent = path.rsplit(".", 1)[0] if "." in path else ""
         names = (allowed_fields or {}).get(parent)
         message = "unknown field" + (f"; allowed: {', '.join(names)}" if names else "")
-    elif first["type"] == "missing":
+    elif error["type"] == "missing":
         return f"{path}: required field is missing"
-    if isinstance(first.get("input"), dict):
+    elif error["type"] == "finite_number":
+        message = "must be a finite number"
+    if isinstance(error.get("input"), dict):
         # A check across fields (model validator): its message names the fields itself.
-        text = _lower_first(message) if path == "<root>" else f"{path}: {_lower_first(message)}"
-    else:
-        text = f"{path} = {_show(first.get('input'))}: {_lower_first(message)}"
-    if len(errors) > 1:
-        text += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-    return text
+        return _lower_first(message) if path == "<root>" else f"{path}: {_lower_first(message)}"
+    return f"{path} = {_show(error.get('input'))}: {_lower_first(message)}"
 
 
 def _lower_first(text: str) -> str:

@@ -7,7 +7,6 @@ overrides any field; `expand_sweep` turns the `[sweep]` table into the list of c
 
 from __future__ import annotations
 
-import copy
 import itertools
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -18,7 +17,14 @@ import tomli_w
 from pydantic import ValidationError
 
 from scenarios.errors import InvalidScenario, UserError, format_validation_error
+from scenarios.overrides import apply_overrides as _apply
+from scenarios.overrides import flatten_sweep, parse_overrides, parse_value
 from scenarios.schema import Scenario, allowed_fields
+
+__all__ = [
+    "apply_overrides", "expand_sweep", "flatten_sweep", "from_toml_text", "load_scenario", "parse_overrides",
+    "parse_value", "preset_names", "read_toml", "resolve_path", "to_toml", "validate",
+]  # fmt: skip
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -51,74 +57,14 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UserError(str(path), "<file>", f"cannot be read: {exc}") from None
 
 
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """`section.field=value` strings → {path: value}; the value is read as TOML, else as a string."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        path, sep, text = item.partition("=")
-        path = path.strip()
-        if not sep or not path:
-            raise UserError("--set", item, "expected section.field=value, e.g. cluster.machines=128")
-        overrides[path] = parse_value(text.strip())
-    return overrides
-
-
-def parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of `data` with each dotted path set; unknown paths are errors."""
-    result = copy.deepcopy(dict(data))
-    known = allowed_fields()
-    for path, value in overrides.items():
-        parts = path.split(".")
-        section = ".".join(parts[:-1])
-        if section not in known or parts[-1] not in known[section]:
-            raise UserError(path, value, _unknown_path_hint(path, known))
-        node = result
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(path, value, f"{part} is not a section")
-        node[parts[-1]] = value
-    return result
-
-
-def _unknown_path_hint(path: str, known: dict[str, list[str]]) -> str:
-    section = path.rsplit(".", 1)[0] if "." in path else ""
-    if section in known:
-        where = f"in [{section}]" if section else "at the top level"
-        return f"unknown field; allowed {where}: {', '.join(known[section])}"
-    return f"unknown section; allowed: {', '.join(s for s in known if s)}"
+    """A deep copy of scenario `data` with each dotted path set; unknown paths are errors."""
+    return _apply(data, overrides, allowed_fields())
 
 
 def validate(data: Mapping[str, Any], source: str = "") -> Scenario:
-    data = dict(data)
-    if "sweep" in data:
-        data["sweep"] = flatten_sweep(data["sweep"])
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        message = format_validation_error(exc, allowed_fields=allowed_fields())
-        raise InvalidScenario(f"{source}: {message}" if source else message) from None
-
-
-def flatten_sweep(sweep: Any, prefix: str = "") -> dict[str, Any]:
-    """`[sweep] "a.b" = [..]` and `[sweep.a] b = [..]` both become {"a.b": [..]}."""
-    if not isinstance(sweep, Mapping):
-        raise UserError("sweep", sweep, "must be a table mapping field paths to lists of values")
-    flat: dict[str, Any] = {}
-    for key, value in sweep.items():
-        path = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, Mapping):
-            flat.update(flatten_sweep(value, path))
-        else:
-            flat[path] = value
-    return flat
+    """Scenario data (as read from TOML) → a validated `Scenario`; errors name the field path."""
+    return Scenario.from_data(data, source)
 
 
 def load_scenario(name_or_path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Scenario:

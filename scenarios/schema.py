@@ -8,25 +8,48 @@ Derived quantities (checkpoint bytes per machine, transfer times) are properties
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from scenarios.errors import InvalidScenario, format_validation_error
+from scenarios.overrides import apply_overrides, flatten_sweep
+from scenarios.placements import PLACEMENTS
 
 GIB = 1024**3
 POLICIES = ("gemini", "strawman", "highfreq", "young-daly")
-PLACEMENTS = ("group", "ring", "mixed", "random", "domain")
 SCHEMES = ("baseline", "blocking", "naive", "no-pipeline", "gemini")
+DEFAULT_MAX_SWEEP_POINTS = 10_000
 
 Policy = Literal["gemini", "strawman", "highfreq", "young-daly"]
-PlacementName = Literal["group", "ring", "mixed", "random", "domain"]
+PlacementName = Literal[PLACEMENTS]  # type: ignore[valid-type]
 Scheme = Literal["baseline", "blocking", "naive", "no-pipeline", "gemini"]
 
 
 class Section(BaseModel):
-    """Base of every scenario section: frozen, no unknown fields, validated on assignment."""
+    """Base of every scenario section: frozen, no unknown fields, finite numbers, no booleans as numbers."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads `machines = true` as 1; a boolean is never a count or a rate.
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in get_args(annotation):
+                raise ValueError("must be a number, not a boolean")
+        return value
 
 
 class ClusterConfig(Section):
@@ -229,6 +252,11 @@ class RunConfig(Section):
     base_seed: int = Field(
         0, ge=0, description="Seed of the first repetition; repetition i uses base_seed + i."
     )
+    max_sweep_points: int = Field(
+        DEFAULT_MAX_SWEEP_POINTS,
+        ge=1,
+        description="Largest [sweep] grid accepted (points before seeds); raise it for a bigger grid.",
+    )
 
 
 class Scenario(Section):
@@ -256,8 +284,38 @@ class Scenario(Section):
                 raise ValueError(f"sweep.{path} needs at least one value")
         return sweep
 
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], source: str = "") -> Scenario:
+        """Scenario data as read from TOML (nested or flat `[sweep]`) → a validated Scenario.
+
+        Errors are `InvalidScenario` naming the field path, the value and what is allowed."""
+        data = dict(data)
+        if "sweep" in data:
+            data["sweep"] = flatten_sweep(data["sweep"])
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            message = format_validation_error(exc, allowed_fields=allowed_fields())
+            raise InvalidScenario(f"{source}: {message}" if source else message) from None
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "") -> Scenario:
+        """This scenario with each dotted field path set (validated); an overridden swept field is fixed."""
+        data = apply_overrides(self.model_dump(mode="python"), overrides, allowed_fields())
+        return Scenario.from_data(data, source)
+
+    @property
+    def sweep_points(self) -> int:
+        """Points of the `[sweep]` grid (before seeds)."""
+        return math.prod(len(values) for values in self.sweep.values())
+
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        if self.sweep_points > self.run.max_sweep_points:
+            sizes = " × ".join(str(len(v)) for v in self.sweep.values())
+            raise ValueError(
+                f"sweep: the grid has {sizes} = {self.sweep_points:,} points, more than run.max_sweep_points"
+                f" = {self.run.max_sweep_points:,}; raise it with --set run.max_sweep_points=N"
+            )
         if self.checkpoint.replicas > self.cluster.machines:
             raise ValueError(
                 f"checkpoint.replicas = {self.checkpoint.replicas}: must be at most cluster.machines"
@@ -284,60 +342,6 @@ class Scenario(Section):
     @property
     def ckpt_bytes_per_gpu(self) -> float:
         return self.ckpt_bytes_per_machine / self.cluster.gpus_per_machine
-
-    @property
-    def persistent_ckpt_time_s(self) -> float:
-        """Writing (or reading) the whole checkpoint to remote storage at its aggregate bandwidth."""
-        return self.storage.latency_s + self.ckpt_bytes_total * 8 / (self.storage.bandwidth_gbps * 1e9)
-
-    @property
-    def in_memory_ckpt_time_s(self) -> float:
-        """Sending m − 1 replicas of one machine's shard to its peers (machines send in parallel), at the
-        replication bandwidth (`replication_bandwidth_gbps`).
-
-        One round serves all peers at once, so its fixed cost is paid once, not per peer.
-        """
-        peers = self.checkpoint.replicas - 1
-        nbytes = self.ckpt_bytes_per_machine * peers
-        return self.replication_latency_s + nbytes * 8 / (self.replication_bandwidth_gbps * 1e9)
-
-    @property
-    def replication_bandwidth_gbps(self) -> float:
-        """Effective bandwidth of a replication round during training: the NIC's unless set apart."""
-        explicit = self.checkpoint.replication_gbps
-        return self.cluster.nic_bandwidth_gbps if explicit is None else explicit
-
-    @property
-    def replication_latency_s(self) -> float:
-        """Fixed cost of one replication round; none with m = 1, where nothing leaves the machine."""
-        return self.checkpoint.transfer_latency_s if self.checkpoint.replicas > 1 else 0.0
-
-    @property
-    def peer_retrieval_time_s(self) -> float:
-        """Fetching one machine's shard from a peer over the NIC, which a recovery has to itself: one transfer."""
-        return self.checkpoint.transfer_latency_s + self._nic_seconds(self.ckpt_bytes_per_machine)
-
-    @property
-    def local_retrieval_time_s(self) -> float:
-        """Restoring each GPU's shard from the machine's own CPU memory (the GPUs copy in parallel)."""
-        return self.checkpoint.local_retrieval_latency_s + self.ckpt_bytes_per_gpu * 8 / (
-            self.interleave.gpu_to_cpu_gbps * 1e9
-        )
-
-    def _nic_seconds(self, nbytes: float) -> float:
-        return nbytes * 8 / (self.cluster.nic_bandwidth_gbps * 1e9)
-
-    @property
-    def serialization_time_s(self) -> float:
-        """Serializing one replica of one machine's shard to CPU memory (the stall of a persistent checkpoint)."""
-        return self.ckpt_bytes_per_machine * 8 / (self.checkpoint.serialization_gbps * 1e9)
-
-    @property
-    def recovery_serialization_s(self) -> float:
-        """Serializing the m in-memory replicas before a restart from CPU memory."""
-        if self.recovery.serialization_s is not None:
-            return self.recovery.serialization_s
-        return self.serialization_time_s * self.checkpoint.replicas
 
     @property
     def cpu_memory_needed_gib(self) -> float:

@@ -22,11 +22,12 @@ import simpy
 
 from scenarios.errors import UserError
 from scenarios.schema import Scenario
+from sim.costs import RECOVERY_STEPS
 from sim.failures import DAY_S, FailureEvent, generate_failures
 from sim.placement import Placement, build_placement
 from sim.policies import CheckpointPlan, plan_for
+from sim.records import WASTE_COMPONENTS, FailureRecord, RunSummary
 
-RECOVERY_STEPS = ("detection", "replacement", "serialization", "retrieval", "warmup")
 STREAMS = ("failures", "placement")
 _EPS = 1e-9
 
@@ -41,8 +42,8 @@ def random_streams(seed: int) -> dict[str, np.random.Generator]:
 class RunResult:
     """One simulated run: a summary row and one record per failure event."""
 
-    summary: dict[str, object]
-    failures: list[dict[str, object]]
+    summary: RunSummary
+    failures: list[FailureRecord]
     events: int
 
 
@@ -86,10 +87,10 @@ class ClusterSimulation:
         self.spare_ready = [0.0] * scenario.cluster.standby_machines  # heap of spare-machine ready times
         self.awaiting: set[int] = set()  # failed machines whose replacement has been ordered
         self.replaced_by = 0.0  # when the last ordered replacement of this recovery is ready
-        self.recovery: dict[str, object] | None = None  # the record of the failure being recovered from
-        self.records: list[dict[str, object]] = []
-        self.totals = dict.fromkeys(("checkpoint", "lost_progress", *RECOVERY_STEPS), 0.0)
-        self._phase: tuple[str, float, dict[str, object] | None] = ("train", 0.0, None)
+        self.recovery: FailureRecord | None = None  # the failure being recovered from
+        self.records: list[FailureRecord] = []
+        self.totals = dict.fromkeys(WASTE_COMPONENTS, 0.0)
+        self._phase: tuple[str, float, FailureRecord | None] = ("train", 0.0, None)
         self._segment_start_progress = 0.0
         self._job = self.env.process(self._run_job())
         self.env.process(self._inject_failures())
@@ -158,7 +159,7 @@ class ClusterSimulation:
         self.awaiting |= hardware
         if self.mem is not None:
             self.mem.lost |= hardware
-        if in_recovery and self.recovery["recovered_from"] == "persistent":
+        if in_recovery and self.recovery.recovered_from == "persistent":
             # Once a recovery goes to storage, CPU memory cannot become usable again before it ends.
             source, target = "persistent", self.persistent_progress
         else:
@@ -166,17 +167,15 @@ class ClusterSimulation:
         lost = max(0.0, self.progress - target)
         self.progress = target
         self.totals["lost_progress"] += lost
-        record: dict[str, object] = {
-            "time_s": now,
-            "machines": len(event.machines),
-            "machine_ids": ",".join(map(str, event.machines)),
-            "type": event.kind,
-            "simultaneous": in_recovery,
-            "recovered_from": source,
-            "recovery_completed": False,  # set when its recovery finishes without another failure
-            "lost_progress_s": lost,
-            **{f"{step}_s": 0.0 for step in RECOVERY_STEPS},
-        }
+        record = FailureRecord(
+            time_s=now,
+            machines=len(event.machines),
+            machine_ids=",".join(map(str, event.machines)),
+            type=event.kind,
+            simultaneous=in_recovery,
+            recovered_from=source,
+            lost_progress_s=lost,
+        )
         self.records.append(record)
         self.recovery = record
 
@@ -193,25 +192,17 @@ class ClusterSimulation:
                 return ("peer" if mem.lost else "local"), mem.progress
         return "persistent", self.persistent_progress
 
-    def _step_duration(self, step: str, record: dict[str, object]) -> float:
-        plan, source = self.plan, record["recovered_from"]
-        if step == "detection":
-            return self.scenario.recovery.detection_s
-        if step == "replacement":
-            return max(0.0, self.replaced_by - self.env.now)
-        if step == "serialization":
-            return plan.serialization_s(str(source))
-        if step == "retrieval":
-            return plan.retrieval_s(str(source))
-        return self.scenario.recovery.warmup_s
+    def _step_duration(self, step: str, record: FailureRecord) -> float:
+        wait = max(0.0, self.replaced_by - self.env.now)
+        return self.plan.recovery.step_s(step, record.recovered_from, replacement_wait_s=wait)
 
-    def _finish_recovery(self, record: dict[str, object]) -> None:
-        record["recovery_completed"] = True
+    def _finish_recovery(self, record: FailureRecord) -> None:
+        record.recovery_completed = True
         self.awaiting.clear()
         self.replaced_by = 0.0
         self.recovery = None
         self.mem_taken.clear()
-        if record["recovered_from"] == "persistent":
+        if record.recovered_from == "persistent":
             self.mem = _MemCheckpoint(self.progress, replicated=False) if self.placement else None
 
     def _order_replacement(self, now: float) -> float:
@@ -248,7 +239,7 @@ class ClusterSimulation:
                 return
 
     # ---- time accounting ----------------------------------------------------------------------
-    def _open_phase(self, kind: str, record: dict[str, object] | None = None) -> None:
+    def _open_phase(self, kind: str, record: FailureRecord | None = None) -> None:
         self._phase = (kind, self.env.now, record)
         self._segment_start_progress = self.progress
 
@@ -266,52 +257,50 @@ class ClusterSimulation:
         elif kind != "idle":
             self.totals[kind] += elapsed
             assert record is not None
-            record[f"{kind}_s"] = float(record[f"{kind}_s"]) + elapsed
+            record.add_step(kind, elapsed)
         self._phase = ("idle", now, None)
 
     # ---- results ------------------------------------------------------------------------------
-    def _summary(self) -> dict[str, object]:
+    def _summary(self) -> RunSummary:
         sc, plan, totals = self.scenario, self.plan, self.totals
         for record in self.records:
-            record["wasted_s"] = float(record["lost_progress_s"]) + sum(
-                float(record[f"{step}_s"]) for step in RECOVERY_STEPS
-            )
-        sources = [r["recovered_from"] for r in self.records]
+            record.close()
+        sources = [r.recovered_from for r in self.records]
         wasted = self.duration_s - self.progress
         ckpt_interval = plan.mem_interval_s if plan.mem_interval_s else plan.persistent_interval_s
-        return {
-            "scenario": sc.name,
-            "seed": self.seed,
-            "policy": sc.checkpoint.policy,
-            "placement": sc.checkpoint.placement,
-            "replicas": sc.checkpoint.replicas,
-            "machines": sc.cluster.machines,
-            "failure_rate_per_machine_per_day": sc.failures.rate_per_machine_per_day,
-            "nic_bandwidth_gbps": sc.cluster.nic_bandwidth_gbps,
-            "storage_bandwidth_gbps": sc.storage.bandwidth_gbps,
-            "duration_s": self.duration_s,
-            "useful_s": self.progress,
-            "wasted_s": wasted,
-            "effective_ratio": self.progress / self.duration_s,
+        return RunSummary(
+            scenario=sc.name,
+            seed=self.seed,
+            policy=sc.checkpoint.policy,
+            placement=sc.checkpoint.placement,
+            replicas=sc.checkpoint.replicas,
+            machines=sc.cluster.machines,
+            failure_rate_per_machine_per_day=sc.failures.rate_per_machine_per_day,
+            nic_bandwidth_gbps=sc.cluster.nic_bandwidth_gbps,
+            storage_bandwidth_gbps=sc.storage.bandwidth_gbps,
+            duration_s=self.duration_s,
+            useful_s=self.progress,
+            wasted_s=wasted,
+            effective_ratio=self.progress / self.duration_s,
             **{f"wasted_{name}_s": value for name, value in totals.items()},
-            "failures": len(self.records),
-            "software_failures": sum(r["type"] == "software" for r in self.records),
-            "hardware_failures": sum(r["type"] == "hardware" for r in self.records),
-            "simultaneous_failures": sum(bool(r["simultaneous"]) for r in self.records),
-            "recoveries_local": sources.count("local"),
-            "recoveries_peer": sources.count("peer"),
-            "recoveries_persistent": sources.count("persistent"),
-            "fraction_from_cpu_memory": (
+            failures=len(self.records),
+            software_failures=sum(r.type == "software" for r in self.records),
+            hardware_failures=sum(r.type == "hardware" for r in self.records),
+            simultaneous_failures=sum(bool(r.simultaneous) for r in self.records),
+            recoveries_local=sources.count("local"),
+            recoveries_peer=sources.count("peer"),
+            recoveries_persistent=sources.count("persistent"),
+            fraction_from_cpu_memory=(
                 (sources.count("local") + sources.count("peer")) / len(sources) if sources else float("nan")
             ),
-            "ckpt_interval_s": ckpt_interval,
-            "persistent_interval_s": plan.persistent_interval_s,
-            "ckpt_time_s": plan.mem_ckpt_time_s
+            ckpt_interval_s=ckpt_interval,
+            persistent_interval_s=plan.persistent_interval_s,
+            ckpt_time_s=plan.mem_ckpt_time_s
             if plan.mem_interval_s
             else plan.persistent_stall_s + plan.persistent_upload_s,
-            "iteration_overhead_fraction": plan.overhead_fraction,
-            "events": self.env.processed,
-        }
+            iteration_overhead_fraction=plan.overhead_fraction,
+            events=self.env.processed,
+        )
 
 
 def _placement_for(scenario: Scenario, rng: np.random.Generator) -> Placement:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scenarios.errors import UserError
-from scenarios.schema import PLACEMENTS
+from scenarios.placements import PLACEMENTS, check_placement
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,13 +74,8 @@ def build_placement(
 ) -> Placement:
     """The placement of `replicas` copies of each of `machines` checkpoints by `strategy`."""
     check_sizes(machines, replicas)
+    check_placement(strategy, machines, replicas)
     if strategy == "group":
-        if machines % replicas:
-            raise UserError(
-                "strategy",
-                "group",
-                f"needs replicas ({replicas}) to divide machines ({machines}); use 'mixed'",
-            )
         holders = _grouped(np.arange(machines), replicas)
     elif strategy == "ring":
         holders = _ring(np.arange(machines), replicas)
@@ -102,8 +97,8 @@ def build_placement(
                 " would put two replicas of one checkpoint in the same domain",
             )
         holders = _dealt(machines, replicas)
-    else:
-        raise UserError("strategy", strategy, f"unknown; allowed: {', '.join(PLACEMENTS)}")
+    else:  # the registry names a strategy this module cannot build
+        raise AssertionError(f"no builder for placement {strategy!r} of {PLACEMENTS}")
     return Placement(strategy, machines, replicas, holders, domain_size)
 
 

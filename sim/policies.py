@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 from scenarios.schema import Scenario
+from sim import costs
+from sim.costs import RecoveryCosts
 
 DAY_S = 86400.0
 
@@ -36,25 +38,13 @@ class CheckpointPlan:
     """Training stall per persistent checkpoint (serializing state before the upload proceeds)."""
     persistent_upload_s: float
     """Wall time from the end of the stall until the persistent checkpoint is usable."""
-    recovery_serialization_s: float
-    retrieval_local_s: float
-    retrieval_peer_s: float
-    retrieval_persistent_s: float
+    recovery: RecoveryCosts
+    """What each recovery step costs per checkpoint source."""
 
     @property
     def progress_rate(self) -> float:
         """Training progress per wall-clock second while training."""
         return 1.0 / (1.0 + self.overhead_fraction)
-
-    def retrieval_s(self, source: str) -> float:
-        """Fetching the checkpoint from `source`: local memory, a peer, or persistent storage."""
-        return {"local": self.retrieval_local_s, "peer": self.retrieval_peer_s}.get(
-            source, self.retrieval_persistent_s
-        )
-
-    def serialization_s(self, source: str) -> float:
-        """Serializing the in-memory replicas before a restart from CPU memory (none from storage)."""
-        return 0.0 if source == "persistent" else self.recovery_serialization_s
 
 
 def job_mtbf_s(scenario: Scenario) -> float:
@@ -87,7 +77,7 @@ def in_memory_costs(scenario: Scenario) -> tuple[float, float]:
     the links; None = the NIC's) in the NIC paths; the interleaving model schedules its chunks at the NIC
     rate itself, and the effective rate only bounds its completion from below.
     """
-    transfer_s = scenario.in_memory_ckpt_time_s  # fixed cost + bytes at the replication bandwidth
+    transfer_s = costs.replication_round_s(scenario)  # fixed cost + bytes at the replication bandwidth
     iteration_s = scenario.model.iteration_time_s
     explicit = scenario.checkpoint.iteration_overhead_fraction
     if explicit is not None:
@@ -102,7 +92,7 @@ def in_memory_costs(scenario: Scenario) -> tuple[float, float]:
         # times its chunks at the NIC rate in spans that training leaves idle, which is its own account of
         # the sharing, so replication_gbps does not slow the chunks (that would count the sharing twice);
         # a measured effective rate still bounds the completion: the floor uses it.
-        return overhead, max(checkpoint_s + scenario.replication_latency_s, transfer_s)
+        return overhead, max(checkpoint_s + costs.replication_latency_s(scenario), transfer_s)
     return max(0.0, transfer_s - iteration_s) / iteration_s, transfer_s
 
 
@@ -124,8 +114,8 @@ def plan_for(scenario: Scenario) -> CheckpointPlan:
     """The checkpoint plan of `scenario.checkpoint.policy`."""
     ckpt = scenario.checkpoint
     iteration_s = scenario.model.iteration_time_s
-    persistent_s = scenario.persistent_ckpt_time_s
-    stall_s = scenario.serialization_time_s
+    persistent_s = costs.persistent_ckpt_s(scenario)
+    stall_s = costs.serialization_s(scenario)
     overhead, mem_ckpt_s = 0.0, 0.0
     mem_interval: float | None = None
     if ckpt.policy == "gemini":
@@ -158,10 +148,7 @@ def plan_for(scenario: Scenario) -> CheckpointPlan:
         persistent_interval_s=persistent_interval,
         persistent_stall_s=stall_s,
         persistent_upload_s=persistent_s,
-        recovery_serialization_s=scenario.recovery_serialization_s,
-        retrieval_local_s=scenario.local_retrieval_time_s,
-        retrieval_peer_s=scenario.peer_retrieval_time_s,
-        retrieval_persistent_s=persistent_s,
+        recovery=costs.recovery_costs(scenario),
     )
 
 
@@ -185,8 +172,8 @@ def eq1_wasted_per_failure_s(plan: CheckpointPlan, source: str) -> float:
         lost = expected_lost_progress_s(
             plan.mem_interval_s, 0.0, plan.mem_ckpt_time_s, plan.overhead_fraction
         )
-        return lost + plan.retrieval_s(source)
+        return lost + plan.recovery.retrieval_s(source)
     lost = expected_lost_progress_s(
         plan.persistent_interval_s, plan.persistent_stall_s, plan.persistent_upload_s, plan.overhead_fraction
     )
-    return lost + plan.retrieval_s(source)
+    return lost + plan.recovery.retrieval_s(source)

@@ -17,7 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from scenarios.errors import UserError
-from scenarios.schema import PLACEMENTS
+from scenarios.placements import check_placement
 from sim.placement import Placement, build_placement, check_sizes, dealt_group_sizes
 from sim.recovery_sampling import (
     ENUMERATION_LIMIT,
@@ -38,8 +38,7 @@ TABLE_KEYS = ("strategy", "machines", "replicas", "failures", "probability", "me
 def group_good_count(machines: int, replicas: int, failures: int) -> int:
     """k-subsets of N = g·m machines in g groups of m that contain no whole group (inclusion–exclusion)."""
     n, m, k = machines, replicas, failures
-    if n % m:
-        raise UserError("strategy", "group", f"needs replicas ({m}) to divide machines ({n}); use 'mixed'")
+    check_placement("group", n, m)
     groups = n // m
     return sum(
         (-1) ** j * math.comb(groups, j) * math.comb(n - j * m, k - j * m)
@@ -183,6 +182,7 @@ def exact_probability(
     check_sizes(machines, replicas)
     _check_failures(failures, machines)
     total = math.comb(machines, failures)
+    check_placement(strategy, machines, replicas)
     if strategy == "group":
         good = group_good_count(machines, replicas, failures)
     elif strategy == "ring":
@@ -196,7 +196,7 @@ def exact_probability(
         placement = build_placement("random", machines, replicas, rng=rng)
         good = placement_good_count(placement, failures, budget=budget)
     else:
-        raise UserError("strategy", strategy, f"unknown; allowed: {', '.join(PLACEMENTS)}")
+        raise AssertionError(f"no closed form for placement {strategy!r}")
     return Fraction(good, total)
 
 
@@ -282,14 +282,7 @@ def probability_table(
             raise UserError("failures", k, f"must be between 1 and the number of {what} = {units}")
     names = list(strategies) if strategies else default_strategies(machines, replicas, domain_size)
     for name in names:
-        if name not in PLACEMENTS:
-            raise UserError("strategy", name, f"unknown; allowed: {', '.join(PLACEMENTS)}")
-        if name == "group" and machines % replicas:
-            raise UserError(
-                "strategy",
-                "group",
-                f"needs replicas ({replicas}) to divide machines ({machines}); use 'mixed'",
-            )
+        check_placement(name, machines, replicas)
     settings = _RowSettings(
         machines,
         replicas,

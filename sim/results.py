@@ -1,30 +1,25 @@
-"""Simulation results as DataFrames and Parquet files that carry the scenario that made them.
+"""Simulation results as DataFrames: the `summary` (one row per run) and `failures` (one per failure).
 
-`Results` holds two tables: `summary` (one row per run) and `failures` (one row per failure event).
-Files are written atomically (a temporary file renamed into place), so a crash never leaves a
-half-written result; each carries the resolved scenario as TOML and the package version in its
-Parquet schema metadata (`gemini_ft.scenario`, `gemini_ft.version`).
+`run_seeds` simulates a scenario over its seeds; `write_results`/`read_results` store and load them
+through `sim.results_io` (atomic Parquet files carrying the resolved scenario and the version);
+`summary_table` is the mean over seeds per group with a confidence interval.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from gemini_ft import __version__
 from scenarios.errors import UserError
 from scenarios.loader import to_toml
 from scenarios.schema import Scenario
 from sim.engine import RunResult, simulate
+from sim.records import FAILURE_COLUMNS, KEY_COLUMNS
+from sim.results_io import SCENARIO, read_table, write_table
 
-SCENARIO_KEY = b"gemini_ft.scenario"
-VERSION_KEY = b"gemini_ft.version"
 SUMMARY_FILE = "summary.parquet"
 FAILURES_FILE = "failures.parquet"
 
@@ -37,13 +32,17 @@ class Results:
     failures: pd.DataFrame
     scenario_toml: str | None = None
 
+    def __repr__(self) -> str:
+        return f"Results({len(self.summary)} runs, {len(self.failures)} failures)"
+
 
 def run_result_frames(result: RunResult, extra: dict[str, object] | None = None) -> tuple[dict, list[dict]]:
     """The summary row and failure rows of one run, each tagged with `extra` columns (swept values)."""
     extra = extra or {}
-    summary = {**result.summary, **extra}
-    keys = {k: result.summary[k] for k in ("scenario", "seed", "policy")}
-    failures = [{**keys, **extra, **record} for record in result.failures]
+    row = result.summary.row()
+    summary = {**row, **extra}
+    keys = {k: row[k] for k in KEY_COLUMNS}
+    failures = [{**keys, **extra, **record.row()} for record in result.failures]
     return summary, failures
 
 
@@ -63,34 +62,21 @@ def failures_frame(records: list[dict]) -> pd.DataFrame:
     """Failure records as a DataFrame, with the expected columns even when there were no failures."""
     if records:
         return pd.DataFrame(records)
-    columns = ["scenario", "seed", "policy", "time_s", "machines", "machine_ids", "type", "simultaneous",
-               "recovered_from", "recovery_completed", "lost_progress_s", "detection_s", "replacement_s", "serialization_s",
-               "retrieval_s", "warmup_s", "wasted_s"]  # fmt: skip
-    return pd.DataFrame(columns=columns)
+    return pd.DataFrame(columns=[*KEY_COLUMNS, *FAILURE_COLUMNS])
 
 
-def write_table(frame: pd.DataFrame, path: Path, scenario_toml: str | None) -> Path:
-    """Write one Parquet file atomically with the scenario and version in its metadata."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = dict(table.schema.metadata or {})
-    metadata[VERSION_KEY] = __version__.encode()
-    if scenario_toml is not None:
-        metadata[SCENARIO_KEY] = scenario_toml.encode()
-    table = table.replace_schema_metadata(metadata)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
-    return path
+def scenario_metadata(scenario_toml: str | None) -> dict[str, str]:
+    return {} if scenario_toml is None else {SCENARIO: scenario_toml}
 
 
 def write_results(results: Results, path: Path) -> list[Path]:
     """`X.parquet` gets the summary and `X.failures.parquet` the failure records; a directory gets
     `summary.parquet` and `failures.parquet`."""
     summary_path, failures_path = result_paths(path)
+    metadata = scenario_metadata(results.scenario_toml)
     return [
-        write_table(results.failures, failures_path, results.scenario_toml),
-        write_table(results.summary, summary_path, results.scenario_toml),
+        write_table(results.failures, failures_path, metadata),
+        write_table(results.summary, summary_path, metadata),
     ]
 
 
@@ -110,20 +96,9 @@ def read_results(path: str | Path) -> Results:
         raise UserError(
             "RESULTS", str(path), f"no {summary_path.name} there; expected a simulate or sweep output"
         )
-    summary, scenario_toml = read_table(summary_path)
-    failures = read_table(failures_path)[0] if failures_path.is_file() else failures_frame([])
-    return Results(summary, failures, scenario_toml)
-
-
-def read_table(path: Path) -> tuple[pd.DataFrame, str | None]:
-    """A Parquet table and the scenario TOML stored with it (None if absent)."""
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise UserError("RESULTS", str(path), f"not a readable Parquet file ({exc})") from None
-    metadata = table.schema.metadata or {}
-    scenario = metadata.get(SCENARIO_KEY)
-    return table.to_pandas(), scenario.decode() if scenario else None
+    summary = read_table(summary_path)
+    failures = read_table(failures_path).frame if failures_path.is_file() else failures_frame([])
+    return Results(summary.frame, failures, summary.scenario_toml)
 
 
 def summary_table(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:

@@ -8,7 +8,9 @@ keeps every finished run and a re-run skips them. At the end the parts are gathe
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -27,10 +29,10 @@ from sim.results import (
     SUMMARY_FILE,
     Results,
     failures_frame,
-    read_table,
     run_result_frames,
-    write_table,
+    scenario_metadata,
 )
+from sim.results_io import TEMPORARY_SUFFIX, read_table, write_table
 
 PARTS_DIR = "parts"
 
@@ -78,7 +80,8 @@ def run_sweep(
     scenario_toml = to_toml(scenario)
     parts = out_dir / PARTS_DIR if out_dir is not None else None
     if parts is not None:
-        _check_same_sweep(out_dir, scenario_toml)
+        _check_same_sweep(out_dir, scenario)
+        _remove_stale_temporaries(out_dir)
     rows: list[dict] = []
     failures: list[dict] = []
     todo = []
@@ -109,8 +112,9 @@ def run_sweep(
             ["point", "seed", "time_s"], kind="stable", ignore_index=True
         )
     if out_dir is not None:
-        write_table(results.failures, out_dir / FAILURES_FILE, scenario_toml)
-        write_table(results.summary, out_dir / SUMMARY_FILE, scenario_toml)
+        metadata = scenario_metadata(scenario_toml)
+        write_table(results.failures, out_dir / FAILURES_FILE, metadata)
+        write_table(results.summary, out_dir / SUMMARY_FILE, metadata)
     return results
 
 
@@ -126,7 +130,9 @@ def _execute(
         for task in tasks:
             yield task, run_task(task)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = {pool.submit(run_task, task): task for task in tasks}
             try:
                 for future in as_completed(futures):
@@ -151,7 +157,7 @@ def _execute_dask(
     )
     try:
         client = Client(cluster if cluster is not None else address, timeout="10s")
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:
         if cluster is not None:
             cluster.close()
         raise UserError("--dask", address, f"cannot reach a Dask scheduler there ({exc})") from None
@@ -166,6 +172,16 @@ def _execute_dask(
             cluster.close()
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool workers exit when the sweep's process dies, even by SIGKILL (Linux: PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown is all there is
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _part_paths(parts: Path, task: Task) -> tuple[Path, Path]:
     return parts / f"{task.name}.summary.parquet", parts / f"{task.name}.failures.parquet"
 
@@ -173,31 +189,51 @@ def _part_paths(parts: Path, task: Task) -> tuple[Path, Path]:
 def _write_part(parts: Path, task: Task, row: dict, records: list[dict], scenario_toml: str) -> None:
     # The summary part is written last: its presence marks the run as finished.
     summary_path, failures_path = _part_paths(parts, task)
-    write_table(failures_frame(records), failures_path, None)
-    write_table(pd.DataFrame([row]), summary_path, scenario_toml)
+    write_table(failures_frame(records), failures_path)
+    write_table(pd.DataFrame([row]), summary_path, scenario_metadata(scenario_toml))
 
 
 def _read_part(parts: Path, task: Task) -> tuple[list[dict], list[dict]] | None:
     summary_path, failures_path = _part_paths(parts, task)
     if not summary_path.is_file():
         return None
-    summary = read_table(summary_path)[0]
-    failures = read_table(failures_path)[0]
+    summary = read_table(summary_path).frame
+    failures = read_table(failures_path).frame
     return summary.to_dict("records"), failures.to_dict("records")
 
 
-def _check_same_sweep(out_dir: Path, scenario_toml: str) -> None:
-    """Resuming into a directory made by a different scenario would mix results: refuse."""
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """A write killed mid-way leaves a hidden temporary file; no finished run is ever in one."""
+    for directory in (out_dir, out_dir / PARTS_DIR):
+        for path in directory.glob(f".*{TEMPORARY_SUFFIX}"):
+            path.unlink(missing_ok=True)
+
+
+def _identity(scenario: Scenario) -> str:
+    """What a sweep directory's runs depend on: the scenario, less how many seeds were asked for."""
+    return to_toml(
+        scenario.model_copy(update={"run": scenario.run.model_copy(update={"seeds": 1, "base_seed": 0})})
+    )
+
+
+def _check_same_sweep(out_dir: Path, scenario: Scenario) -> None:
+    """Resuming into a directory made by a different scenario would mix results: refuse. The same
+    scenario with other seeds extends it (each run's part file is named by its point and seed)."""
     marker = out_dir / "scenario.toml"
     if marker.is_file():
-        if marker.read_text() != scenario_toml:
+        from scenarios.loader import from_toml_text
+
+        try:
+            previous = from_toml_text(marker.read_text())
+        except UserError:
+            previous = None
+        if previous is None or _identity(previous) != _identity(scenario):
             raise UserError(
                 "--out",
                 str(out_dir),
                 "holds a sweep of a different scenario; choose another directory or delete it",
             )
-        return
     out_dir.mkdir(parents=True, exist_ok=True)
-    temporary = marker.with_name(f".scenario.toml.{os.getpid()}.tmp")
-    temporary.write_text(scenario_toml)
+    temporary = marker.with_name(f".scenario.toml.{os.getpid()}{TEMPORARY_SUFFIX}")
+    temporary.write_text(to_toml(scenario))
     os.replace(temporary, marker)

@@ -113,5 +113,5 @@ def synthetic_run(
         placement="group" if machines % replicas == 0 else "mixed", out=path.parent,
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet(frame, path, cfg.model_dump_json(), "test")
+    write_parquet(frame, path, cfg.model_dump_json())
     return path

@@ -13,6 +13,7 @@ from calibration.measurements import load_runs
 from calibration.overlay import calibrated_scenario
 from scenarios.errors import UserError
 from scenarios.loader import load_scenario
+from sim import costs
 
 BASE = load_scenario("gpt2-100b-p4d")
 
@@ -108,8 +109,10 @@ def test_rounds_and_peer_fetches_give_distinct_bandwidths(tmp_path: Path, rng: n
     # The calibrated scenario times a round at the replication rate and a fetch at the NIC's.
     scenario = calibrated_scenario(calibrate(load_runs(runs), BASE), BASE)
     shard = scenario.ckpt_bytes_per_machine
-    assert scenario.in_memory_ckpt_time_s == pytest.approx(latency.value + shard * 8 / (rounds.value * 1e9))
-    assert scenario.peer_retrieval_time_s == pytest.approx(latency.value + shard * 8 / (nic.value * 1e9))
+    assert costs.replication_round_s(scenario) == pytest.approx(
+        latency.value + shard * 8 / (rounds.value * 1e9)
+    )
+    assert costs.peer_retrieval_s(scenario) == pytest.approx(latency.value + shard * 8 / (nic.value * 1e9))
 
 
 def test_a_fetch_faster_than_the_fixed_cost_keeps_the_nic(tmp_path: Path, rng: np.random.Generator) -> None:

@@ -11,6 +11,7 @@ from calibration.overlay import calibrated_scenario
 from calibration.validate import compare
 from scenarios.loader import apply_overrides, load_scenario, validate
 from scenarios.schema import Scenario
+from sim import costs
 
 REAL = Path(__file__).parent / "real_runs"
 FIT = [REAL / name / "measurements.parquet" for name in ("fit-tiny-sw", "fit-5m-hw")]
@@ -70,7 +71,7 @@ def test_fixed_costs_shrink_the_held_out_checkpoint_error(calibrated: tuple[Cali
 def _one_bandwidth(scenario: Scenario) -> Scenario:
     """The scenario with rounds and fetches on one NIC bandwidth, the rounds' (the former calibration)."""
     merged = {
-        "cluster.nic_bandwidth_gbps": scenario.replication_bandwidth_gbps,
+        "cluster.nic_bandwidth_gbps": costs.replication_bandwidth_gbps(scenario),
         "checkpoint.replication_gbps": None,
     }
     return validate(apply_overrides(scenario.model_dump(mode="python"), merged))

@@ -30,10 +30,13 @@ def test_predictions_equal_plan_for_of_the_substituted_scenario(
     plan = plan_for(substituted)
     recovery = substituted.recovery
     assert table.loc["in-memory checkpoint", "predicted_s"] == plan.mem_ckpt_time_s
-    assert table.loc["retrieval peer", "predicted_s"] == plan.retrieval_peer_s
-    assert table.loc["disk load (persistent read)", "predicted_s"] == plan.retrieval_persistent_s
+    assert table.loc["retrieval peer", "predicted_s"] == plan.recovery.retrieval_peer_s
+    assert table.loc["disk load (persistent read)", "predicted_s"] == plan.recovery.retrieval_persistent_s
     expected_total = (
-        recovery.detection_s + plan.recovery_serialization_s + plan.retrieval_peer_s + recovery.warmup_s
+        recovery.detection_s
+        + plan.recovery.recovery_serialization_s
+        + plan.recovery.retrieval_peer_s
+        + recovery.warmup_s
     )
     assert table.loc["recovery total peer", "predicted_s"] == pytest.approx(expected_total)
     row = table.loc["retrieval peer"]

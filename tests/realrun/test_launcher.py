@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from gemini_ft.cli import main
-from realrun.measurements import read_metadata
+from sim.results_io import read_metadata
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 BASE = ["--machines", "2", "--replicas", "2", "--steps", "6", "--persist-every", "3", "--chunk-mib", "0.05"]
@@ -79,8 +79,8 @@ def test_measurements_file(reference):
     ):
         assert column in frame.columns
     meta = read_metadata(reference / "measurements.parquet")
-    assert json.loads(meta["gemini_ft.config"])["machines"] == 2
-    assert meta["gemini_ft.version"]
+    assert json.loads(meta["config"])["machines"] == 2
+    assert meta["version"]
     snapshots = frame[frame.event == "snapshot"]
     assert len(snapshots) == 12 and (snapshots.bytes > 0).all()
     assert set(frame[frame.event == "disk_load"].source) == {"disk"}

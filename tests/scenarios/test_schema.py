@@ -15,54 +15,8 @@ def test_defaults_are_the_papers_main_setup():
     # GPT-2 100B at 12 B/param over 128 GPUs is 9.4 GB per GPU (paper §7).
     assert scenario.ckpt_bytes_per_gpu == pytest.approx(9.375e9)
     assert scenario.ckpt_bytes_per_machine == pytest.approx(75e9)
-    # 1.2 TB at 20 Gbps to FSx: 480 s; one replica of 75 GB over 400 Gbps: 1.5 s.
-    assert scenario.persistent_ckpt_time_s == pytest.approx(480.0)
-    assert scenario.in_memory_ckpt_time_s == pytest.approx(1.5)
-    assert scenario.peer_retrieval_time_s == pytest.approx(1.5)
     assert scenario.cpu_memory_needed_gib == pytest.approx(2 * 75e9 / GIB)
     assert scenario.failure_domains == 4
-
-
-def test_transfer_fixed_costs_enter_the_derived_times_once_per_transfer():
-    scenario = Scenario.model_validate(
-        {"checkpoint": {"transfer_latency_s": 0.25, "local_retrieval_latency_s": 0.125}}
-    )
-    # 75 GB per machine over 400 Gbps is 1.5 s; 9.375 GB per GPU at 100 Gbps GPU→CPU is 0.75 s.
-    assert scenario.in_memory_ckpt_time_s == 1.5 + 0.25
-    assert scenario.peer_retrieval_time_s == 1.5 + 0.25
-    assert scenario.local_retrieval_time_s == 0.75 + 0.125
-    assert scenario.persistent_ckpt_time_s == 480.0  # storage has its own latency_s
-    # m = 3: both peers are served in one round, so the fixed cost is paid once, not twice.
-    three = Scenario.model_validate({"checkpoint": {"replicas": 3, "transfer_latency_s": 0.25}})
-    assert three.in_memory_ckpt_time_s == 3.0 + 0.25
-    assert three.peer_retrieval_time_s == 1.5 + 0.25
-    # m = 1: nothing leaves the machine, so there is no round to pay for.
-    one = Scenario.model_validate({"checkpoint": {"replicas": 1, "transfer_latency_s": 0.25}})
-    assert one.in_memory_ckpt_time_s == 0.0 and one.replication_latency_s == 0.0
-
-
-def test_replication_bandwidth_times_the_rounds_and_not_the_peer_fetches():
-    scenario = Scenario.model_validate({"checkpoint": {"replication_gbps": 100, "transfer_latency_s": 0.25}})
-    # 75 GB per machine: a round at 100 Gbps takes 6 s, a fetch over the 400 Gbps NIC still 1.5 s.
-    assert scenario.replication_bandwidth_gbps == 100.0
-    assert scenario.in_memory_ckpt_time_s == 6.0 + 0.25
-    assert scenario.peer_retrieval_time_s == 1.5 + 0.25
-    # m = 3: one round sends two shards (150 GB) at 100 Gbps.
-    three = Scenario.model_validate({"checkpoint": {"replicas": 3, "replication_gbps": 100}})
-    assert three.in_memory_ckpt_time_s == 12.0 and three.peer_retrieval_time_s == 1.5
-    # Unset, rounds run at the NIC's bandwidth, as before the field existed.
-    default = Scenario()
-    assert default.checkpoint.replication_gbps is None and default.replication_bandwidth_gbps == 400.0
-    assert default.in_memory_ckpt_time_s == 1.5
-    slow_nic = Scenario.model_validate({"cluster": {"nic_bandwidth_gbps": 100}})
-    assert slow_nic.in_memory_ckpt_time_s == slow_nic.peer_retrieval_time_s == 6.0
-
-
-def test_fixed_costs_default_to_zero():
-    scenario = Scenario()
-    assert scenario.checkpoint.transfer_latency_s == 0.0
-    assert scenario.checkpoint.local_retrieval_latency_s == 0.0
-    assert scenario.local_retrieval_time_s == 0.75
 
 
 def test_every_field_has_a_description():

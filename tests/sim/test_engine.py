@@ -47,28 +47,30 @@ def test_gemini_trace_by_hand(tmp_path: Path) -> None:
     scenario = tiny_scenario(tmp_path, "125,0,software\n300,1,hardware\n330,0,hardware\n", 1000)
     result = simulate(scenario, seed=0)
     first, second, third = result.failures
-    assert first["recovered_from"] == "local" and not first["simultaneous"]
-    assert first["lost_progress_s"] == pytest.approx(5)
-    assert [first[f"{s}_s"] for s in RECOVERY_STEPS] == pytest.approx([2, 0, 5, 0.1, 3])
-    assert second["recovered_from"] == "peer" and second["type"] == "hardware"
-    assert second["lost_progress_s"] == pytest.approx(4.9)
-    assert [second[f"{s}_s"] for s in RECOVERY_STEPS] == pytest.approx([2, 28, 0, 0, 0])  # cut short at 330
-    assert third["recovered_from"] == "persistent" and third["simultaneous"]
-    assert third["lost_progress_s"] == pytest.approx(80)
-    assert [third[f"{s}_s"] for s in RECOVERY_STEPS] == pytest.approx([2, 48, 0, 40, 3])
+    assert first.recovered_from == "local" and not first.simultaneous
+    assert first.lost_progress_s == pytest.approx(5)
+    assert [getattr(first, f"{s}_s") for s in RECOVERY_STEPS] == pytest.approx([2, 0, 5, 0.1, 3])
+    assert second.recovered_from == "peer" and second.type == "hardware"
+    assert second.lost_progress_s == pytest.approx(4.9)
+    assert [getattr(second, f"{s}_s") for s in RECOVERY_STEPS] == pytest.approx(
+        [2, 28, 0, 0, 0]
+    )  # cut short at 330
+    assert third.recovered_from == "persistent" and third.simultaneous
+    assert third.lost_progress_s == pytest.approx(80)
+    assert [getattr(third, f"{s}_s") for s in RECOVERY_STEPS] == pytest.approx([2, 48, 0, 40, 3])
     summary = result.summary
     # Training resumes at 423 from progress 200, passes 300 at 523 and runs on to 1000.
-    assert summary["useful_s"] == pytest.approx(777)
-    assert summary["wasted_lost_progress_s"] == pytest.approx(89.9)
-    assert summary["wasted_replacement_s"] == pytest.approx(76)
-    assert summary["wasted_retrieval_s"] == pytest.approx(40.1)
-    assert summary["wasted_checkpoint_s"] == pytest.approx(0)
-    assert (summary["recoveries_local"], summary["recoveries_peer"], summary["recoveries_persistent"]) == (
+    assert summary.useful_s == pytest.approx(777)
+    assert summary.wasted_lost_progress_s == pytest.approx(89.9)
+    assert summary.wasted_replacement_s == pytest.approx(76)
+    assert summary.wasted_retrieval_s == pytest.approx(40.1)
+    assert summary.wasted_checkpoint_s == pytest.approx(0)
+    assert (summary.recoveries_local, summary.recoveries_peer, summary.recoveries_persistent) == (
         1,
         1,
         1,
     )
-    assert summary["simultaneous_failures"] == 1
+    assert summary.simultaneous_failures == 1
 
 
 def test_transfer_fixed_costs_in_the_event_records(tmp_path: Path) -> None:
@@ -80,21 +82,21 @@ def test_transfer_fixed_costs_in_the_event_records(tmp_path: Path) -> None:
     latencies = {"transfer_latency_s": 0.5, "local_retrieval_latency_s": 0.25}
     plain = simulate(tiny_scenario(tmp_path, trace, 1000), seed=0)
     costly = simulate(tiny_scenario(tmp_path, trace, 1000, checkpoint=latencies), seed=0)
-    assert plain.summary["ckpt_time_s"] == 1.0 and costly.summary["ckpt_time_s"] == 1.5
+    assert plain.summary.ckpt_time_s == 1.0 and costly.summary.ckpt_time_s == 1.5
     (software, hardware), (software_c, hardware_c) = plain.failures, costly.failures
-    assert [r["recovered_from"] for r in (software, hardware, software_c, hardware_c)] == [
+    assert [r.recovered_from for r in (software, hardware, software_c, hardware_c)] == [
         "local", "peer", "local", "peer",
     ]  # fmt: skip
-    assert software["lost_progress_s"] == pytest.approx(1.25)
-    assert software_c["lost_progress_s"] == pytest.approx(11.25)
-    assert software_c["retrieval_s"] - software["retrieval_s"] == pytest.approx(0.25)
-    assert hardware_c["retrieval_s"] - hardware["retrieval_s"] == pytest.approx(0.5)
-    assert hardware_c["retrieval_s"] == pytest.approx(1.5)
+    assert software.lost_progress_s == pytest.approx(1.25)
+    assert software_c.lost_progress_s == pytest.approx(11.25)
+    assert software_c.retrieval_s - software.retrieval_s == pytest.approx(0.25)
+    assert hardware_c.retrieval_s - hardware.retrieval_s == pytest.approx(0.5)
+    assert hardware_c.retrieval_s == pytest.approx(1.5)
     for record in (software, software_c, hardware, hardware_c):
-        assert record["recovery_completed"]
+        assert record.recovery_completed
     steps = [s for s in RECOVERY_STEPS if s != "retrieval"]
-    assert [software_c[f"{s}_s"] for s in steps] == [software[f"{s}_s"] for s in steps]
-    assert [hardware_c[f"{s}_s"] for s in steps] == [hardware[f"{s}_s"] for s in steps]
+    assert [getattr(software_c, f"{s}_s") for s in steps] == [getattr(software, f"{s}_s") for s in steps]
+    assert [getattr(hardware_c, f"{s}_s") for s in steps] == [getattr(hardware, f"{s}_s") for s in steps]
 
 
 def test_replication_bandwidth_in_the_event_records(tmp_path: Path) -> None:
@@ -104,18 +106,18 @@ def test_replication_bandwidth_in_the_event_records(tmp_path: Path) -> None:
     trace = "121.5,0,software\n300,1,hardware\n"
     plain = simulate(tiny_scenario(tmp_path, trace, 1000), seed=0)
     slow = simulate(tiny_scenario(tmp_path, trace, 1000, checkpoint={"replication_gbps": 4}), seed=0)
-    assert plain.summary["ckpt_time_s"] == 1.0 and slow.summary["ckpt_time_s"] == 2.0
+    assert plain.summary.ckpt_time_s == 1.0 and slow.summary.ckpt_time_s == 2.0
     (software, hardware), (software_s, hardware_s) = plain.failures, slow.failures
-    assert [r["recovered_from"] for r in (software, hardware, software_s, hardware_s)] == [
+    assert [r.recovered_from for r in (software, hardware, software_s, hardware_s)] == [
         "local", "peer", "local", "peer",
     ]  # fmt: skip
-    assert software["lost_progress_s"] == pytest.approx(1.5)
-    assert software_s["lost_progress_s"] == pytest.approx(11.5)
-    assert hardware["retrieval_s"] == hardware_s["retrieval_s"] == pytest.approx(1.0)
+    assert software.lost_progress_s == pytest.approx(1.5)
+    assert software_s.lost_progress_s == pytest.approx(11.5)
+    assert hardware.retrieval_s == hardware_s.retrieval_s == pytest.approx(1.0)
     for plain_record, slow_record in ((software, software_s), (hardware, hardware_s)):
-        assert slow_record["recovery_completed"]
-        assert [slow_record[f"{s}_s"] for s in RECOVERY_STEPS] == [
-            plain_record[f"{s}_s"] for s in RECOVERY_STEPS
+        assert slow_record.recovery_completed
+        assert [getattr(slow_record, f"{s}_s") for s in RECOVERY_STEPS] == [
+            getattr(plain_record, f"{s}_s") for s in RECOVERY_STEPS
         ]
 
 
@@ -127,12 +129,12 @@ def test_strawman_trace_with_stalls(tmp_path: Path) -> None:
     )
     result = simulate(scenario, seed=0)
     (record,) = result.failures
-    assert record["recovered_from"] == "persistent"
-    assert record["lost_progress_s"] == pytest.approx(40)
-    assert [record[f"{s}_s"] for s in RECOVERY_STEPS] == pytest.approx([2, 0, 0, 40, 3])
+    assert record.recovered_from == "persistent"
+    assert record.lost_progress_s == pytest.approx(40)
+    assert [getattr(record, f"{s}_s") for s in RECOVERY_STEPS] == pytest.approx([2, 0, 0, 40, 3])
     # Resume at 195 from 100; reach 200 at 295; stall to 305; train until 400.
-    assert result.summary["useful_s"] == pytest.approx(295)
-    assert result.summary["wasted_checkpoint_s"] == pytest.approx(20)
+    assert result.summary.useful_s == pytest.approx(295)
+    assert result.summary.wasted_checkpoint_s == pytest.approx(20)
 
 
 def test_standby_machine_replaces_at_once(tmp_path: Path) -> None:
@@ -140,15 +142,15 @@ def test_standby_machine_replaces_at_once(tmp_path: Path) -> None:
         tmp_path, "100,3,hardware\n200,2,hardware\n", 1000, cluster={"standby_machines": 1}
     )
     first, second = simulate(scenario, seed=0).failures
-    assert first["replacement_s"] == 0  # the standby takes over; a new machine arrives at 150
-    assert second["replacement_s"] == 0  # ... and is the standby for the failure at 200
+    assert first.replacement_s == 0  # the standby takes over; a new machine arrives at 150
+    assert second.replacement_s == 0  # ... and is the standby for the failure at 200
 
 
 def test_failure_domain_takes_whole_rack(tmp_path: Path) -> None:
     # A trace event listing two machines of one group at one time loses both replicas.
     scenario = tiny_scenario(tmp_path, "300,0,hardware\n300,1,hardware\n", 1000)
     (record,) = simulate(scenario, seed=0).failures
-    assert record["machines"] == 2 and record["recovered_from"] == "persistent"
+    assert record.machines == 2 and record.recovered_from == "persistent"
 
 
 scenario_data = st.fixed_dictionaries(
@@ -197,13 +199,13 @@ def build(d: dict, **changes: object) -> object:
 @given(scenario_data, st.integers(0, 2**32 - 1))
 def test_accounting_adds_up_and_ratio_in_unit_interval(d: dict, seed: int) -> None:
     result = simulate(build(d), seed)
-    s = result.summary
+    s = result.summary.row()
     components = [s[f"wasted_{name}_s"] for name in ("checkpoint", "lost_progress", *RECOVERY_STEPS)]
     assert all(c >= -1e-9 for c in components)
     assert s["useful_s"] + s["wasted_s"] == pytest.approx(s["duration_s"])
     assert sum(components) == pytest.approx(s["wasted_s"], rel=1e-9, abs=1e-6)
     assert 0.0 <= s["effective_ratio"] <= 1.0
-    per_failure = sum(r["wasted_s"] for r in result.failures)
+    per_failure = sum(r.wasted_s for r in result.failures)
     assert per_failure == pytest.approx(s["wasted_s"] - s["wasted_checkpoint_s"], rel=1e-9, abs=1e-6)
 
 
@@ -212,7 +214,7 @@ def test_same_seed_same_result(d: dict, seed: int) -> None:
     scenario = build(d)
     first, second = simulate(scenario, seed), simulate(scenario, seed)
     # json: NaN (no failures → no recovery fraction) must compare equal to itself.
-    assert json.dumps(first.summary, sort_keys=True) == json.dumps(second.summary, sort_keys=True)
+    assert json.dumps(first.summary.row(), sort_keys=True) == json.dumps(second.summary.row(), sort_keys=True)
     assert first.failures == second.failures
 
 
@@ -227,8 +229,8 @@ def test_higher_failure_rate_never_raises_ratio(d: dict, rate_a: float, rate_b: 
     d = {**d, "hardware": 0.0, "correlated": 0.0, "law": "exponential"}
     if d["policy"] == "young-daly":
         d["policy"] = "strawman"
-    ratio_low = simulate(build(d, rate=low), seed).summary["effective_ratio"]
-    ratio_high = simulate(build(d, rate=high), seed).summary["effective_ratio"]
+    ratio_low = simulate(build(d, rate=low), seed).summary.effective_ratio
+    ratio_high = simulate(build(d, rate=high), seed).summary.effective_ratio
     assert ratio_high <= ratio_low + 1e-12
 
 
@@ -236,8 +238,8 @@ def test_events_do_not_grow_with_iterations() -> None:
     # Same failures and checkpoints, iterations 100x shorter: the number of SimPy events stays put.
     base = {"policy": "gemini", "machines": 64, "replicas": 2, "rate": 0.5, "hardware": 0.5, "correlated": 0.0,
             "standby": 0, "days": 10.0, "law": "exponential"}  # fmt: skip
-    long_iterations = simulate(build(base, iteration=100.0), 3).summary["events"]
-    short_iterations = simulate(build(base, iteration=1.0), 3).summary["events"]
+    long_iterations = simulate(build(base, iteration=100.0), 3).summary.events
+    short_iterations = simulate(build(base, iteration=1.0), 3).summary.events
     assert short_iterations <= long_iterations * 1.05
 
 
@@ -245,5 +247,5 @@ def test_a_machine_down_for_replacement_cannot_fail_again(tmp_path: Path) -> Non
     # Machine 1 is lost at 300 and awaits its replacement until 350; the event at 310 hits nothing.
     scenario = tiny_scenario(tmp_path, "300,1,hardware\n310,1,software\n320,1,hardware\n", 1000)
     (record,) = simulate(scenario, seed=0).failures
-    assert record["time_s"] == 300 and record["recovery_completed"]
-    assert record["replacement_s"] == pytest.approx(48)
+    assert record.time_s == 300 and record.recovery_completed
+    assert record.replacement_s == pytest.approx(48)

@@ -9,6 +9,7 @@ import pytest
 
 from scenarios.loader import apply_overrides, load_scenario, validate
 from scenarios.schema import Scenario
+from sim import costs
 from sim.interleave import iteration_cost
 from sim.policies import in_memory_costs, plan_for
 
@@ -38,16 +39,16 @@ def scaled_schedule_s(scenario: Scenario) -> float:
 )
 def test_interleaved_checkpoint_completes_later_by_the_latency(overrides, schedule_slower) -> None:
     without, with_costs = paper(overrides), paper({**overrides, **FIXED_COSTS})
-    assert (scaled_schedule_s(without) > without.in_memory_ckpt_time_s) is schedule_slower
+    assert (scaled_schedule_s(without) > costs.replication_round_s(without)) is schedule_slower
     overhead, checkpoint_s = in_memory_costs(without)
     overhead_with, checkpoint_with = in_memory_costs(with_costs)
     assert checkpoint_with - checkpoint_s == pytest.approx(LATENCY, abs=1e-12)
     assert overhead_with == overhead  # the set-up hides in idle network time
     plan = plan_for(with_costs)
     assert plan.mem_ckpt_time_s == checkpoint_with
-    assert plan.retrieval_s("peer") == 1.5 + LATENCY
-    assert plan.retrieval_s("local") == 0.75 + LOCAL
-    assert plan.retrieval_s("persistent") == plan_for(without).retrieval_s("persistent") == 480.0
+    assert plan.recovery.retrieval_s("peer") == 1.5 + LATENCY
+    assert plan.recovery.retrieval_s("local") == 0.75 + LOCAL
+    assert plan.recovery.retrieval_s("persistent") == plan_for(without).recovery.retrieval_s("persistent") == 480.0
 
 
 def test_explicit_overhead_keeps_the_overhead_and_adds_the_latency() -> None:
@@ -68,7 +69,7 @@ def test_nic_transfer_charges_the_latency_beyond_one_iteration() -> None:
 def test_one_replica_sends_nothing_and_pays_no_latency() -> None:
     no_model = {"model.layers": None, "model.hidden_size": None, "checkpoint.replicas": 1}
     plan = plan_for(paper({**no_model, **FIXED_COSTS}))
-    assert plan.mem_ckpt_time_s == 0.0 and plan.retrieval_s("local") == 0.75 + LOCAL
+    assert plan.mem_ckpt_time_s == 0.0 and plan.recovery.retrieval_s("local") == 0.75 + LOCAL
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_replication_bandwidth_bounds_the_interleaved_schedule_only_from_below(
     # The schedule's chunks move at the NIC rate in idle spans (its own account of sharing the links).
     assert scaled_schedule_s(slow) == scaled_schedule_s(nic) and overhead_slow == overhead
     assert slow_s == (nic_s if checkpoint_s is None else checkpoint_s)
-    assert plan_for(slow).retrieval_s("peer") == plan_for(nic).retrieval_s("peer") == 1.5
+    assert plan_for(slow).recovery.retrieval_s("peer") == plan_for(nic).recovery.retrieval_s("peer") == 1.5
 
 
 def test_nic_transfer_at_the_replication_bandwidth() -> None:
@@ -94,7 +95,7 @@ def test_nic_transfer_at_the_replication_bandwidth() -> None:
     plan = plan_for(paper({**no_model, **FIXED_COSTS, "checkpoint.replication_gbps": 200}))
     # 75 GB at 200 Gbps is 3 s, plus the round's 0.5 s: 2.5 s beyond a 1 s iteration.
     assert (plan.overhead_fraction, plan.mem_ckpt_time_s) == (2.5, 3.5)
-    assert plan.retrieval_s("peer") == 1.5 + LATENCY  # a fetch has the 400 Gbps NIC to itself
+    assert plan.recovery.retrieval_s("peer") == 1.5 + LATENCY  # a fetch has the 400 Gbps NIC to itself
     explicit = plan_for(
         paper({"checkpoint.iteration_overhead_fraction": 0.01, "checkpoint.replication_gbps": 200})
     )

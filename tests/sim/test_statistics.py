@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from scenarios.loader import validate
+from sim import costs
 from sim.engine import simulate
 from sim.policies import daly_interval, eq1_wasted_per_failure_s, plan_for, young_interval
 from sim.recovery_probability import exact_probability
@@ -51,7 +52,7 @@ def test_mean_wasted_time_per_failure_matches_eq1(
     records = isolated_failures(scenario, range(3))
     assert (records["recovered_from"] == source).all()
     fixed = scenario.recovery.detection_s + scenario.recovery.warmup_s
-    fixed += scenario.recovery_serialization_s if source != "persistent" else 0.0
+    fixed += costs.recovery_serialization_s(scenario) if source != "persistent" else 0.0
     expected = eq1_wasted_per_failure_s(plan, source) + fixed
     standard_error = records["wasted_s"].std() / math.sqrt(len(records))
     # Eq. 1 takes the failure phase as uniform over a checkpoint cycle L; with exponential failures of
@@ -96,12 +97,12 @@ def test_persistent_interval_sweep_finds_daly_optimum() -> None:
         )
 
     daly, young = daly_interval(delta, mtbf), young_interval(delta, mtbf)
-    assert scenario(daly).serialization_time_s == pytest.approx(delta)
+    assert costs.serialization_s(scenario(daly)) == pytest.approx(delta)
     intervals = daly * np.array([0.4, 0.55, 0.7, 0.85, 1.0, 1.2, 1.45, 1.75, 2.2])
     design = np.column_stack([1 / intervals, intervals, np.ones_like(intervals)])
     optima = []
     for seed in range(3):
-        wasted = [1 - simulate(scenario(t), seed).summary["effective_ratio"] for t in intervals]
+        wasted = [1 - simulate(scenario(t), seed).summary.effective_ratio for t in intervals]
         a, b, _ = np.linalg.lstsq(design, np.array(wasted), rcond=None)[0]
         optima.append(math.sqrt(a / b))
     found = float(np.mean(optima))

@@ -1,0 +1,98 @@
+"""Typed records of one simulated run: a `RunSummary` and one `FailureRecord` per failure event.
+
+Their fields, in order, are the columns of the `summary` and `failures` tables; nothing else lists
+those columns. A sweep adds its own columns (the grid point and the swept values) beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sim.costs import RECOVERY_STEPS
+
+KEY_COLUMNS = ("scenario", "seed", "policy")
+"""The summary columns that tag each failure row with its run."""
+
+
+@dataclass(slots=True)
+class FailureRecord:
+    """One failure event and what its recovery cost; filled in while the recovery runs."""
+
+    time_s: float
+    machines: int
+    machine_ids: str
+    type: str
+    simultaneous: bool
+    """It struck while an earlier recovery was still under way."""
+    recovered_from: str
+    """local | peer | persistent"""
+    recovery_completed: bool = False
+    """Its recovery finished without another failure."""
+    lost_progress_s: float = 0.0
+    detection_s: float = 0.0
+    replacement_s: float = 0.0
+    serialization_s: float = 0.0
+    retrieval_s: float = 0.0
+    warmup_s: float = 0.0
+    wasted_s: float = 0.0
+    """Lost progress plus every recovery step."""
+
+    def add_step(self, step: str, seconds: float) -> None:
+        setattr(self, f"{step}_s", getattr(self, f"{step}_s") + seconds)
+
+    def close(self) -> None:
+        self.wasted_s = self.lost_progress_s + sum(getattr(self, f"{step}_s") for step in RECOVERY_STEPS)
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in FAILURE_COLUMNS}
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One run: where the wall-clock time went and how failures were recovered."""
+
+    scenario: str
+    seed: int
+    policy: str
+    placement: str
+    replicas: int
+    machines: int
+    failure_rate_per_machine_per_day: float
+    nic_bandwidth_gbps: float
+    storage_bandwidth_gbps: float
+    duration_s: float
+    useful_s: float
+    wasted_s: float
+    effective_ratio: float
+    """Useful training time ÷ wall-clock time."""
+    wasted_checkpoint_s: float
+    wasted_lost_progress_s: float
+    wasted_detection_s: float
+    wasted_replacement_s: float
+    wasted_serialization_s: float
+    wasted_retrieval_s: float
+    wasted_warmup_s: float
+    failures: int
+    software_failures: int
+    hardware_failures: int
+    simultaneous_failures: int
+    recoveries_local: int
+    recoveries_peer: int
+    recoveries_persistent: int
+    fraction_from_cpu_memory: float
+    ckpt_interval_s: float
+    persistent_interval_s: float
+    ckpt_time_s: float
+    iteration_overhead_fraction: float
+    events: int
+    """SimPy events processed (independent of the iteration count)."""
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SUMMARY_COLUMNS}
+
+
+FAILURE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(FailureRecord))
+SUMMARY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunSummary))
+WASTE_COMPONENTS: tuple[str, ...] = ("checkpoint", "lost_progress", *RECOVERY_STEPS)
+"""The parts of `wasted_s`, each a `wasted_<part>_s` summary column."""

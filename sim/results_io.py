@@ -1,0 +1,90 @@
+"""Result files: Parquet tables that carry what made them, written atomically, read without pickle.
+
+The one module that reads and writes gemini-ft's tables: simulator summaries and failure records,
+sweep parts, and real-run measurements. Every file's schema metadata holds the package version and
+either the resolved scenario as TOML (`gemini_ft.scenario`) or a real run's configuration as JSON
+(`gemini_ft.config`). A file is written to a temporary name and renamed into place, so a crash never
+leaves a half-written result; a read never unpickles (pandas' metadata block is JSON).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scenarios.errors import UserError
+from scenarios.version import __version__
+
+PREFIX = "gemini_ft."
+SCENARIO = "scenario"
+"""Metadata key (after the prefix) of the resolved scenario, as TOML."""
+CONFIG = "config"
+"""Metadata key of a real run's resolved configuration, as JSON."""
+VERSION = "version"
+TEMPORARY_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table read back and its `gemini_ft.*` metadata (keys without the prefix)."""
+
+    frame: pd.DataFrame
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scenario_toml(self) -> str | None:
+        return self.metadata.get(SCENARIO)
+
+
+def temporary_path(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place (a hidden name ending in .tmp)."""
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+
+
+def write_table(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write `frame` to `path` atomically with the version and `metadata` under `gemini_ft.*`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema_metadata = dict(table.schema.metadata or {})
+    schema_metadata[(PREFIX + VERSION).encode()] = __version__.encode()
+    for key, value in (metadata or {}).items():
+        schema_metadata[(PREFIX + key).encode()] = value.encode()
+    temporary = temporary_path(path)
+    try:
+        pq.write_table(table.replace_schema_metadata(schema_metadata), temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def read_table(
+    path: Path, field: str = "RESULTS", what: str = "a readable Parquet or CSV result file"
+) -> Table:
+    """A Parquet (or CSV) table and its `gemini_ft.*` metadata; errors name `field` and say it is not `what`."""
+    try:
+        if path.suffix == ".csv":
+            return Table(pd.read_csv(path))
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(field, str(path), f"not {what} ({reason})") from None
+    raw = table.schema.metadata or {}
+    metadata = {
+        k.decode()[len(PREFIX) :]: v.decode(errors="replace")
+        for k, v in raw.items()
+        if k.startswith(PREFIX.encode())
+    }
+    # pandas' block (JSON: index and column dtypes, e.g. nullable integers) restores the frame as written.
+    return Table(table.to_pandas(), metadata)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The `gemini_ft.*` metadata of a Parquet file without reading its rows."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode()[len(PREFIX) :]: v.decode() for k, v in raw.items() if k.startswith(PREFIX.encode())}

@@ -69,7 +69,9 @@ class RealRunConfig(BaseModel):
     def _check(self) -> RealRunConfig:
         if self.replicas > self.machines:
             raise UserError("--replicas", self.replicas, f"must be at most --machines = {self.machines}")
-        check_placement(self.placement, self.machines, self.replicas, field="placement", allowed=REAL_PLACEMENTS)
+        check_placement(
+            self.placement, self.machines, self.replicas, field="placement", allowed=REAL_PLACEMENTS
+        )
         for flag, value, unset in (
             ("--link-gbps", self.link_gbps, None),
             ("--link-latency-ms", self.link_latency_ms, 0.0),

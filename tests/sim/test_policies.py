@@ -48,7 +48,11 @@ def test_interleaved_checkpoint_completes_later_by_the_latency(overrides, schedu
     assert plan.mem_ckpt_time_s == checkpoint_with
     assert plan.recovery.retrieval_s("peer") == 1.5 + LATENCY
     assert plan.recovery.retrieval_s("local") == 0.75 + LOCAL
-    assert plan.recovery.retrieval_s("persistent") == plan_for(without).recovery.retrieval_s("persistent") == 480.0
+    assert (
+        plan.recovery.retrieval_s("persistent")
+        == plan_for(without).recovery.retrieval_s("persistent")
+        == 480.0
+    )
 
 
 def test_explicit_overhead_keeps_the_overhead_and_adds_the_latency() -> None:

@@ -104,7 +104,7 @@ def build_report(
         raise UserError("plan.rates", plan.rates, f"must include {SCALE_RATE} (the paper's failure rate)")
     measured = load_result_file(measurements) if measurements is not None else None
     if measured is not None and measured.kind != "measurements":
-        raise UserError("--measurements", str(measurements), "must be a real-runner measurements file")
+        raise UserError("measurements", str(measurements), "must be a real-runner measurements file")
     out_dir.mkdir(parents=True, exist_ok=True)
     base = load_scenario(PRESET)
     by_rate = _sweep(

@@ -7,9 +7,10 @@ same one-line form by `format_validation_error`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class UserError(Exception):
@@ -53,6 +54,9 @@ def _format_one(error: Any, prefix: str, allowed_fields: dict[str, list[str]] | 
         return f"{path}: required field is missing"
     elif error["type"] == "finite_number":
         message = "must be a finite number"
+    elif error["type"] == "literal_error":
+        expected = str(error.get("ctx", {}).get("expected", ""))
+        message = "allowed: " + expected.replace("'", "").replace(" or ", ", ")
     if isinstance(error.get("input"), dict):
         # A check across fields (model validator): its message names the fields itself.
         return _lower_first(message) if path == "<root>" else f"{path}: {_lower_first(message)}"

@@ -75,7 +75,7 @@ def run_sweep(
 ) -> Results:
     """Run every (point, seed) of the sweep; with `out_dir`, write as they finish and resume."""
     if workers < 1:
-        raise UserError("--workers", workers, "must be an integer ≥ 1")
+        raise UserError("workers", workers, "must be an integer ≥ 1")
     tasks = sweep_tasks(scenario)
     scenario_toml = to_toml(scenario)
     parts = out_dir / PARTS_DIR if out_dir is not None else None
@@ -149,7 +149,7 @@ def _execute_dask(
         from dask.distributed import Client, LocalCluster
         from dask.distributed import as_completed as dask_completed
     except ImportError:
-        raise UserError("--dask", address, "needs the dask extra: pip install 'gemini-ft[dask]'") from None
+        raise UserError("dask", address, "needs the dask extra: pip install 'gemini-ft[dask]'") from None
     cluster = (
         LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
         if address == "local"
@@ -160,7 +160,7 @@ def _execute_dask(
     except (OSError, ValueError, TypeError) as exc:
         if cluster is not None:
             cluster.close()
-        raise UserError("--dask", address, f"cannot reach a Dask scheduler there ({exc})") from None
+        raise UserError("dask", address, f"cannot reach a Dask scheduler there ({exc})") from None
     try:
         futures = client.map(run_task, tasks, pure=False)
         by_key = {future.key: task for future, task in zip(futures, tasks, strict=True)}
@@ -229,7 +229,7 @@ def _check_same_sweep(out_dir: Path, scenario: Scenario) -> None:
             previous = None
         if previous is None or _identity(previous) != _identity(scenario):
             raise UserError(
-                "--out",
+                "out",
                 str(out_dir),
                 "holds a sweep of a different scenario; choose another directory or delete it",
             )

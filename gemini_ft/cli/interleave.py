@@ -10,16 +10,16 @@ import argparse
 import json
 from pathlib import Path
 
-from scenarios.cli import add_set_argument
-from scenarios.schema import SCHEMES
+from gemini_ft.cli.options import add_scenario_arguments, check_output, load_scenario_from
+
+SCHEMES = ("baseline", "blocking", "naive", "no-pipeline", "gemini")  # scenarios.schema.SCHEMES (tested)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "interleave", help="checkpoint traffic interleaving: iteration time and buffer per scheme (paper §5)"
     )
-    parser.add_argument("scenario", metavar="NAME|PATH")
-    add_set_argument(parser)
+    add_scenario_arguments(parser)
     parser.add_argument(
         "--scheme",
         dest="schemes",
@@ -31,14 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--plot", metavar="DIR", type=Path, help="write a timeline figure per scheme into DIR"
     )
-    parser.set_defaults(func=_interleave)
+    parser.set_defaults(func=run)
+    return parser
 
 
-def _interleave(args: argparse.Namespace) -> int:
-    from scenarios.loader import load_scenario
+def run(args: argparse.Namespace) -> int:
     from sim.interleave import evaluate_schemes
 
-    scenario = load_scenario(args.scenario, args.overrides)
+    if args.plot is not None:
+        check_output("plot", args.plot, kind="dir")
+    scenario = load_scenario_from(args)
     results = evaluate_schemes(scenario, args.schemes)
     if args.json:
         print(json.dumps([result.summary() for result in results], indent=2))
@@ -67,13 +69,16 @@ def format_table(name: str, rows: list[dict[str, object]]) -> str:
 
 def write_figures(results: list, directory: Path, name: str) -> list[Path]:
     """One PNG and one PDF per scheme; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     from analysis.timeline import plot_timeline
     from scenarios.errors import UserError
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError("--plot", str(directory), f"cannot create the directory: {exc.strerror}") from None
+        raise UserError("plot", str(directory), f"cannot create the directory: {exc.strerror}") from None
     written = []
     for result in results:
         title = f"{name}: {result.scheme} ({result.overhead_fraction:+.1%} iteration time)"

@@ -11,16 +11,16 @@ import argparse
 import json
 import math
 
-import numpy as np
+from scenarios.placements import PLACEMENTS, REGISTRY
 
-from scenarios.errors import UserError
-from scenarios.schema import PLACEMENTS
-from sim.placement import build_placement, check_sizes
-from sim.recovery_probability import METHODS, default_strategies, probability_table
-from sim.recovery_sampling import ENUMERATION_LIMIT, FAILURE_MODES
+METHODS = ("exact", "enumerate", "montecarlo")  # sim.recovery_probability.METHODS, checked by a test
+FAILURE_MODES = ("machines", "domains")  # sim.recovery_sampling.FAILURE_MODES, checked by a test
+ENUMERATION_LIMIT = 3_000_000  # sim.recovery_sampling.ENUMERATION_LIMIT, checked by a test
+SHOW_LIMIT = 100_000
+"""--show prints one line per machine: more is not something to read."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "placement",
         help="probability that every checkpoint survives k simultaneous failures, per placement",
@@ -39,7 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="extend",
         nargs="+",
         metavar="S",
-        help=f"placements to compare ({', '.join(PLACEMENTS)}); default: all that apply to N and m",
+        choices=PLACEMENTS,
+        help="placements to compare: "
+        + "; ".join(f"{name}: {kind.summary}" for name, kind in REGISTRY.items())
+        + " (default: all that apply to N and m)",
     )
     parser.add_argument(
         "--failures",
@@ -58,35 +61,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--method",
+        choices=METHODS,
         help=f"{' | '.join(METHODS)} (default: exact; with --failure-mode domains, enumerate when there are"
         f" at most {ENUMERATION_LIMIT:,} failure sets per k, else montecarlo)",
     )
-    parser.add_argument(
-        "--samples", type=int, default=100_000, help="Monte Carlo samples per cell (default 100000)"
-    )
+    parser.add_argument("--samples", type=int, default=100_000, help="Monte Carlo samples per cell")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random placement and the samples")
     parser.add_argument(
         "--failure-mode",
         default="machines",
-        help="machines: k machines fail; domains: k whole failure domains fail (default machines)",
+        choices=FAILURE_MODES,
+        help="machines: k machines fail; domains: k whole failure domains fail",
     )
     parser.add_argument(
         "--show", action="store_true", help="print which machines hold each machine's replicas"
     )
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=run)
+    return parser
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from scenarios.errors import UserError
+    from sim.placement import check_sizes
+    from sim.recovery_probability import probability_table
+
     check_sizes(args.machines, args.replicas)
-    if args.failure_mode not in FAILURE_MODES:
-        raise UserError("--failure-mode", args.failure_mode, f"allowed: {', '.join(FAILURE_MODES)}")
     if args.method is None:
         args.method = _default_method(args)
-    if args.method not in METHODS:
-        raise UserError("--method", args.method, f"allowed: {', '.join(METHODS)}")
     if args.seed < 0:
-        raise UserError("--seed", args.seed, "must be an integer ≥ 0")
+        raise UserError("seed", args.seed, "must be an integer ≥ 0")
+    if args.show and args.machines > SHOW_LIMIT:
+        raise UserError(
+            "machines", args.machines, f"--show prints one line per machine; at most {SHOW_LIMIT:,}"
+        )
     if args.show:
         print(show_placements(args.strategies, args.machines, args.replicas, args.domain_size, args.seed))
         return 0
@@ -120,6 +128,11 @@ def _default_method(args: argparse.Namespace) -> str:
 
 def show_placements(strategies: list[str] | None, n: int, m: int, domain_size: int | None, seed: int) -> str:
     """Each strategy's holders, one machine per line: `machine: holders (own copy first)`."""
+    import numpy as np
+
+    from sim.placement import build_placement
+    from sim.recovery_probability import default_strategies
+
     names = strategies or default_strategies(n, m, domain_size)
     blocks = []
     for name in names:

@@ -1,0 +1,100 @@
+"""The `gemini-ft` console command: one subcommand per thing a user does, one module per subcommand.
+
+This package is the top layer: it parses flags, calls the library (`scenarios`, `sim`, `realrun`,
+`calibration`, `analysis`) and prints what comes back. Library errors name fields; `main` turns them
+into one line naming the flag the user typed, with exit status 2. Subcommand modules import their
+heavy dependencies inside the handler, so `gemini-ft --help` stays fast and `sim` runs without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from gemini_ft.cli.options import OneLineParser
+from scenarios.version import __version__
+
+# Order is the order in `gemini-ft --help`.
+COMMANDS = (
+    "scenarios", "placement", "simulate", "sweep", "advise", "interleave",
+    "realrun", "calibrate", "validate", "plot", "report",
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="gemini-ft",
+        description="Failure recovery with in-memory checkpoints: simulate, run for real, calibrate, plot.",
+    )
+    parser.add_argument("--version", action="version", version=f"gemini-ft {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    subparsers.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"gemini_ft.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"gemini_ft.cli.{name}":
+                raise
+            continue  # a subcommand not built yet
+        subcommand = module.register(subparsers)
+        subcommand.set_defaults(flags=_flags_of(subcommand))
+    return parser
+
+
+def _flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest → the flag a user types (its long form), for naming flags in library errors."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        if action.option_strings:
+            flags.setdefault(action.dest, max(action.option_strings, key=len))
+        elif action.metavar:
+            flags.setdefault(action.dest, str(action.metavar))
+    return flags
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from pydantic import ValidationError
+
+    from scenarios.errors import UserError, format_validation_error
+
+    flags: dict[str, str] = getattr(args, "flags", {})
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"gemini-ft: error: {_name_flag(exc, flags)}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"gemini-ft: error: {_flagged(format_validation_error(exc), flags)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("gemini-ft: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `gemini-ft ... | head`: the reader left; say nothing more and do not flush into a closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return 2
+
+
+def _name_flag(exc, flags: dict[str, str]) -> str:
+    """A library error names a field (`workers`); the user typed a flag (`--workers`)."""
+    field = getattr(exc, "field", None)
+    if field in flags and hasattr(exc, "allowed"):
+        return type(exc)(flags[field], exc.value, exc.allowed).args[0]
+    return str(exc)
+
+
+def _flagged(message: str, flags: dict[str, str]) -> str:
+    """Each `field = value: reason` of a joined validation message, with the field's flag."""
+    parts = []
+    for part in message.split("; "):
+        field, sep, rest = part.partition(" = ")
+        parts.append(f"{flags[field]} = {rest}" if sep and field in flags else part)
+    return "; ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

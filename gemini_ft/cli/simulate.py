@@ -1,0 +1,55 @@
+"""`gemini-ft simulate SCENARIO`: run the cluster simulator over the scenario's seeds and print what it found."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gemini_ft.cli.options import add_scenario_arguments, check_output, load_scenario_from, positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "simulate",
+        help="simulate one scenario over its seeds",
+        description="Simulate one scenario (its [sweep] table is ignored; see `sweep`) once per seed.",
+    )
+    add_scenario_arguments(parser)
+    parser.add_argument(
+        "--seeds", type=int, metavar="S", help="number of seeds (default: the scenario's run.seeds)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE.parquet",
+        help="write the summary to FILE.parquet and the failure records beside it to FILE.failures.parquet"
+        " (the name must end in .parquet)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary rows as JSON instead of a table"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from gemini_ft.cli.tables import format_summary
+    from scenarios.errors import UserError
+    from sim.results import run_seeds, summary_table, write_results
+
+    positive_int("seeds", args.seeds)
+    if args.out is not None:
+        if args.out.suffix != ".parquet":
+            raise UserError("out", str(args.out), "must be a file name ending in .parquet")
+        check_output("out", args.out, kind="file")
+        check_output("out", args.out.with_name(args.out.stem + ".failures.parquet"), kind="file")
+    scenario = load_scenario_from(args, {"run.seeds": args.seeds} if args.seeds else None)
+    results = run_seeds(scenario.model_copy(update={"sweep": {}}))
+    paths = write_results(results, args.out) if args.out is not None else []
+    if args.json:
+        print(results.summary.to_json(orient="records", indent=2))
+        return 0
+    print(format_summary(summary_table(results.summary, ["scenario", "policy", "placement", "machines"])))
+    if paths:
+        print("wrote " + ", ".join(map(str, paths)))
+    return 0

@@ -1,0 +1,84 @@
+"""`gemini-ft validate`: a calibrated scenario's predictions vs held-out real-run measurements, with a
+table of relative errors, a CSV and the parity plot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from scenarios.schema import Scenario
+
+from gemini_ft.cli.options import add_set_argument, check_output
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "validate", help="compare a calibrated scenario's predictions with held-out measurements"
+    )
+    parser.add_argument("scenario", metavar="SCENARIO", help="calibrated scenario TOML (or a preset)")
+    parser.add_argument(
+        "measurements", nargs="+", metavar="MEASUREMENTS", help="held-out measurements.parquet files"
+    )
+    add_set_argument(parser)
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="directory for validation.csv and the parity plot (PNG, PDF)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from calibration.measurements import load_runs
+    from calibration.validate import compare
+    from gemini_ft.cli.options import load_scenario_from
+
+    if args.out is not None:
+        check_output("out", args.out, kind="dir")
+    scenario = load_scenario_from(args)
+    runs = load_runs(args.measurements)
+    table = compare(scenario, runs)
+    print(format_validation(table))
+    print(format_fixed_costs(scenario))
+    if args.out is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from analysis.calibration_figures import plot_parity
+        from analysis.style import save_figure
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out / "validation.csv", index=False)
+        paths = save_figure(plot_parity(table), args.out, "parity")
+        print(f"wrote {args.out / 'validation.csv'}, {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def format_fixed_costs(scenario: Scenario) -> str:
+    """The per-transfer fixed costs and bandwidths behind the transfer predictions, in one line."""
+    from sim.costs import replication_bandwidth_gbps
+
+    ckpt, cluster, interleave = scenario.checkpoint, scenario.cluster, scenario.interleave
+    replication = "NIC" if ckpt.replication_gbps is None else "checkpoint.replication_gbps"
+    return (
+        f"transfers: rounds {ckpt.transfer_latency_s:.4g} s + bytes / {replication_bandwidth_gbps(scenario):.4g}"
+        f" Gbps ({replication}); peer fetches {ckpt.transfer_latency_s:.4g} s + bytes /"
+        f" {cluster.nic_bandwidth_gbps:.4g} Gbps (NIC); fixed cost checkpoint.transfer_latency_s per round or"
+        f" fetch; local {ckpt.local_retrieval_latency_s:.4g} s + bytes / {interleave.gpu_to_cpu_gbps:.4g} Gbps"
+        " (checkpoint.local_retrieval_latency_s)"
+    )
+
+
+def format_validation(table: pd.DataFrame) -> str:
+    lines = [
+        f"{'run':<16} {'quantity':<30} {'n':>4} {'measured s':>12} {'predicted s':>12} {'rel. error':>10}"
+    ]
+    for row in table.itertuples(index=False):
+        lines.append(
+            f"{row.run:<16} {row.quantity:<30} {row.n:>4} {row.measured_s:>12.4g} {row.predicted_s:>12.4g}"
+            f" {row.rel_error:>+10.1%}"
+        )
+    return "\n".join(lines)

@@ -37,9 +37,10 @@ POLICY_COLOURS = {
     "strawman": "#EE3377",  # magenta
     "young-daly": "#33BBEE",  # cyan
 }
-# The widest the report page shows a figure (index.html's max-width, less padding); a figure wider
-# than this is scaled down, its text with it, so figures are sized to stay readable at this width.
-PAGE_WIDTH_PX = 1150
+# The widest the report page shows a figure (index.html's content max-width); a wider PNG is scaled
+# down, its text with it, so figures are sized to stay readable at this width.
+PAGE_WIDTH_PX = 1200
+PNG_DPI = 150
 # Bootstrap confidence intervals are resampled; a fixed seed keeps the figures reproducible.
 CI = ("ci", 95)
 BOOT_SEED = 0
@@ -136,6 +137,6 @@ def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     """Write `stem`.png and `stem`.pdf into `out_dir`; returns both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[0], dpi=PNG_DPI)
     fig.savefig(paths[1])
     return paths

@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from analysis.style import new_figure, styled
+from analysis.style import legend_beside, new_figure, styled
 
 
 @styled
@@ -39,5 +39,5 @@ def plot_parity(table: pd.DataFrame) -> Figure:
     ax.set_xlabel("measured (s)")
     ax.set_ylabel("simulated (s)")
     ax.set_title("Simulator vs real runner")
-    ax.legend(fontsize="small", loc="upper left")
+    legend_beside(ax, fontsize="small")  # outside: the points can lie anywhere along y = x
     return fig

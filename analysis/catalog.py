@@ -32,6 +32,38 @@ from analysis.tables import (
 )
 
 FACET_COLUMNS = ("machines", "failure_rate_per_machine_per_day")
+_POINT_LABELS = {"machines": "N = {}", "failure_rate_per_machine_per_day": "{} failures per machine per day"}
+_PANEL_LABELS = {
+    "machines": "N: {}",
+    "failure_rate_per_machine_per_day": "failure rate: {} per machine per day",
+}
+
+
+def _value(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def point_caption(summary: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> str:
+    """Which point of the sweep a figure shows: the fixed value of each of `columns`, or one panel per
+    value where it varies, then the seeds and simulated days behind each mean."""
+    fixed, panels = [], []
+    for column in columns:
+        if column not in summary.columns:
+            continue
+        values = sorted(summary[column].dropna().unique())
+        if len(values) == 1:
+            fixed.append(_POINT_LABELS[column].format(_value(values[0])))
+        elif values:
+            panels.append(_PANEL_LABELS[column].format(", ".join(_value(v) for v in values)))
+    text = f"Shown at {' and '.join(fixed)}." if fixed else ""
+    if panels:
+        text += f" One panel per {'; '.join(panels)}."
+    if "seed" in summary.columns:
+        runs = f"{summary['seed'].nunique()} seed(s)"
+        if "duration_s" in summary.columns and summary["duration_s"].nunique() == 1:
+            runs += f" × {float(summary['duration_s'].iloc[0]) / 86400:g} simulated days"
+        text += f" Each mean is over {runs}."
+    return text.strip()
 
 
 @dataclass(frozen=True)
@@ -75,7 +107,8 @@ def wasted_time_figure(summary: pd.DataFrame) -> FigureSpec:
         + "); as in the paper's Eq. 1 the checkpoint component is the time of one checkpoint, the others "
         "are per-run totals divided by the run's failures. Error bars: 95% confidence interval of the total "
         "over seeds. eq1_* is the Eq. 1 part (checkpoint + lost progress + retrieval); checkpoint_overhead_min "
-        "is the run-long checkpoint stall per failure, which Fig. 15 accounts for.",
+        "is the run-long checkpoint stall per failure, which Fig. 15 accounts for. "
+        + point_caption(summary, FACET_COLUMNS),
         table,
         lambda: plot_wasted_time(summary),
     )
@@ -93,7 +126,7 @@ def effective_ratio_figure(summary: pd.DataFrame, x: str) -> FigureSpec:
         stem,
         f"Effective training time ratio vs {what} (paper Fig. 15)",
         f"Useful training time ÷ wall-clock time per policy against the {what}; shaded: 95% confidence "
-        "interval over seeds.",
+        "interval over seeds. " + point_caption(summary, [c for c in FACET_COLUMNS if c != x]),
         effective_ratio_table(summary, x, by=by),
         lambda: plot_effective_ratio(summary, x=x),
     )

@@ -2,17 +2,20 @@
 
 `interleave_table(results)` flattens the schemes' results into the numbers the figure shows;
 `plot_iteration_time(table)` draws the iteration-time overhead per scheme and, beside it, the GPU
-buffer each scheme needs against the GPU memory left for it.
+buffer each scheme needs against the GPU memory left for it, each bar marked "fits" or "does not fit".
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from analysis.style import new_figure, styled
+from analysis.style import legend_beside, new_figure, styled
 from analysis.tables import require_columns
 
 SCHEME_LABELS = {
@@ -22,6 +25,8 @@ SCHEME_LABELS = {
     "no-pipeline": "Interleave,\nno pipeline",
     "gemini": "Gemini",
 }
+FITS_COLOUR = "#009E73"  # Okabe-Ito bluish green
+NO_FIT_COLOUR = "#D55E00"  # Okabe-Ito vermillion, hatched too so it does not rest on colour alone
 TABLE_COLUMNS = ("scheme", "iteration_time_s", "overhead_fraction", "buffer_mib", "gpu_memory_left_mib")
 
 
@@ -45,14 +50,67 @@ def plot_iteration_time(table: pd.DataFrame) -> Figure:
     time_axes.set_ylabel("Iteration time (s)")
     time_axes.set_ylim(0, float(table["iteration_time_s"].max()) * 1.12)  # room for the labels
     time_axes.set_xlabel("Checkpoint traffic scheme")
-    buffer_axes.bar(labels, table["buffer_mib"], color="#009E73", label="GPU buffer needed")
-    left = table["gpu_memory_left_mib"].dropna()
-    if len(left):
-        buffer_axes.axhline(float(left.iloc[0]), color="#D55E00", linestyle="--", label="GPU memory left")
-    buffer_axes.set_yscale("log")  # buffers of ~100 MiB beside ~10 GiB left
-    buffer_axes.set_ylabel("GPU memory (MiB, log scale)")
-    buffer_axes.set_xlabel("Checkpoint traffic scheme")
-    buffer_axes.legend(loc="upper left")
+    _memory_panel(buffer_axes, table, labels)
     for axes in (time_axes, buffer_axes):
         axes.tick_params(axis="x", labelsize="small")
     return fig
+
+
+def buffer_fits(table: pd.DataFrame) -> np.ndarray:
+    """Per scheme: does its GPU buffer fit in the GPU memory left (the model's own verdict if it gave one)?"""
+    if "fits" in table.columns:
+        return table["fits"].astype(bool).to_numpy()
+    left = table["gpu_memory_left_mib"].to_numpy(float)
+    return ~(table["buffer_mib"].to_numpy(float) > left)
+
+
+def _memory_panel(ax: Axes, table: pd.DataFrame, labels: list[str]) -> None:
+    """Bars of the buffer each scheme needs, the GPU memory left as a line, and a verdict on every bar."""
+    fits = buffer_fits(table)
+    buffer = table["buffer_mib"].to_numpy(float)
+    bars = ax.bar(
+        labels,
+        buffer,
+        color=[FITS_COLOUR if ok else NO_FIT_COLOUR for ok in fits],
+        hatch=[None if ok else "//" for ok in fits],
+        edgecolor="white",
+    )
+    left = table["gpu_memory_left_mib"].dropna()
+    if len(left):
+        ax.axhline(
+            float(left.iloc[0]),
+            color="black",
+            linestyle="--",
+            label=f"GPU memory left ({_mib(float(left.iloc[0]))})",
+        )
+    ax.set_yscale("log")  # buffers of ~100 MiB beside ~10 GiB left
+    positive = np.concatenate([buffer[buffer > 0], left.to_numpy(float)])
+    low, high = (positive.min() / 4, positive.max() * 6) if len(positive) else (1.0, 10.0)
+    ax.set_ylim(low, high)
+    for bar, ok, need in zip(bars, fits, buffer, strict=True):
+        verdict = "no buffer" if need <= 0 else f"{_mib(need)}\n{'fits' if ok else 'DOES NOT FIT'}"
+        ax.annotate(
+            verdict,
+            (bar.get_x() + bar.get_width() / 2, max(need, low)),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize="small",
+            fontweight="normal" if ok else "bold",
+            color="black" if ok else NO_FIT_COLOUR,
+            gid="fits" if ok else "does-not-fit",
+        )
+    # Patches of both kinds in the legend, so it explains the colours even when every scheme fits.
+    handles = [
+        *ax.get_legend_handles_labels()[0],
+        Patch(color=FITS_COLOUR, label="buffer needed: fits"),
+        Patch(facecolor=NO_FIT_COLOUR, hatch="//", edgecolor="white", label="buffer needed: does not fit"),
+    ]
+    ax.set_ylabel("GPU memory (MiB, log scale)")
+    ax.set_xlabel("Checkpoint traffic scheme")
+    legend_beside(ax, fontsize="small", handles=handles)
+
+
+def _mib(value: float) -> str:
+    return f"{value / 1024:.3g} GiB" if value >= 1024 else f"{value:.3g} MiB"

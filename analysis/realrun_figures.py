@@ -11,7 +11,15 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from analysis.style import new_figure, plain_log_ticks, styled
+from analysis.style import (
+    human_bytes,
+    legend_below,
+    new_figure,
+    note_single_point,
+    plain_log_ticks,
+    size_ticks,
+    styled,
+)
 from analysis.tables import RECOVERY_SERIES, SAVE_SERIES, measurement_table
 
 _PHASES = {
@@ -62,11 +70,16 @@ def plot_measurements(measurements: pd.DataFrame) -> Figure:
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
-        plain_log_ticks(ax.xaxis, rows["ckpt_mb"].unique())
         plain_log_ticks(ax.yaxis)
-        ax.set_xlabel("Checkpoint shard size (MB)")
-        ax.set_ylabel("Time (s)")
         ax.set_title(title)
+        if not rows.empty:
+            # ckpt_mb is bytes / 1e6; ticks at the sizes measured, labelled "401 kB", "1.2 GB", ...
+            size_ticks(ax.xaxis, rows["ckpt_mb"].unique(), scale=1e6)
+            if rows["ckpt_mb"].nunique() == 1:
+                size = human_bytes(float(rows["ckpt_mb"].iloc[0]) * 1e6)
+                note_single_point(ax, f"one point per series: shard size {size}")
+        ax.set_xlabel("Checkpoint shard size")
+        ax.set_ylabel("Time (s)")
         if ax.get_lines():
-            ax.legend(fontsize="small")
+            legend_below(ax, ncols=2, fontsize="small")
     return fig

@@ -4,6 +4,8 @@ The report runs two sweeps of the `gpt2-100b-p4d` preset (policy × failure rate
 machines at 1.5%/machine/day), computes recovery probabilities and checkpoint times from closed forms,
 and writes each figure as PNG, PDF and CSV, plus a table of the paper's findings beside ours.
 `quick` shrinks seeds, points and durations so the whole report runs in about a minute.
+index.html records what built it: the package version and the command (both passed in by the caller,
+so analysis never imports the CLI package) and the date it was built.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +38,7 @@ from analysis.findings import (
 )
 from analysis.interleave_figures import interleave_table
 from analysis.results_io import load_result_file
+from analysis.style import PAGE_WIDTH_PX
 from analysis.tables import ckpt_time_table
 from scenarios.errors import UserError
 from scenarios.loader import load_scenario, validate
@@ -98,8 +103,15 @@ def build_report(
     workers: int = 1,
     progress: bool = True,
     measurements: Path | None = None,
+    version: str | None = None,
+    command: str | None = None,
+    now: datetime | None = None,
 ) -> Report:
-    """Run the sweeps of `plan`, write every figure (PNG, PDF, CSV), findings.csv and index.html."""
+    """Run the sweeps of `plan`, write every figure (PNG, PDF, CSV), findings.csv and index.html.
+
+    `version` and `command` are recorded in index.html (the version defaults to the installed
+    distribution's); `now` is the build time it records (default: the current time, UTC).
+    """
     if SCALE_RATE not in plan.rates:
         raise UserError("plan.rates", plan.rates, f"must include {SCALE_RATE} (the paper's failure rate)")
     measured = load_result_file(measurements) if measurements is not None else None
@@ -157,7 +169,8 @@ def build_report(
     findings_csv = out_dir / "findings.csv"
     findings_frame(findings).to_csv(findings_csv, index=False)
     index = out_dir / "index.html"
-    index.write_text(render_index(specs, findings, plan))
+    built = now if now is not None else datetime.now(UTC)
+    index.write_text(render_index(specs, findings, plan, version=version, command=command, built=built))
     return Report(index, [*files, findings_csv, index], findings)
 
 
@@ -207,9 +220,33 @@ def _sweep(
     return results.summary
 
 
-def render_index(specs: Sequence[FigureSpec], findings: Sequence[Finding], plan: ReportPlan) -> str:
-    """A self-contained page: the findings table, then each figure with its caption and numbers."""
+def installed_version() -> str:
+    """The installed gemini-ft distribution's version, read from its metadata (not by importing it)."""
+    try:
+        return metadata.version("gemini-ft")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def render_index(
+    specs: Sequence[FigureSpec],
+    findings: Sequence[Finding],
+    plan: ReportPlan,
+    *,
+    version: str | None = None,
+    command: str | None = None,
+    built: datetime | None = None,
+) -> str:
+    """A self-contained page: what built it, the findings table, then each figure with its caption
+    and numbers."""
     e = html.escape
+    version = version or installed_version()
+    when = built.strftime("%Y-%m-%d %H:%M %Z").strip() if built is not None else "not recorded"
+    provenance = (
+        f"<p class='provenance'>Built by gemini-ft <span id='version'>{e(version)}</span> on "
+        f"<time id='built' datetime='{e(built.isoformat() if built else '')}'>{e(when)}</time> with "
+        f"<code id='command'>{e(command or 'build_report() from Python (no command given)')}</code></p>"
+    )
     rows = "".join(
         f"<tr><td>{e(f.claim)}</td><td>{e(f.paper)}</td><td>{e(f.obtained)}</td>"
         f"<td class='{'yes' if f.holds else 'no'}'>{'yes' if f.holds else 'no'}</td><td>{e(f.test)}</td></tr>"
@@ -230,13 +267,15 @@ def render_index(specs: Sequence[FigureSpec], findings: Sequence[Finding], plan:
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>gemini-ft report</title>
+<meta name="generator" content="gemini-ft {e(version)}">
 <style>
-body {{ font-family: sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; }}
+body {{ font-family: sans-serif; max-width: {PAGE_WIDTH_PX}px; margin: 2em auto; padding: 0 1em; }}
 table {{ border-collapse: collapse; font-size: 0.85em; }} td, th {{ border: 1px solid #ccc; padding: 0.25em 0.5em; }}
 td.yes {{ color: #1a7f37; font-weight: bold; }} td.no {{ color: #b42318; font-weight: bold; }}
-img {{ max-width: 100%; }} section {{ margin-top: 2.5em; }}
+img {{ max-width: 100%; }} section {{ margin-top: 2.5em; }} .provenance {{ color: #555; }}
 </style></head><body>
 <h1>gemini-ft: the Gemini paper's figures, reproduced</h1>
+{provenance}
 <p>{e(setup)}</p>
 <h2>Paper findings vs this reproduction</h2>
 <table><tr><th>claim</th><th>paper</th><th>obtained</th><th>holds</th><th>test</th></tr>{rows}</table>

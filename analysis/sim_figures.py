@@ -15,7 +15,17 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis.style import POLICY_COLOURS, new_figure, ordered_policies, plain_log_ticks, policy_label, styled
+from analysis.style import (
+    POLICY_COLOURS,
+    legend_below,
+    legend_beside,
+    new_figure,
+    note_single_point,
+    ordered_policies,
+    plain_log_ticks,
+    policy_label,
+    styled,
+)
 from analysis.tables import (
     PROBABILITY_COLUMNS,
     WASTED_COMPONENTS,
@@ -66,7 +76,9 @@ def plot_recovery_probability(table: pd.DataFrame) -> Figure:
     """Probability of recovering from CPU memory vs N: one panel per m, one line per placement × k."""
     require_columns(table, PROBABILITY_COLUMNS, "recovery-probability table")
     replicas = sorted(table["replicas"].unique())
-    fig, axes = new_figure(len(replicas))
+    # At most two panels a row, each with its legend under it: three in a row made the report page
+    # scale the figure down until the legends could not be read.
+    fig, axes = new_figure(len(replicas), width_per_panel=5.4, height=4.6, cols=2)
     ks = sorted(table["failures"].unique())
     colours = dict(zip(ks, sns.color_palette("viridis", len(ks)), strict=True))
     styles = ["-", "--", ":", "-."]
@@ -101,7 +113,9 @@ def plot_recovery_probability(table: pd.DataFrame) -> Figure:
         ax.set_xlabel("Number of machines N")
         ax.set_ylabel("Probability of recovery from CPU memory")
         ax.set_ylim(-0.02, 1.02)
-        ax.legend(title="placement, failed machines", fontsize="small")
+        legend_below(ax, title="placement, failed machines k")
+        if table["machines"].nunique() == 1:
+            note_single_point(ax, f"one point per line: N = {_fmt(table['machines'].iloc[0])}")
     return fig
 
 
@@ -177,31 +191,59 @@ def plot_effective_ratio(summary: pd.DataFrame, x: str = "failure_rate_per_machi
     require_columns(summary, ["policy", "seed", "effective_ratio", x, *others], "summary")
     facets = _facets(summary, others)
     fig, axes = new_figure(len(facets))
+    single = summary[x].nunique() == 1
     for ax, (title, rows) in zip(axes, facets, strict=True):
         table = effective_ratio_table(rows, x)
-        for policy in ordered_policies(table["policy"]):
-            line = table[table["policy"] == policy].sort_values(x)
-            colour = POLICY_COLOURS.get(policy)
-            ax.plot(line[x], line["ratio_mean"], marker="o", ms=4, color=colour, label=policy_label(policy))
-            band = line["ratio_ci_low"].notna()
-            if band.any():
-                ax.fill_between(
-                    line[x][band],
-                    line["ratio_ci_low"][band],
-                    line["ratio_ci_high"][band],
-                    color=colour,
-                    alpha=0.2,
-                    linewidth=0,
-                )
-        if table[x].min() > 0 and table[x].max() / table[x].min() >= 8:
-            ax.set_xscale("log")
-            plain_log_ticks(ax.xaxis, table[x].unique())
-        ax.set_xlabel(X_LABELS[x])
+        ax.set_title(title)
+        if single:
+            _ratio_per_policy(ax, table)
+            value = FACET_LABELS.get(x, x + " = {}").format(_fmt(table[x].iloc[0]))
+            note_single_point(ax, f"one point per policy: {value}")
+        else:
+            _ratio_lines(ax, table, x)
         ax.set_ylabel("Effective training time ratio")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(title)
-        ax.legend(title="policy", fontsize="small")
+    # The policies are the same in every panel: one legend, beside the last panel, outside the data.
+    legend_beside(axes[-1], title="policy", fontsize="small")
     return fig
+
+
+def _ratio_lines(ax: Axes, table: pd.DataFrame, x: str) -> None:
+    for policy in ordered_policies(table["policy"]):
+        line = table[table["policy"] == policy].sort_values(x)
+        colour = POLICY_COLOURS.get(policy)
+        ax.plot(line[x], line["ratio_mean"], marker="o", ms=4, color=colour, label=policy_label(policy))
+        band = line["ratio_ci_low"].notna()
+        if band.any():
+            ax.fill_between(
+                line[x][band],
+                line["ratio_ci_low"][band],
+                line["ratio_ci_high"][band],
+                color=colour,
+                alpha=0.2,
+                linewidth=0,
+            )
+    if table[x].min() > 0 and table[x].max() / table[x].min() >= 8:
+        ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis, table[x].unique())
+    ax.set_xlabel(X_LABELS[x])
+
+
+def _ratio_per_policy(ax: Axes, table: pd.DataFrame) -> None:
+    """One x value: the policies side by side (mean and 95% interval), not lone dots on an empty axis."""
+    policies = ordered_policies(table["policy"])
+    rows = table.set_index("policy").loc[policies]
+    for i, policy in enumerate(policies):
+        mean = float(rows.loc[policy, "ratio_mean"])
+        low, high = rows.loc[policy, "ratio_ci_low"], rows.loc[policy, "ratio_ci_high"]
+        yerr = [[mean - low], [high - mean]] if pd.notna(low) and pd.notna(high) else None
+        ax.errorbar(
+            [i], [mean], yerr=yerr, fmt="o", ms=7, capsize=4,
+            color=POLICY_COLOURS.get(policy), label=policy_label(policy),
+        )  # fmt: skip
+    ax.set_xticks(range(len(policies)), [policy_label(p) for p in policies], fontsize="small")
+    ax.set_xlim(-0.6, len(policies) - 0.4)
+    ax.set_xlabel("Checkpoint policy")
 
 
 # ---- Fig. 11: checkpoint time reduction ---------------------------------------------------------------
@@ -227,7 +269,9 @@ def plot_ckpt_time_reduction(table: pd.DataFrame) -> Figure:
     plain_log_ticks(left.yaxis)
     left.set_xlabel("NIC bandwidth per machine (Gbps)")
     left.set_ylabel("Checkpoint time reduction (×)")
-    left.legend(title="machines", fontsize="small")
+    legend_below(left, ncols=3, title="machines", fontsize="small")
+    if table["nic_bandwidth_gbps"].nunique() == 1:
+        note_single_point(left, f"one point per N: {_fmt(table['nic_bandwidth_gbps'].iloc[0])} Gbps")
 
     bandwidths = sorted(table["nic_bandwidth_gbps"].unique())
     for colour, bandwidth in zip(sns.color_palette("flare", len(bandwidths)), bandwidths, strict=True):
@@ -256,5 +300,7 @@ def plot_ckpt_time_reduction(table: pd.DataFrame) -> Figure:
     plain_log_ticks(right.yaxis)
     right.set_xlabel("Number of machines N")
     right.set_ylabel("Checkpoint time (s)")
-    right.legend(fontsize="small")
+    legend_below(right, ncols=2, fontsize="small")
+    if table["machines"].nunique() == 1:
+        note_single_point(right, f"one point per line: N = {_fmt(table['machines'].iloc[0])}")
     return fig

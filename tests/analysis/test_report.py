@@ -77,3 +77,45 @@ def test_build_report_needs_the_paper_rate(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match=r"plan\.rates"):
         build_report(tmp_path, replace(QUICK, rates=(0.01,)))
+
+
+def test_render_index_records_version_command_and_date() -> None:
+    from datetime import UTC, datetime
+
+    built = datetime(2031, 4, 5, 6, 7, tzinfo=UTC)
+    page = render_index(
+        [], [], QUICK, version="9.8.7", command="gemini-ft report --out r --quick", built=built
+    )
+    assert "<span id='version'>9.8.7</span>" in page
+    assert "<code id='command'>gemini-ft report --out r --quick</code>" in page
+    assert "<time id='built' datetime='2031-04-05T06:07:00+00:00'>2031-04-05 06:07 UTC</time>" in page
+    # Called without them (from Python), it still says which version built it and that no command was given.
+    page = render_index([], [], QUICK)
+    assert "no command given" in page and "<span id='version'></span>" not in page
+
+
+def test_build_report_records_provenance_and_captions_name_the_point(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    report = build_report(
+        tmp_path,
+        QUICK,
+        progress=False,
+        version="1.2.3",
+        command="gemini-ft report --out x --quick",
+        now=datetime(2030, 1, 2, 3, 4, tzinfo=UTC),
+    )
+    index = report.index.read_text()
+    assert "<span id='version'>1.2.3</span>" in index
+    assert "<code id='command'>gemini-ft report --out x --quick</code>" in index
+    assert "2030-01-02 03:04 UTC" in index
+    seeds = f"Each mean is over {QUICK.seeds} seed(s) × {QUICK.duration_days:g} simulated days."
+    captions = {
+        "fig10_wasted_time": f"Shown at N = 16 and 0.015 failures per machine per day. {seeds}",
+        "fig15a_effective_ratio_vs_failure_rate": f"Shown at N = 16. {seeds}",
+        "fig15b_effective_ratio_vs_machines": f"Shown at 0.015 failures per machine per day. {seeds}",
+    }
+    for stem, point in captions.items():
+        section = index[index.index(f"<section id='{stem}'>") :]
+        caption = section[section.index("<p>") : section.index("</p>")]
+        assert caption.endswith(point), stem

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -50,14 +51,15 @@ def _flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
     for action in parser._actions:
         if action.option_strings:
             flags.setdefault(action.dest, max(action.option_strings, key=len))
-        elif action.metavar:
-            flags.setdefault(action.dest, str(action.metavar))
     return flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line parse error: its status is the answer
+        return exc.code if isinstance(exc.code, int) else 2
     from pydantic import ValidationError
 
     from scenarios.errors import UserError, format_validation_error
@@ -80,10 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _name_flag(exc, flags: dict[str, str]) -> str:
-    """A library error names a field (`workers`); the user typed a flag (`--workers`)."""
+    """A library error names fields (`replicas`); the user typed flags (`--replicas`)."""
     field = getattr(exc, "field", None)
     if field in flags and hasattr(exc, "allowed"):
-        return type(exc)(flags[field], exc.value, exc.allowed).args[0]
+        # Other fields named in the explanation ("needs replicas (3) to divide machines (4)") too.
+        allowed = re.sub(
+            r"\b([a-z][a-z_]*)(?= \(| =)", lambda m: flags.get(m.group(1), m.group(1)), str(exc.allowed)
+        )
+        return type(exc)(flags[field], exc.value, allowed).args[0]
     return str(exc)
 
 

@@ -26,7 +26,7 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {_our_format(message)}\n")
+        self.exit(2, f"{self.prog.split()[0]}: error: {_our_format(message)}\n")
 
 
 def _our_format(message: str) -> str:
@@ -231,7 +231,7 @@ def check_output(flag: str, path: Path, *, kind: str) -> Path:
 
     from scenarios.errors import UserError
 
-    resolved = path.expanduser().resolve()
+    resolved = Path(path).expanduser().resolve()
     if any(len(part.encode()) > 255 for part in resolved.parts):
         raise UserError(flag, str(path), "a name in this path is longer than 255 bytes")
     if resolved.parts[1:2] in (("proc",), ("sys",), ("dev",)):

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realrun.launcher import config_json, launch
+    from realrun.launcher import config_json, launch, validate
     from realrun.measurements import read_events, summarize, write_parquet
     from realrun.netns import NetnsError
     from scenarios.errors import UserError
@@ -48,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
     check_output("out", args.out, kind="dir")
     cfg = RealRunConfig(**model_values(args, args.model_flags))
     time_limit = {} if "time_limit_s" in args.model_flags else {"time_limit_s": args.time_limit}
-    follower = _Progress(cfg) if not args.no_progress and not args.json else None
+    follower = None
     try:
+        validate(cfg)  # every mistake is reported before a progress bar appears
+        follower = _Progress(cfg) if not args.no_progress and not args.json else None
         if follower:
             follower.start()
         result = launch(cfg, **time_limit)

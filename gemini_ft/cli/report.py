@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from analysis.report import FULL, QUICK, build_report
+    from scenarios.version import __version__
 
     positive_int("workers", args.workers)
     check_output("out", args.out, kind="dir")
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=args.progress,
         measurements=args.measurements,
+        version=__version__,
+        command=command_line(),
     )
     for finding in report.findings:
         print(f"[{'holds' if finding.holds else 'DIFFERS'}] {finding.claim}: {finding.obtained}")

@@ -139,7 +139,7 @@ def test_show_prints_the_random_placement_the_table_evaluates(capsys):
         (["-N", "10", "-m", "3", "--strategy", "group"], "strategy = 'group'"),
         (["-N", "10", "-m", "2", "--method", "guess"], "--method = 'guess'"),
         (["-N", "10", "-m", "2", "--failure-mode", "racks"], "--failure-mode = 'racks'"),
-        (["-N", "10", "-m", "2", "--failure-mode", "domains"], "failure_mode = 'domains'"),
+        (["-N", "10", "-m", "2", "--failure-mode", "domains"], "--failure-mode = 'domains'"),
         (
             ["-N", "10", "-m", "2", "--failure-mode", "domains", "--domain-size", "2", "--method", "exact"],
             "method",

@@ -9,6 +9,7 @@ imports torch or TensorFlow (TensorBoard's own event writer), so real runs and s
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import math
 import os
@@ -39,7 +40,7 @@ class Backend(Protocol):
     """What a tracker writes to; called only from the tracker's own thread."""
 
     def scalars(self, step: int, values: dict[str, float], wall_time: float) -> None: ...
-    def hparams(self, params: dict[str, HParam], metrics: dict[str, float]) -> None: ...
+    def hparams(self, params: dict[str, HParam], metrics: dict[str, float], tags: tuple[str, ...]) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
@@ -80,9 +81,12 @@ class Tracker:
         """Record `values` at `step`; returns at once (a full queue drops the record and counts it)."""
         self._put(("scalars", step, dict(values), time.time()))
 
-    def hparams(self, params: Mapping[str, Any], metrics: Mapping[str, Value] | None = None) -> None:
-        """The run's hyperparameters (flattened to numbers, strings and booleans) and headline metrics."""
-        self._put(("hparams", flat_hparams(params), dict(metrics or {})))
+    def hparams(
+        self, params: Mapping[str, Any], metrics: Mapping[str, Value] | None = None, tags: tuple[str, ...] = ()
+    ) -> None:
+        """The run's hyperparameters (flattened to numbers, strings and booleans) and headline metrics;
+        `tags` names further scalar tags for TensorBoard's hparams view (logged as they come)."""
+        self._put(("hparams", flat_hparams(params), dict(metrics or {}), tags))
 
     def flush(self, timeout_s: float = 5.0) -> None:
         """Wait until everything queued so far is written (at most `timeout_s`)."""
@@ -119,6 +123,9 @@ class Tracker:
         backend: Backend | None = None
         try:
             backend = opener()
+            # A process that exits with records still queued writes them first (and before W&B's
+            # own exit hook, registered by opener(), finishes the run: atexit runs last-in first).
+            atexit.register(self.close)
         except Exception as exc:
             self._fail(exc)
         while True:
@@ -150,7 +157,7 @@ class Tracker:
                     metrics = {
                         k: v for k, v in ((k, _number(v)) for k, v in item[2].items()) if v is not None
                     }
-                    backend.hparams(item[1], metrics)
+                    backend.hparams(item[1], metrics, item[3])
                 else:
                     backend.flush()
                     item[1].set()
@@ -243,7 +250,7 @@ class TensorBoardBackend:
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=v) for tag, v in values.items()])
         self._add(summary, step, wall_time)
 
-    def hparams(self, params: dict[str, HParam], metrics: dict[str, float]) -> None:
+    def hparams(self, params: dict[str, HParam], metrics: dict[str, float], tags: tuple[str, ...]) -> None:
         """The hparams plugin's experiment + session start, the metrics as scalars, session end."""
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
@@ -259,7 +266,7 @@ class TensorBoardBackend:
             infos.append(api_pb2.HParamInfo(name=key, type=api_pb2.DataType.Value(kind)))
         experiment = api_pb2.Experiment(
             hparam_infos=infos,
-            metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metrics],
+            metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in [*metrics, *tags]],
         )
         end = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value("STATUS_SUCCESS"))
         for tag, data in (
@@ -327,7 +334,7 @@ class WandbBackend:
     def scalars(self, step: int, values: dict[str, float], wall_time: float) -> None:
         self.run.log({"step": step, **values})
 
-    def hparams(self, params: dict[str, HParam], metrics: dict[str, float]) -> None:
+    def hparams(self, params: dict[str, HParam], metrics: dict[str, float], tags: tuple[str, ...]) -> None:
         self.run.config.update(params, allow_val_change=True)
         if metrics:
             self.run.log({"step": 0, **metrics})

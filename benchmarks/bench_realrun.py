@@ -4,6 +4,7 @@
   replication  shard sent to a peer and verified (gloo)        vs  raw gloo send/recv bandwidth
   recovery     restart from local memory                       vs  DCP load from fsynced disk, cold and warm cache
   overhead     iteration time, checkpoint every iteration      vs  the same iterations without checkpoints
+  tracking     iteration time, tracked to TensorBoard          vs  the same iterations untracked (alternating)
 
 Usage: python benchmarks/bench_realrun.py [--gib 1.0] [--pairs 12]. The model is the real GPT
 sized so its shard (fp32 weights + AdamW m, v) is about --gib; one rank holds the whole shard.
@@ -39,6 +40,7 @@ from realrun.recovery import load_into, plan_recovery, recover, save_persistent
 from realrun.replication import Outgoing, exchange
 from realrun.shard import ShardCodec, make_optimizer
 from realrun.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
+from realrun.tracking import RunTracker
 from realrun.train import drop_page_cache
 
 GIB = 1024**3
@@ -146,6 +148,7 @@ def bench_single(gib: float, pairs: int, work: Path) -> dict:
             engine.snapshot(step)
             with_ckpt.append(iteration(True, step := step + 1))
         engine.wait_done()
+        tracking = _tracking_overhead(engine, events, model, optimizer, shape, pairs, work)
     finally:
         shm.wipe()
         shm.root.rmdir()
@@ -155,9 +158,11 @@ def bench_single(gib: float, pairs: int, work: Path) -> dict:
         "local_s": local_s, "disk_save_s": disk_save_s, "cold_s": cold_s, "warm_s": warm_s,
         "cache_dropped": dropped, "plain_s": statistics.median(plain), "ckpt_s": statistics.median(with_ckpt),
         "overhead": statistics.median(c / p for c, p in zip(with_ckpt, plain, strict=True)) - 1,
+        **tracking,
     }  # fmt: skip
 
 
+<<<<<<< HEAD
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
@@ -177,6 +182,43 @@ def _drop_caches(path: Path, proc_file: Path = DROP_CACHES) -> str:
         f"page cache: writing 3 to {proc_file} (drops this machine's whole page cache) so the disk "
         "baseline's cold load reads from disk, not from memory"
     )
+=======
+def _tracking_overhead(engine, events, model, optimizer, shape, pairs: int, work: Path) -> dict:
+    """Checkpointed iterations alternately untracked and tracked to TensorBoard, as rank 0 does it."""
+    cfg = RealRunConfig(track="tensorboard", out=work)
+    tracker = RunTracker(cfg, 0, "bench", time.time(), cuda=False)
+    tracked = tracker.wrap(events)
+    tracker.tracker.flush(timeout_s=60)  # the writer is open (its imports done) before the first tracked step
+    plain, with_tracking = [], []
+    step = 1000
+    for index in range(2 * pairs):
+        on = index % 2 == 1
+        engine.wait_done()
+        engine.events = tracked if on else events
+        start = time.perf_counter()
+        inputs, targets = synthetic_batch(0, step := step + 1, 0, 4, shape)
+        loss = torch.nn.functional.cross_entropy(model(inputs).reshape(-1, shape.vocab), targets.reshape(-1))
+        loss.backward()
+        engine.wait_copied()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        engine.snapshot(step)
+        if on:
+            tracker.end_step(step, loss, None)
+            tracked.log("step", step, duration_s=time.perf_counter() - start)
+        else:
+            events.log("step", step, duration_s=time.perf_counter() - start)
+        (with_tracking if on else plain).append(time.perf_counter() - start)
+    engine.wait_done()
+    engine.events = events
+    tracker.close()
+    ratios = [t / p for t, p in zip(with_tracking, plain, strict=True)]
+    return {"untracked_s": statistics.median(plain), "tracked_s": statistics.median(with_tracking),
+            "tracking_overhead": statistics.median(ratios) - 1}  # fmt: skip
+
+
+def _drop_caches(path: Path) -> str:
+>>>>>>> issue-15
     try:
         os.sync()
         proc_file.write_text("3\n")
@@ -308,6 +350,14 @@ def main() -> int:
         "s",
         "no ckpt",
         f"median of pairs {overhead:+.1%}, target <= +5%",
+    )
+    _line(
+        "iteration tracked / untracked (s)",
+        single["tracked_s"],
+        single["untracked_s"],
+        "s",
+        "untracked",
+        f"median of pairs {single['tracking_overhead']:+.2%}, target <= +0.5%",
     )
     return 0
 

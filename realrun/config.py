@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scenarios.errors import UserError
 from scenarios.placements import REAL_PLACEMENTS, check_placement
+from sim.tracking import check_tracker
 
 
 class RealRunConfig(BaseModel):
@@ -64,6 +65,15 @@ class RealRunConfig(BaseModel):
     link_latency_ms: float = Field(
         0.0, ge=0, le=1000, description="One-way machine-to-machine delay in ms (tc netem); needs netns."
     )
+    track: Literal["none", "tensorboard", "wandb"] = Field(
+        "none", description="Experiment tracker rank 0 logs the job's view to (realrun.tracking)."
+    )
+    track_dir: Path | None = Field(
+        None, description="Tracking directory, one run per job inside; default: <out>/track."
+    )
+    track_online: bool = Field(
+        False, description="With --track wandb: sync to the W&B server while running (default: offline)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RealRunConfig:
@@ -78,6 +88,9 @@ class RealRunConfig(BaseModel):
         ):
             if value != unset and not self.netns:
                 raise UserError(flag, value, "shapes the links of --netns; add --netns")
+        check_tracker(self.track)
+        if self.track_online and self.track != "wandb":
+            raise UserError("track_online", True, "is for track = wandb")
         return self
 
     @property

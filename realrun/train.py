@@ -35,6 +35,7 @@ from realrun.recovery import (
 )
 from realrun.shard import ShardCodec, make_optimizer
 from realrun.shm_store import ShmStore
+from realrun.tracking import RunTracker
 from sim.placement import build_placement
 
 
@@ -91,13 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if use_cuda:
         torch.cuda.set_device(device)
     run_dir = cfg.out
-    events = EventLog(
-        run_dir,
-        os.environ.get("GEMINI_FT_JOB", "job"),
-        rank,
-        machine,
-        float(os.environ.get("GEMINI_FT_T0", process_start)),
-    )
+    job, t0 = os.environ.get("GEMINI_FT_JOB", "job"), float(os.environ.get("GEMINI_FT_T0", process_start))
+    tracker = RunTracker(cfg, rank, job, t0, use_cuda)
+    events = tracker.wrap(EventLog(run_dir, job, rank, machine, t0))
     failed_at = last_failure_time(run_dir, process_start)
     if failed_at is not None:
         events.log("detect", -1, duration_s=process_start - failed_at)
@@ -130,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         failed_step = _failed_step(run_dir)
         # The step column of a lost_steps event is the number of completed steps that must be redone.
         events.log("lost_steps", max(0, failed_step - 1 - plan.step) if failed_step else 0)
+    tracker.recovered(ckpt_group, cfg.world_size, plan.step, plan.source, failed_at)
 
     checkpointer = Checkpointer(
         store, rank, codec, route_for(cfg, rank), ckpt_group, events, int(cfg.chunk_mib * 2**20), faults.check
@@ -140,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             # A failure "at step s" strikes after step s − 1's checkpoint is fully out, so the
             # outcome does not depend on how far the background replication happened to get.
             checkpointer.wait_done()
+            tracker.flush()  # likewise what was tracked so far is written before the failure strikes
             faults.check(step, "step")
         start = time.perf_counter()
+        device_start = tracker.start_step()
         inputs, targets = synthetic_batch(cfg.seed, step, rank, cfg.batch_size, shape)
         logits = ddp(inputs.to(device))
         loss = torch.nn.functional.cross_entropy(
@@ -156,12 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         if step % cfg.persist_every == 0:
             _persist(checkpointer, codec, rank, run_dir, step, events)
         duration = time.perf_counter() - start
+        tracker.end_step(step, loss, device_start)
         events.log("first_step" if first and plan.source != "fresh" else "step", step, duration_s=duration)
         first = False
     checkpointer.wait_done()
     _write_final(run_dir, rank, model)
     if cfg.disk_baseline:
         _disk_baseline(codec, rank, run_dir, cfg.steps, events)
+    tracker.close()
     dist.barrier()
     dist.destroy_process_group()
     store.close()

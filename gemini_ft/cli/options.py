@@ -92,6 +92,24 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--track`, `--track-dir`, `--track-online`: one entry per grid point in TensorBoard or W&B."""
+    parser.add_argument(
+        "--track",
+        default="none",
+        choices=("none", "tensorboard", "wandb"),
+        help="log one entry per grid point (scenario fields as hyperparameters, ratio and waste as metrics)",
+    )
+    parser.add_argument(
+        "--track-dir", type=Path, metavar="DIR", help="tracking directory (default: OUT/track)"
+    )
+    parser.add_argument(
+        "--track-online",
+        action="store_true",
+        help="with --track wandb: sync to the W&B server (default: offline)",
+    )
+
+
 def load_scenario_from(args: argparse.Namespace, extra: dict[str, Any] | None = None):
     """The scenario named by `args.scenario` with `--set` overrides (and `extra` ones) applied."""
     from scenarios.loader import load_scenario

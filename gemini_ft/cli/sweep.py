@@ -6,7 +6,13 @@ import argparse
 import os
 from pathlib import Path
 
-from gemini_ft.cli.options import add_scenario_arguments, check_output, load_scenario_from, positive_int
+from gemini_ft.cli.options import (
+    add_scenario_arguments,
+    add_tracking_arguments,
+    check_output,
+    load_scenario_from,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--seeds", type=int, metavar="S", help="seeds per point (default: the scenario's run.seeds)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_tracking_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 

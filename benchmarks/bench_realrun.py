@@ -162,27 +162,6 @@ def bench_single(gib: float, pairs: int, work: Path) -> dict:
     }  # fmt: skip
 
 
-<<<<<<< HEAD
-DROP_CACHES = Path("/proc/sys/vm/drop_caches")
-
-
-def _drop_caches(path: Path, proc_file: Path = DROP_CACHES) -> str:
-    """Make the disk baseline's next load cold; says what it does, since it touches the whole machine.
-
-    As root it writes 3 to /proc/sys/vm/drop_caches (drops every clean page cache and slab on this
-    machine); otherwise it leaves that file alone and evicts only the checkpoint's files.
-    """
-    if os.geteuid() != 0:
-        print(
-            f"page cache: not root, so not writing {proc_file}; evicting only the checkpoint files "
-            "(posix_fadvise DONTNEED) for the cold disk load"
-        )
-        return "fadvise" if drop_page_cache(path) else "not dropped"
-    print(
-        f"page cache: writing 3 to {proc_file} (drops this machine's whole page cache) so the disk "
-        "baseline's cold load reads from disk, not from memory"
-    )
-=======
 def _tracking_overhead(engine, events, model, optimizer, shape, pairs: int, work: Path) -> dict:
     """Checkpointed iterations alternately untracked and tracked to TensorBoard, as rank 0 does it."""
     cfg = RealRunConfig(track="tensorboard", out=work)
@@ -217,8 +196,25 @@ def _tracking_overhead(engine, events, model, optimizer, shape, pairs: int, work
             "tracking_overhead": statistics.median(ratios) - 1}  # fmt: skip
 
 
-def _drop_caches(path: Path) -> str:
->>>>>>> issue-15
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def _drop_caches(path: Path, proc_file: Path = DROP_CACHES) -> str:
+    """Make the disk baseline's next load cold; says what it does, since it touches the whole machine.
+
+    As root it writes 3 to /proc/sys/vm/drop_caches (drops every clean page cache and slab on this
+    machine); otherwise it leaves that file alone and evicts only the checkpoint's files.
+    """
+    if os.geteuid() != 0:
+        print(
+            f"page cache: not root, so not writing {proc_file}; evicting only the checkpoint files "
+            "(posix_fadvise DONTNEED) for the cold disk load"
+        )
+        return "fadvise" if drop_page_cache(path) else "not dropped"
+    print(
+        f"page cache: writing 3 to {proc_file} (drops this machine's whole page cache) so the disk "
+        "baseline's cold load reads from disk, not from memory"
+    )
     try:
         os.sync()
         proc_file.write_text("3\n")

@@ -1,12 +1,32 @@
 """gemini-ft: fast failure recovery in distributed training with in-memory checkpoints.
 
-The console command lives in `gemini_ft.cli`; the work lives in the packages `scenarios`, `sim`,
-`realrun`, `calibration` and `analysis`.
+The Python API (`gemini_ft.api`) is importable from here: `import gemini_ft as g; g.simulate(...)`.
+The console command lives in `gemini_ft.cli`; the work lives in the library packages `scenarios`,
+`sim`, `realrun`, `calibration` and `analysis`. The API is loaded on first use, so the command's
+`--help` does not pay for pandas.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("gemini-ft")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
+from typing import Any
+
+from scenarios.version import __version__
+
+_API = (
+    "Results", "Scenario", "calibrate", "interleave", "load_scenario", "placement", "placement_holders",
+    "presets", "read_results", "simulate", "summarize", "sweep", "validate",
+)  # fmt: skip
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from gemini_ft import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'gemini_ft' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

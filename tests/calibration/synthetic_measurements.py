@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from realrun.config import RealRunConfig
 from realrun.measurements import COLUMNS, write_parquet
@@ -115,3 +116,18 @@ def synthetic_run(
     path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet(frame, path, cfg.model_dump_json())
     return path
+
+
+# ---- fixtures (re-exported by the conftest of every test folder that uses them) ----
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20231023)
+
+
+@pytest.fixture
+def sized_runs(tmp_path: Path, rng: np.random.Generator) -> list[Path]:
+    """Three runs of 1, 4 and 16 MiB shards on 2 machines × 2 ranks (enough sizes to separate α and B)."""
+    return [
+        synthetic_run(tmp_path / f"run{mib}" / "measurements.parquet", rng, shard_bytes=mib * 2**20, procs=2)
+        for mib in (1, 4, 16)
+    ]

@@ -98,3 +98,59 @@ def test_interrupted_sweep_leaves_only_whole_files_and_resumes(tmp_path: Path) -
     resumed = subprocess.run(command, capture_output=True, timeout=300, env={**os.environ})
     assert resumed.returncode == 0, resumed.stderr.decode()
     assert len(read_results(out).summary) == 12 * 6
+
+
+def test_more_seeds_extend_a_sweep_directory(tmp_path: Path) -> None:
+    first = run_sweep(small_sweep(), tmp_path, progress=False)
+    parts = sorted((tmp_path / PARTS_DIR).glob("*.summary.parquet"))
+    stamps = {p: p.stat().st_mtime_ns for p in parts}
+    more = run_sweep(small_sweep(**{"run.seeds": 3}), tmp_path, progress=False)
+    assert len(more.summary) == 12 and sorted(set(more.summary["seed"])) == [0, 1, 2]
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in parts)  # the first six runs were reused
+    assert more.summary[more.summary["seed"] < 2].reset_index(drop=True).equals(first.summary)
+    # Another scenario is still refused: its runs would not be comparable.
+    with pytest.raises(UserError, match="different scenario"):
+        run_sweep(small_sweep(**{"run.duration_days": 4}), tmp_path, progress=False)
+
+
+def test_a_write_killed_midway_leaves_nothing_behind_after_resume(tmp_path: Path) -> None:
+    run_sweep(small_sweep(), tmp_path, progress=False)
+    stale = tmp_path / PARTS_DIR / ".point-00000-seed-0.summary.parquet.12345.tmp"
+    stale.write_bytes(b"half a file")
+    run_sweep(small_sweep(), tmp_path, progress=False)
+    assert not stale.exists()
+
+
+def test_an_override_of_a_swept_field_narrows_the_sweep() -> None:
+    scenario = load_scenario("gpt2-100b-p4d", {"checkpoint.policy": "strawman"})
+    assert "checkpoint.policy" not in scenario.sweep and scenario.checkpoint.policy == "strawman"
+    assert scenario.sweep_points == 3  # the three failure rates remain
+
+
+def test_pool_workers_die_with_the_sweep(tmp_path: Path) -> None:
+    # The sweep's own process is killed with SIGKILL (no chance to shut its pool down).
+    script = (
+        "from scenarios.loader import load_scenario\n"
+        "from sim.sweep import run_sweep\n"
+        "s = load_scenario('llama3-405b', {'run.seeds': 50})\n"
+        f"run_sweep(s, __import__('pathlib').Path({str(tmp_path)!r}), workers=2, progress=False)\n"
+    )
+    sweep = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    workers: list[int] = []
+    while len(workers) < 2 and sweep.poll() is None:
+        time.sleep(0.2)
+        children = Path(f"/proc/{sweep.pid}/task/{sweep.pid}/children")
+        workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+    assert len(workers) >= 2, "the pool never started"
+    os.kill(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    for pid in workers:  # each must go; a leftover would keep running forever
+        while Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+            time.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"

@@ -110,6 +110,8 @@ class ClusterSimulation:
     def _inject_failures(self):
         strike_during_recovery = self.scenario.failures.strike_during_recovery
         for event in self.failure_events:
+            if self.ops is not None and not self.ops.keeps(event):
+                continue  # thinned: a good machine drew a bad machine's failure (no SimPy event)
             yield self.env.timeout(event.time_s - self.env.now)
             if not strike_during_recovery and self.recovery is not None:
                 continue
@@ -119,8 +121,7 @@ class ClusterSimulation:
                 event = dataclasses.replace(event, machines=alive)
                 if self.ops is not None:
                     event = self.ops.admit(event, self.env.now)
-                if event is not None:
-                    self._job.interrupt(event)
+                self._job.interrupt(event)
 
     def _repeat_failure(self, slot: int, token: int):
         """A faulty machine left in the job fails again soon after the job restarts on it."""

@@ -36,14 +36,15 @@ class Operations:
         self.slot_host = list(range(n))
         self.pool: list[int] = list(range(n, n + spares))  # idle spares, longest idle first
         self.returning: list[tuple[float, int]] = []  # heap of (back in the pool at, host)
-        self.bad: list[bool] = []
-        self.faulty: list[bool] = []  # still broken although in service or in the pool
-        self.failures: list[int] = []
-        self.recent: list[deque[float]] = []
-        for _ in range(n + spares):
-            self._new_host()
-        self._staying: set[int] = set()  # slots whose faulty host a wrong diagnosis left in the job
-        self._retiring: set[int] = set()
+        hosts = n + spares
+        self.bad: list[bool] = (rng.random(hosts) < self.config.bad_machine_fraction).tolist()
+        self.faulty: list[bool] = [False] * hosts  # still broken although in service or in the pool
+        self.failures: list[int] = [0] * hosts
+        self.recent: list[deque[float]] = [deque() for _ in range(hosts)]
+        self._faulty_slots: set[int] = set()  # slots served by a faulty host
+        self._replacements: dict[
+            int, tuple[float, float] | None
+        ] = {}  # decided at the failure, read by the job
         self.retired = 0
         self.misdiagnoses = 0
 
@@ -54,13 +55,18 @@ class Operations:
         cfg = self.config
         return cfg.bad_rate_multiplier if cfg.bad_machine_fraction > 0 else 1.0
 
-    def admit(self, event: FailureEvent, now: float) -> FailureEvent | None:
-        """The failure as the job sees it, or None when thinning drops it (a good host drew a bad one's)."""
+    def keeps(self, event: FailureEvent) -> bool:
+        """Thinning: a failure drawn at the bad rate is kept for a good host with probability 1/multiplier.
+
+        Decided with the hosts in place when the previous failure was handled, so that thinned draws cost
+        no SimPy event; a repeat failure that swaps that very slot's host in between is not seen (rare)."""
         scale = self.rate_scale
-        if self.thinning and scale > 1.0:
-            host = self.slot_host[event.machines[0]]
-            if not self.bad[host] and self.rng.random() * scale >= 1.0:
-                return None
+        if not self.thinning or scale == 1.0:
+            return True
+        return self.bad[self.slot_host[event.machines[0]]] or self.rng.random() * scale < 1.0
+
+    def admit(self, event: FailureEvent, now: float) -> FailureEvent:
+        """The failure as the job sees it (diagnosis, retirement); hosts are swapped at once."""
         return self._diagnose(event, now, repeat=False)
 
     def repeat_failure(self, slot: int, now: float) -> FailureEvent:
@@ -69,31 +75,31 @@ class Operations:
 
     def faulty_slot(self) -> int | None:
         """The first job slot served by a faulty host, if any."""
-        for slot, host in enumerate(self.slot_host):
-            if self.faulty[host]:
-                return slot
-        return None
+        return min(self._faulty_slots) if self._faulty_slots else None
 
     def is_faulty(self, slot: int) -> bool:
-        return self.faulty[self.slot_host[slot]]
+        return slot in self._faulty_slots
 
     # ---- replacements -------------------------------------------------------------------------
     def replace(self, slot: int, now: float) -> tuple[float, float] | None:
-        """Swap the host of a slot lost to a hardware failure for a spare: (spare found at, ready at),
-        or None when the slot keeps its host (a wrong diagnosis blamed another machine)."""
-        if slot in self._staying:
-            self._staying.discard(slot)
-            return None
+        """(spare found at, ready at) of the spare that took over a slot lost to a hardware failure, or
+        None when the slot kept its host (a wrong diagnosis blamed another machine)."""
+        return self._replacements.pop(slot, None)
+
+    def _swap(self, slot: int, now: float, retire: bool) -> None:
         host = self.slot_host[slot]
-        if slot in self._retiring:
-            self._retiring.discard(slot)
+        if retire:
             self.retired += 1
             heapq.heappush(self.returning, (now + self.config.new_machine_days * DAY_S, self._new_host()))
         else:
             heapq.heappush(self.returning, (now + self._repair_s(host), host))
         spare_at, spare = self._take_spare(now)
         self.slot_host[slot] = spare
-        return spare_at, spare_at + self.config.swap_in_s
+        if self.faulty[spare]:
+            self._faulty_slots.add(slot)
+        else:
+            self._faulty_slots.discard(slot)
+        self._replacements[slot] = (spare_at, spare_at + self.config.swap_in_s)
 
     # ---- helpers ------------------------------------------------------------------------------
     def _new_host(self) -> int:
@@ -106,12 +112,10 @@ class Operations:
     def _diagnose(self, event: FailureEvent, now: float, repeat: bool) -> FailureEvent:
         cfg = self.config
         hardware = event.hardware
-        for slot in event.machines:
-            if self._count_failure(self.slot_host[slot], now):
-                self._retiring.add(slot)
-                hardware = True  # a retired machine leaves the job with its memory
+        retiring = {slot for slot in event.machines if self._count_failure(self.slot_host[slot], now)}
+        hardware |= bool(retiring)  # a retired machine leaves the job with its memory
         machines = event.machines
-        misdiagnosed = False
+        staying = None
         wrong = hardware and cfg.misdiagnosis_fraction > 0 and len(self.slot_host) > len(machines)
         if wrong and self.rng.random() < cfg.misdiagnosis_fraction:
             # The blame falls on a healthy machine: it is swapped out, the faulty one stays.
@@ -119,14 +123,19 @@ class Operations:
             blamed = int(self.rng.integers(len(self.slot_host) - 1))
             blamed += blamed >= culprit
             if blamed not in machines:
-                misdiagnosed = True
+                staying = culprit
                 self.misdiagnoses += 1
-                self._retiring.discard(culprit)
-                self._staying.add(culprit)
                 self.faulty[self.slot_host[culprit]] = True
+                self._faulty_slots.add(culprit)
                 machines = tuple(sorted((*machines, blamed)))
+        if hardware:
+            for slot in machines:
+                if slot != staying:
+                    self._swap(slot, now, retire=slot in retiring)
+        if machines is event.machines and hardware == event.hardware and not repeat and staying is None:
+            return event
         return dataclasses.replace(
-            event, machines=machines, hardware=hardware, misdiagnosed=misdiagnosed, repeat=repeat
+            event, machines=machines, hardware=hardware, misdiagnosed=staying is not None, repeat=repeat
         )
 
     def _count_failure(self, host: int, now: float) -> bool:

@@ -12,6 +12,7 @@ import pytest
 from scenarios.loader import validate
 from scenarios.schema import Scenario
 from sim.engine import ClusterSimulation, simulate
+from sim.failures import FailureEvent
 from sim.operations import Operations
 from sim.records import WASTE_COMPONENTS
 
@@ -106,11 +107,12 @@ def test_host_selection_takes_the_spare_with_the_fewest_failures() -> None:
     sc = small(cluster={"standby_machines": 3}, operations={"auto_repair_mean_s": 10})
     ops = Operations(sc, np.random.default_rng(0))
     ops.failures[4:7] = [5, 1, 3]
+    ops.admit(FailureEvent(0.0, (0,), True), 0.0)
     assert ops.replace(0, 0.0) == (0.0, 0.0) and ops.slot_host[0] == 5
     first_ready = small(cluster={"standby_machines": 3}, operations={"host_selection": "first-ready"})
     ops = Operations(first_ready, np.random.default_rng(0))
     ops.failures[4:7] = [5, 1, 3]
-    ops.replace(0, 0.0)
+    ops.admit(FailureEvent(0.0, (0,), True), 0.0)
     assert ops.slot_host[0] == 4
 
 

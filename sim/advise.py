@@ -111,7 +111,11 @@ def advise(
         if not halving or len(survivors) <= 2 or seeds >= max_seeds:
             break
         keep = max(2, math.ceil(len(survivors) / eta))
-        survivors = sorted(survivors, key=lambda c: -_mean(ratios[c]))[:keep]
+        # Equal means (equivalent configurations under common seeds) keep the cheaper one.
+        survivors = sorted(
+            survivors,
+            key=lambda c: (-_mean(ratios[c]), c.standby_machines, scenarios[c].cpu_memory_needed_gib),
+        )[:keep]
         next_seeds = min(max_seeds, seeds * eta)
         affordable = seeds + (budget - runs) // keep
         if affordable <= seeds:

@@ -1,5 +1,8 @@
 """Simulator speed: events do not grow with iterations; 1,024 machines × 30 days well under 1 s.
 
+Targets (issue 12): 1,024 machines × 30 days ≤ 15 ms per seed with the operations model off and
+≤ 40 ms with it on; 16,384 machines (× 30 days) ≤ 0.2 s per seed. Each is printed against its target.
+
 The reference, measured in the same run, is the cheapest per-iteration design: a SimPy process that
 yields one timeout per training iteration (and nothing else) over the same simulated time. Each line
 prints our time, the reference's and the ratio, plus simulated machine-hours per wall-clock second.
@@ -72,7 +75,11 @@ def explain_ratio(summary: dict, iteration_s: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=7)
+    parser.add_argument("--targets-only", action="store_true", help="only the issue-12 per-seed targets")
     args = parser.parse_args()
+    targets(args.seeds)
+    if args.targets_only:
+        return
 
     print("events vs iteration time (1,024 machines, 30 days, gemini):")
     for iteration_s in (62.0, 6.2, 0.62):
@@ -82,7 +89,7 @@ def main() -> None:
         _, summaries = timed(scenario, 1)
         iterations = scenario.run.duration_days * 86400 / iteration_s
         print(
-            f"  iteration {iteration_s:6.2f} s: {iterations:12,.0f} iterations, {summaries[0]['events']:6,} events"
+            f"  iteration {iteration_s:6.2f} s: {iterations:12,.0f} iterations, {summaries[0].events:6,} events"
         )
 
     for machines, seeds in ((1024, args.seeds), (100_000, 1)):
@@ -91,13 +98,45 @@ def main() -> None:
         iterations = int(scenario.run.duration_days * 86400 / scenario.model.iteration_time_s)
         reference = per_iteration_reference(iterations)
         machine_hours = machines * scenario.run.duration_days * 24
-        ratio = summaries[0]["effective_ratio"]
+        ratio = summaries[0].effective_ratio
         print(
             f"{machines:>7,} machines × {scenario.run.duration_days:g} days (gemini): median {median:.3f} s per seed"
             f" over {seeds} seed(s); per-iteration SimPy reference {reference:.3f} s; ratio {median / reference:.2f};"
             f" {machine_hours / median:,.0f} simulated machine-hours per second; effective ratio {ratio:.3f}"
         )
         print(f"  {explain_ratio(summaries[0], scenario.model.iteration_time_s)}")
+
+
+# The operations model of the llama3-405b-ops preset (repairs, a finite pool, bad machines, wrong
+# diagnoses, retirement) on the 1,024-machine scenario.
+OPERATIONS_ON = {
+    "operations.enabled": True,
+    "operations.bad_machine_fraction": 0.02,
+    "operations.bad_rate_multiplier": 10.0,
+    "operations.silent_repair_failure_fraction": 0.05,
+    "operations.misdiagnosis_fraction": 0.05,
+    "operations.retire_after_failures": 3,
+    "operations.retire_window_days": 7.0,
+    "cluster.standby_machines": 8,
+}
+
+
+def targets(seeds: int) -> None:
+    """The issue's per-seed targets, median over `seeds` seeds (after one warm-up run)."""
+    cases = (
+        ("1,024 machines x 30 days, operations off", {"cluster.machines": 1024}, 0.015),
+        ("1,024 machines x 30 days, operations on ", {"cluster.machines": 1024, **OPERATIONS_ON}, 0.040),
+        ("16,384 machines x 30 days, operations off", {"cluster.machines": 16384}, 0.2),
+    )
+    for label, overrides, target in cases:
+        scenario = load_scenario("gpt2-100b-p4d", overrides)
+        simulate(scenario, 10_000)  # warm-up: imports and the interleaving model's caches
+        median, summaries = timed(scenario, seeds)
+        verdict = "meets" if median <= target else "MISSES"
+        print(
+            f"{label}: median {median * 1e3:8.1f} ms per seed over {seeds} seed(s); target {target * 1e3:.0f} ms"
+            f" ({verdict}); {summaries[0].failures} failures, {summaries[0].events} events"
+        )
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ class ModelConfig(Section):
 class FailureConfig(Section):
     """How machines fail."""
 
-    distribution: Literal["exponential", "weibull", "trace"] = Field(
+    distribution: Literal["exponential", "weibull", "lognormal", "trace"] = Field(
         "exponential", description="Law of the time between failures of one machine, or a replayed trace."
     )
     rate_per_machine_per_day: float = Field(
@@ -142,6 +142,19 @@ class FailureConfig(Section):
     )
     correlated_fraction: float = Field(
         0.0, ge=0, le=1, description="Share of failure events that take down a whole failure domain at once."
+    )
+
+    lognormal_sigma: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="Shape σ of the lognormal time between failures of one machine (its mean is"
+        " 1 / rate_per_machine_per_day; the coefficient of variation is √(e^σ² − 1)).",
+    )
+    strike_during_recovery: bool = Field(
+        True,
+        description="Failures can strike while a recovery is under way (and restart it); False drops"
+        " failures that arrive during a recovery.",
     )
 
     @model_validator(mode="after")
@@ -244,6 +257,71 @@ class InterleaveConfig(Section):
     )
 
 
+class OperationsConfig(Section):
+    """Cluster operations (off by default): a repair pipeline feeding a finite spare pool, bad machines,
+    wrong diagnoses, retirement and host selection. When enabled, cluster.standby_machines is the size of
+    the spare pool and failed machines come back to it from repair instead of new ones arriving after
+    cluster.replacement_delay_s."""
+
+    enabled: bool = Field(False, description="Model cluster operations; False keeps the plain model.")
+    bad_machine_fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of machines (spares and replacements included) that are bad."
+    )
+    bad_rate_multiplier: float = Field(
+        1.0,
+        ge=1,
+        le=1000,
+        description="A bad machine fails this many times as often as failures.rate_per_machine_per_day.",
+    )
+    repair_distribution: Literal["fixed", "exponential", "lognormal"] = Field(
+        "lognormal", description="Law of each repair stage's duration around its mean."
+    )
+    repair_lognormal_sigma: float = Field(
+        1.0, gt=0, le=10, description="Shape σ of lognormal repair durations."
+    )
+    auto_repair_mean_s: float = Field(
+        7200.0, ge=0, description="Mean duration of the automatic repair every failed machine goes to first."
+    )
+    auto_repair_fix_fraction: float = Field(
+        0.6, ge=0, le=1, description="Share of automatic repairs that fix the machine; the rest go to manual."
+    )
+    manual_repair_mean_s: float = Field(
+        259200.0, ge=0, description="Mean duration of a manual repair (after a failed automatic one)."
+    )
+    silent_repair_failure_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of repairs that report success but leave the machine faulty (it fails again in use).",
+    )
+    misdiagnosis_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of hardware failures blamed on a wrong, healthy machine: it is swapped out and"
+        " repaired while the faulty one stays in the job.",
+    )
+    refail_after_restart_s: float = Field(
+        60.0,
+        ge=0,
+        description="A faulty machine left in the job fails again this long after the job restarts on it.",
+    )
+    swap_in_s: float = Field(0.0, ge=0, description="Time to bring a spare from the pool into the job.")
+    retire_after_failures: int | None = Field(
+        None,
+        ge=1,
+        description="Retire a machine at its k-th failure within retire_window_days; None = never.",
+    )
+    retire_window_days: float = Field(30.0, gt=0, description="Window in which retirement counts failures.")
+    new_machine_days: float = Field(
+        14.0, gt=0, description="A retired machine's replacement joins the spare pool this long after."
+    )
+    host_selection: Literal["fewest-failures", "first-ready"] = Field(
+        "fewest-failures",
+        description="Which spare enters the job: the one with the fewest past failures, or the longest idle.",
+    )
+
+
 class RunConfig(Section):
     """How long to simulate and with which seeds."""
 
@@ -274,6 +352,9 @@ class Scenario(Section):
         default_factory=InterleaveConfig, description="Traffic interleaving."
     )
     run: RunConfig = Field(default_factory=RunConfig, description="Duration and seeds.")
+    operations: OperationsConfig = Field(
+        default_factory=OperationsConfig, description="Repair pipeline, spare pool and bad machines."
+    )
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Field path → values to sweep.")
 
     @field_validator("sweep")

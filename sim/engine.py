@@ -24,11 +24,12 @@ from scenarios.errors import UserError
 from scenarios.schema import Scenario
 from sim.costs import RECOVERY_STEPS
 from sim.failures import DAY_S, FailureEvent, generate_failures
+from sim.operations import Operations
 from sim.placement import Placement, build_placement
 from sim.policies import CheckpointPlan, plan_for
 from sim.records import WASTE_COMPONENTS, FailureRecord, RunSummary
 
-STREAMS = ("failures", "placement")
+STREAMS = ("failures", "placement", "operations")  # new streams go last: the others keep their seeds
 _EPS = 1e-9
 
 
@@ -75,7 +76,9 @@ class ClusterSimulation:
         self.plan: CheckpointPlan = plan_for(scenario)
         self.duration_s = scenario.run.duration_days * DAY_S
         streams = random_streams(seed)
-        self.failure_events = generate_failures(scenario, streams["failures"], self.duration_s)
+        self.ops = Operations(scenario, streams["operations"]) if scenario.operations.enabled else None
+        rate_scale = self.ops.rate_scale if self.ops is not None else 1.0
+        self.failure_events = generate_failures(scenario, streams["failures"], self.duration_s, rate_scale)
         self.placement = _placement_for(scenario, streams["placement"]) if self.plan.mem_interval_s else None
         self.env = _CountingEnvironment()
         # Job state.
@@ -87,6 +90,8 @@ class ClusterSimulation:
         self.spare_ready = [0.0] * scenario.cluster.standby_machines  # heap of spare-machine ready times
         self.awaiting: set[int] = set()  # failed machines whose replacement has been ordered
         self.replaced_by = 0.0  # when the last ordered replacement of this recovery is ready
+        self.spare_by = 0.0  # when the spare pool has had a machine for each of them (operations model)
+        self._repeat_token = 0  # the newest scheduled repeat failure of a faulty machine (operations model)
         self.recovery: FailureRecord | None = None  # the failure being recovered from
         self.records: list[FailureRecord] = []
         self.totals = dict.fromkeys(WASTE_COMPONENTS, 0.0)
@@ -103,12 +108,26 @@ class ClusterSimulation:
 
     # ---- processes ----------------------------------------------------------------------------
     def _inject_failures(self):
+        strike_during_recovery = self.scenario.failures.strike_during_recovery
         for event in self.failure_events:
+            if self.ops is not None and not self.ops.keeps(event):
+                continue  # thinned: a good machine drew a bad machine's failure (no SimPy event)
             yield self.env.timeout(event.time_s - self.env.now)
+            if not strike_during_recovery and self.recovery is not None:
+                continue
             # A machine that is down, waiting for its replacement, cannot fail again.
             alive = tuple(machine for machine in event.machines if machine not in self.awaiting)
             if alive:
-                self._job.interrupt(dataclasses.replace(event, machines=alive))
+                event = dataclasses.replace(event, machines=alive)
+                if self.ops is not None:
+                    event = self.ops.admit(event, self.env.now)
+                self._job.interrupt(event)
+
+    def _repeat_failure(self, slot: int, token: int):
+        """A faulty machine left in the job fails again soon after the job restarts on it."""
+        yield self.env.timeout(self.scenario.operations.refail_after_restart_s)
+        if token == self._repeat_token and self.recovery is None and self.ops.is_faulty(slot):
+            self._job.interrupt(self.ops.repeat_failure(slot, self.env.now))
 
     def _run_job(self):
         while True:
@@ -154,8 +173,12 @@ class ClusterSimulation:
         if not in_recovery:
             self._advance_in_memory(now)
         hardware = set(event.machines) if event.hardware else set()
-        for _ in sorted(hardware - self.awaiting):
-            self.replaced_by = max(self.replaced_by, self._order_replacement(now))
+        no_spare = False
+        for machine in sorted(hardware - self.awaiting):
+            spare_at, ready_at = self._order_replacement(machine, now)
+            no_spare |= spare_at > now
+            self.spare_by = max(self.spare_by, spare_at)
+            self.replaced_by = max(self.replaced_by, ready_at)
         self.awaiting |= hardware
         if self.mem is not None:
             self.mem.lost |= hardware
@@ -175,6 +198,9 @@ class ClusterSimulation:
             simultaneous=in_recovery,
             recovered_from=source,
             lost_progress_s=lost,
+            no_spare=no_spare,
+            misdiagnosed=event.misdiagnosed,
+            repeat=event.repeat,
         )
         self.records.append(record)
         self.recovery = record
@@ -199,16 +225,23 @@ class ClusterSimulation:
     def _finish_recovery(self, record: FailureRecord) -> None:
         record.recovery_completed = True
         self.awaiting.clear()
-        self.replaced_by = 0.0
+        self.replaced_by = self.spare_by = 0.0
         self.recovery = None
+        if self.ops is not None and (slot := self.ops.faulty_slot()) is not None:
+            self._repeat_token += 1
+            self.env.process(self._repeat_failure(slot, self._repeat_token))
         self.mem_taken.clear()
         if record.recovered_from == "persistent":
             self.mem = _MemCheckpoint(self.progress, replicated=False) if self.placement else None
 
-    def _order_replacement(self, now: float) -> float:
-        """A failed machine is swapped for the earliest-ready spare; a new machine is ordered at once."""
+    def _order_replacement(self, machine: int, now: float) -> tuple[float, float]:
+        """(a spare is found at, the replacement is ready at) for a failed machine. Plain model: it is
+        swapped for the earliest-ready standby and a new machine is ordered at once. Operations model:
+        the pool and repair pipeline decide, and a slot a wrong diagnosis left alone needs nothing."""
+        if self.ops is not None:
+            return self.ops.replace(machine, now) or (now, now)
         heapq.heappush(self.spare_ready, now + self.scenario.cluster.replacement_delay_s)
-        return max(now, heapq.heappop(self.spare_ready))
+        return now, max(now, heapq.heappop(self.spare_ready))
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _promote_persistent(self, now: float) -> None:
@@ -255,8 +288,14 @@ class ClusterSimulation:
         elif kind == "stall":
             self.totals["checkpoint"] += elapsed
         elif kind != "idle":
-            self.totals[kind] += elapsed
             assert record is not None
+            if kind == "replacement" and self.spare_by > start:
+                # The part spent waiting for the spare pool is its own waste component.
+                waited = min(elapsed, self.spare_by - start)
+                self.totals["spare_wait"] += waited
+                record.spare_wait_s += waited
+                elapsed -= waited
+            self.totals[kind] += elapsed
             record.add_step(kind, elapsed)
         self._phase = ("idle", now, None)
 
@@ -300,6 +339,11 @@ class ClusterSimulation:
             else plan.persistent_stall_s + plan.persistent_upload_s,
             iteration_overhead_fraction=plan.overhead_fraction,
             events=self.env.processed,
+            spare_waits=sum(r.no_spare for r in self.records),
+            misdiagnoses=sum(r.misdiagnosed for r in self.records),
+            repeat_failures=sum(r.repeat for r in self.records),
+            wasted_repeat_failures_s=sum(r.wasted_s for r in self.records if r.repeat),
+            retired_machines=self.ops.retired if self.ops is not None else 0,
         )
 
 

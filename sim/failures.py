@@ -3,7 +3,8 @@
 `exponential`: one superposed Poisson process for all N machines, built so that runs with the
 same seed and a higher rate see a superset of the failures of a lower rate (points of a unit
 Poisson process in the (time, rate) plane, taken in order of their rate coordinate).
-`weibull`: a renewal process per machine kept in a heap of next-failure times.
+`weibull`, `lognormal`: a renewal process per machine kept in a heap of next-failure times; a failure
+renews the clocks of the machines it took down (a whole domain for a correlated one), no others.
 `trace`: a CSV (time_s, machine, type) replayed as is; rows with the same time are one event.
 Each event is software or hardware; a share of events takes down a machine's whole failure domain.
 """
@@ -32,31 +33,39 @@ class FailureEvent:
     time_s: float
     machines: tuple[int, ...]
     hardware: bool
+    misdiagnosed: bool = False
+    """A healthy machine was blamed and swapped out; the faulty one stayed (operations model)."""
+    repeat: bool = False
+    """A faulty machine left in the job failed again (operations model)."""
 
     @property
     def kind(self) -> str:
         return "hardware" if self.hardware else "software"
 
 
-def generate_failures(scenario: Scenario, rng: np.random.Generator, duration_s: float) -> list[FailureEvent]:
-    """All failure events in [0, duration_s), sorted by time."""
+def generate_failures(
+    scenario: Scenario, rng: np.random.Generator, duration_s: float, rate_scale: float = 1.0
+) -> list[FailureEvent]:
+    """All failure events in [0, duration_s), sorted by time; `rate_scale` multiplies every machine's
+    rate (the operations model draws at the bad machines' rate and thins per machine)."""
     law = scenario.failures.distribution
     if law == "trace":
         return read_trace(scenario.failures.trace_file, scenario.cluster.machines, duration_s)
     if law == "exponential":
-        times, machines, u_type, u_domain = _superposed_poisson(scenario, rng, duration_s)
-    else:
-        times, machines, u_type, u_domain = _weibull_renewals(scenario, rng, duration_s)
-    return _to_events(scenario, times, machines, u_type, u_domain)
+        times, machines, u_type, u_domain = _superposed_poisson(scenario, rng, duration_s, rate_scale)
+        return _to_events(scenario, times, machines, u_type, u_domain)
+    return _renewals(scenario, rng, duration_s, rate_scale)
 
 
 def _superposed_poisson(
-    scenario: Scenario, rng: np.random.Generator, duration_s: float
+    scenario: Scenario, rng: np.random.Generator, duration_s: float, rate_scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     # Points of a unit-intensity Poisson process on [0, duration) × [0, ∞), drawn in increasing order of
     # the second coordinate y; a job failure rate Λ keeps the points with y < Λ. The draws for a point
     # do not depend on Λ, so a higher rate keeps a superset of the points (coupled streams).
     rate_per_s = scenario.failures.rate_per_machine_per_day * scenario.cluster.machines / DAY_S
+    if rate_scale != 1.0:
+        rate_per_s *= rate_scale
     n_machines = scenario.cluster.machines
     chunks: list[np.ndarray] = []
     y_end, block = 0.0, 256
@@ -77,29 +86,55 @@ def _superposed_poisson(
     return times, machines, points[:, 3], points[:, 4]
 
 
-def _weibull_renewals(
-    scenario: Scenario, rng: np.random.Generator, duration_s: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    shape = scenario.failures.weibull_shape
-    rate = scenario.failures.rate_per_machine_per_day / DAY_S
+def lognormal_mu(mean_s: float, sigma: float) -> float:
+    """μ of a lognormal law with mean `mean_s` and shape σ: mean = e^(μ + σ²/2)."""
+    return math.log(mean_s) - sigma**2 / 2.0
+
+
+def _renewals(
+    scenario: Scenario, rng: np.random.Generator, duration_s: float, rate_scale: float = 1.0
+) -> list[FailureEvent]:
+    fails = scenario.failures
+    rate = fails.rate_per_machine_per_day * rate_scale / DAY_S
     n = scenario.cluster.machines
     if rate == 0:
-        empty = np.empty(0)
-        return empty, empty.astype(np.int64), empty, empty
-    scale = (1.0 / rate) / math.gamma(1.0 + 1.0 / shape)  # mean time between failures = 1 / rate
-    first = scale * rng.weibull(shape, size=n)
-    heap = [(float(t), i) for i, t in enumerate(first) if t < duration_s]
+        return []
+    mean_s = 1.0 / rate
+    if fails.distribution == "weibull":
+        scale = mean_s / math.gamma(1.0 + 1.0 / fails.weibull_shape)  # mean time between failures = 1 / rate
+
+        def draw(size: int | None = None):
+            return scale * rng.weibull(fails.weibull_shape, size=size)
+    else:
+        mu = lognormal_mu(mean_s, fails.lognormal_sigma)
+
+        def draw(size: int | None = None):
+            return rng.lognormal(mu, fails.lognormal_sigma, size=size)
+
+    domain = scenario.cluster.failure_domain_size
+    heap = [(float(t), i) for i, t in enumerate(draw(n)) if t < duration_s]
     heapq.heapify(heap)
-    times, machines = [], []
+    due = {i: t for t, i in heap}  # each machine's current next failure; older heap entries are stale
+    events = []
     while heap:
         t, machine = heapq.heappop(heap)
-        times.append(t)
-        machines.append(machine)
-        following = t + scale * rng.weibull(shape)  # the replaced or restarted machine starts afresh
-        if following < duration_s:
-            heapq.heappush(heap, (following, machine))
-    uniforms = rng.random((len(times), 2))
-    return np.asarray(times), np.asarray(machines, dtype=np.int64), uniforms[:, 0], uniforms[:, 1]
+        if due.get(machine) != t:
+            continue
+        u_type, u_domain = rng.random(2)
+        if u_domain < fails.correlated_fraction:
+            start = machine // domain * domain
+            group = tuple(range(start, min(start + domain, n)))
+        else:
+            group = (machine,)
+        events.append(FailureEvent(t, group, bool(u_type < fails.hardware_fraction)))
+        for failed in group:  # the replaced or restarted machines start afresh; the others keep their age
+            following = t + float(draw())
+            if following < duration_s:
+                due[failed] = following
+                heapq.heappush(heap, (following, failed))
+            else:
+                due.pop(failed, None)
+    return events
 
 
 def _to_events(

@@ -37,12 +37,21 @@ class FailureRecord:
     warmup_s: float = 0.0
     wasted_s: float = 0.0
     """Lost progress plus every recovery step."""
+    spare_wait_s: float = 0.0
+    """Waiting for a repaired machine because the spare pool was empty (operations model)."""
+    no_spare: bool = False
+    """It found the spare pool empty (operations model)."""
+    misdiagnosed: bool = False
+    """Its diagnosis blamed a healthy machine, which was swapped out; the faulty one stayed (operations)."""
+    repeat: bool = False
+    """It struck a faulty machine left in the job by a wrong diagnosis or a silently failed repair."""
 
     def add_step(self, step: str, seconds: float) -> None:
         setattr(self, f"{step}_s", getattr(self, f"{step}_s") + seconds)
 
     def close(self) -> None:
-        self.wasted_s = self.lost_progress_s + sum(getattr(self, f"{step}_s") for step in RECOVERY_STEPS)
+        steps = sum(getattr(self, f"{step}_s") for step in RECOVERY_STEPS)
+        self.wasted_s = self.lost_progress_s + steps + self.spare_wait_s
 
     def row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FAILURE_COLUMNS}
@@ -87,6 +96,16 @@ class RunSummary:
     iteration_overhead_fraction: float
     events: int
     """SimPy events processed (independent of the iteration count)."""
+    wasted_spare_wait_s: float
+    """Recovery time spent waiting for a repaired machine because the spare pool was empty."""
+    spare_waits: int
+    """Failures that found the spare pool empty."""
+    misdiagnoses: int
+    repeat_failures: int
+    """Failures of faulty machines left in the job (wrong diagnosis, silently failed repair)."""
+    wasted_repeat_failures_s: float
+    """Wasted time of those repeat failures (already counted in the components above, not added)."""
+    retired_machines: int
 
     def row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in SUMMARY_COLUMNS}
@@ -94,5 +113,6 @@ class RunSummary:
 
 FAILURE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(FailureRecord))
 SUMMARY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunSummary))
-WASTE_COMPONENTS: tuple[str, ...] = ("checkpoint", "lost_progress", *RECOVERY_STEPS)
-"""The parts of `wasted_s`, each a `wasted_<part>_s` summary column."""
+WASTE_COMPONENTS: tuple[str, ...] = ("checkpoint", "lost_progress", *RECOVERY_STEPS, "spare_wait")
+"""The parts of `wasted_s`, each a `wasted_<part>_s` summary column. `spare_wait` is the part of a
+replacement step spent waiting for the spare pool (operations model), charged apart from it."""

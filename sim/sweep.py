@@ -66,6 +66,17 @@ def run_task(task: Task) -> tuple[dict, list[dict]]:
     return run_result_frames(simulate(task.scenario, task.seed), extra)
 
 
+def run_tasks(
+    tasks: list[Task], workers: int = 1, dask: str | None = None
+) -> Iterator[tuple[Task, dict, list[dict]]]:
+    """Run any list of tasks (not only a grid's) with the sweep's executors; yields (task, summary row,
+    failure rows) as each finishes. `sim.advise` runs its candidates through it."""
+    if workers < 1:
+        raise UserError("--workers", workers, "must be an integer ≥ 1")
+    for task, (row, records) in _execute(tasks, workers, dask):
+        yield task, row, records
+
+
 def run_sweep(
     scenario: Scenario,
     out_dir: Path | None = None,

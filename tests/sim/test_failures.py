@@ -1,4 +1,4 @@
-"""Failure arrivals: rates, coupling, Weibull renewals, domains and trace files."""
+"""Failure arrivals: rates, coupling, Weibull and lognormal renewals, domains and trace files."""
 
 from __future__ import annotations
 
@@ -54,6 +54,47 @@ def test_weibull_mean_time_between_failures() -> None:
     # A renewal process with mean gap 1/λ has about λ·T renewals per machine (plus the first-gap edge).
     expected = 64 * 200 * 5
     assert sum(counts) == pytest.approx(expected, rel=0.05)
+
+
+def _gaps_per_machine(events) -> np.ndarray:
+    last: dict[int, float] = {}
+    gaps = []
+    for event in events:
+        for machine in event.machines:
+            if machine in last:
+                gaps.append(event.time_s - last[machine])
+            last[machine] = event.time_s
+    return np.asarray(gaps)
+
+
+@pytest.mark.parametrize(
+    ("law", "variance_factor"),
+    [
+        ({"distribution": "lognormal", "lognormal_sigma": 0.8}, math.exp(0.8**2) - 1),
+        (
+            {"distribution": "weibull", "weibull_shape": 0.7},
+            math.gamma(1 + 2 / 0.7) / math.gamma(1 + 1 / 0.7) ** 2 - 1,
+        ),
+    ],
+)
+def test_renewal_gaps_have_the_law_mean_and_variance(law: dict, variance_factor: float) -> None:
+    # Each machine renews only at its own failures, so its gaps are draws of the law: mean 1/λ and
+    # variance (CV² · mean²); a renewal of every machine at each failure would shorten them all.
+    sc = scenario(rate_per_machine_per_day=1.0, **law)
+    gaps = _gaps_per_machine(generate_failures(sc, np.random.default_rng(3), 400 * DAY_S)) / DAY_S
+    assert gaps.mean() == pytest.approx(1.0, rel=0.03)
+    assert gaps.var() == pytest.approx(variance_factor, rel=0.12)
+
+
+def test_renewal_restarts_every_machine_of_a_correlated_failure() -> None:
+    sc = scenario(distribution="lognormal", rate_per_machine_per_day=1.0, correlated_fraction=1.0)
+    events = generate_failures(sc, np.random.default_rng(0), 50 * DAY_S)
+    assert events and all(len(e.machines) == 8 and e.machines[0] % 8 == 0 for e in events)
+
+
+def test_lognormal_sigma_is_validated() -> None:
+    with pytest.raises(UserError, match="lognormal_sigma"):
+        scenario(distribution="lognormal", lognormal_sigma=0)
 
 
 def test_correlated_failures_take_the_whole_domain() -> None:

@@ -1,0 +1,295 @@
+"""`advise`: the checkpoint configuration with the highest effective training time ratio for a scenario.
+
+It searches checkpoint policy × in-memory interval × replicas × placement × standby (spare) machines,
+skipping candidates the schema rejects (CPU memory) or the placement cannot build, with common random
+numbers (every candidate runs the same seeds, so it sees the same failures) and successive halving
+(all candidates on a few seeds, the best third on η times as many, ...). Candidates run through
+`sim.sweep.run_tasks`, so worker processes and Dask serve it as they serve sweeps. `format_advice`
+renders the result as text; `analysis.advise_figures` draws the frontier.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scenarios.errors import UserError
+from scenarios.placements import REGISTRY, check_placement
+from scenarios.schema import GIB, Scenario
+from sim.sweep import Task, run_tasks
+
+Z95 = 1.96
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The values tried per dimension; in-memory interval, replicas and placement matter for gemini only."""
+
+    policies: tuple[str, ...] = ("gemini", "strawman", "highfreq", "young-daly")
+    in_memory_every_iterations: tuple[int, ...] = (1, 2, 4)
+    replicas: tuple[int, ...] = (1, 2, 3)
+    placements: tuple[str, ...] = ("group", "ring", "mixed")
+    standby_machines: tuple[int, ...] = (0, 2, 8)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration under evaluation."""
+
+    policy: str
+    in_memory_every_iterations: int
+    replicas: int
+    placement: str
+    standby_machines: int
+
+    def overrides(self) -> dict[str, Any]:
+        return {
+            "checkpoint.policy": self.policy,
+            "checkpoint.in_memory_every_iterations": self.in_memory_every_iterations,
+            "checkpoint.replicas": self.replicas,
+            "checkpoint.placement": self.placement,
+            "cluster.standby_machines": self.standby_machines,
+        }
+
+
+@dataclass
+class Advice:
+    """The best configuration, the runner-up, what each costs, and every evaluated candidate."""
+
+    scenario: str
+    best: pd.Series
+    runner_up: pd.Series | None
+    candidates: pd.DataFrame
+    """One row per evaluated candidate: its settings, cost, seeds, mean ratio and CI over its seeds, the
+    mean over the seeds every candidate ran (`ratio_common_seeds`), the halving round it reached and
+    whether it is on the frontier."""
+    best_minus_runner_up: tuple[float, float] | None
+    """Paired (common seeds) mean difference of the ratios and its 95% CI half-width."""
+    runs: int
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Candidates left out, with why."""
+
+
+def advise(
+    scenario: Scenario,
+    *,
+    workers: int = 1,
+    dask: str | None = None,
+    budget: int = 600,
+    seed: int | None = None,
+    space: SearchSpace | None = None,
+    min_seeds: int = 2,
+    max_seeds: int = 16,
+    eta: int = 3,
+    halving: bool = True,
+) -> Advice:
+    """Search `space` for the highest effective training time ratio of `scenario`.
+
+    `budget` caps the number of simulated runs (the first round always runs); seeds are `seed`
+    (default run.base_seed) onwards, the same for every candidate. With `halving=False` every candidate
+    runs `max_seeds` seeds (the exhaustive reference)."""
+    if eta < 2 or min_seeds < 1 or max_seeds < min_seeds:
+        raise UserError("advise", (eta, min_seeds, max_seeds), "needs eta ≥ 2 and 1 ≤ min_seeds ≤ max_seeds")
+    base = scenario.model_copy(update={"sweep": {}})
+    first_seed = scenario.run.base_seed if seed is None else seed
+    scenarios, skipped = _candidates(base, space or SearchSpace())
+    if not scenarios:
+        raise UserError("advise", scenario.name, "no candidate configuration fits this scenario")
+    ratios: dict[Candidate, dict[int, float]] = {c: {} for c in scenarios}
+    reached = dict.fromkeys(scenarios, 0)
+    survivors = list(scenarios)
+    seeds = max_seeds if not halving else min_seeds
+    runs, round_ = 0, 0
+    while True:
+        runs += _evaluate(survivors, scenarios, ratios, range(first_seed, first_seed + seeds), workers, dask)
+        for candidate in survivors:
+            reached[candidate] = round_
+        if not halving or len(survivors) <= 2 or seeds >= max_seeds:
+            break
+        keep = max(2, math.ceil(len(survivors) / eta))
+        # Equal means (equivalent configurations under common seeds) keep the cheaper one.
+        survivors = sorted(
+            survivors,
+            key=lambda c: (-_mean(ratios[c]), c.standby_machines, scenarios[c].cpu_memory_needed_gib),
+        )[:keep]
+        next_seeds = min(max_seeds, seeds * eta)
+        affordable = seeds + (budget - runs) // keep
+        if affordable <= seeds:
+            break
+        seeds, round_ = min(next_seeds, affordable), round_ + 1
+    table = _table(scenarios, ratios, reached, range(first_seed, first_seed + min(seeds, min_seeds)))
+    # Ties (common random numbers make equivalent configurations equal) go to the cheaper one.
+    finalists = table[table["round"] == round_].sort_values(
+        ["ratio", "spare_machines", "cpu_memory_gib"], ascending=[False, True, True], kind="stable"
+    )
+    best = finalists.iloc[0]
+    runner_up = finalists.iloc[1] if len(finalists) > 1 else None
+    difference = None
+    if runner_up is not None:
+        a, b = ratios[_key(best)], ratios[_key(runner_up)]
+        common = sorted(set(a) & set(b))
+        diffs = np.array([a[s] - b[s] for s in common])
+        half = Z95 * diffs.std(ddof=1) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+        difference = (float(diffs.mean()), float(half))
+    return Advice(scenario.name, best, runner_up, table, difference, runs, skipped)
+
+
+def _candidates(base: Scenario, space: SearchSpace) -> tuple[dict[Candidate, Scenario], dict[str, str]]:
+    """Every distinct configuration of the space that the schema and the placement accept."""
+    found: dict[Candidate, Scenario] = {}
+    skipped: dict[str, str] = {}
+    machines = base.cluster.machines
+    for policy in space.policies:
+        gemini = policy == "gemini"
+        for standby in space.standby_machines:
+            if not gemini:
+                # In-memory settings do not matter: keep the scenario's, so the candidate is the scenario's.
+                ckpt = base.checkpoint
+                options = [(ckpt.in_memory_every_iterations, ckpt.replicas, ckpt.placement)]
+            else:
+                options = []
+                for m in space.replicas:
+                    # With one replica nothing is sent: the placement does not matter.
+                    for placement in space.placements[:1] if m == 1 else space.placements:
+                        options += [(k, m, placement) for k in space.in_memory_every_iterations]
+            for k, m, placement in options:
+                candidate = Candidate(policy, k, m, placement, standby)
+                if candidate in found:
+                    continue
+                try:
+                    if gemini:
+                        check_placement(placement, machines, m, field="checkpoint.placement")
+                        if REGISTRY[placement].needs_domain_size and base.cluster.failure_domain_size < 2:
+                            raise UserError("checkpoint.placement", placement, "needs failure domains")
+                    found[candidate] = base.with_overrides(candidate.overrides(), "advise")
+                except UserError as exc:  # InvalidScenario is a UserError
+                    skipped[_label(candidate)] = str(exc).splitlines()[0]
+    return found, skipped
+
+
+def _evaluate(
+    survivors: list[Candidate],
+    scenarios: dict[Candidate, Scenario],
+    ratios: dict[Candidate, dict[int, float]],
+    seeds: range,
+    workers: int,
+    dask: str | None,
+) -> int:
+    """Run the (candidate, seed) pairs not yet run; returns how many ran."""
+    tasks, owner = [], {}
+    for candidate in survivors:
+        for seed in seeds:
+            if seed not in ratios[candidate]:
+                task = Task(len(tasks), {}, scenarios[candidate], seed)
+                tasks.append(task)
+                owner[task.point] = candidate
+    for task, row, _ in run_tasks(tasks, workers, dask):
+        ratios[owner[task.point]][task.seed] = float(row["effective_ratio"])
+    return len(tasks)
+
+
+def _mean(values: dict[int, float]) -> float:
+    return float(np.mean(list(values.values())))
+
+
+def _key(row: pd.Series) -> Candidate:
+    return Candidate(
+        row["policy"],
+        int(row["in_memory_every_iterations"]),
+        int(row["replicas"]),
+        row["placement"],
+        int(row["standby_machines"]),
+    )
+
+
+def _label(candidate: Candidate) -> str:
+    if candidate.policy != "gemini":
+        return f"{candidate.policy}, {candidate.standby_machines} spare(s)"
+    return (
+        f"gemini every {candidate.in_memory_every_iterations} iteration(s), m = {candidate.replicas},"
+        f" {candidate.placement}, {candidate.standby_machines} spare(s)"
+    )
+
+
+def cpu_memory_gib(scenario: Scenario) -> float:
+    """CPU memory per machine the checkpoints take: m shards for gemini, one serialized shard otherwise."""
+    copies = scenario.checkpoint.replicas if scenario.checkpoint.policy == "gemini" else 1
+    return scenario.ckpt_bytes_per_machine * copies / GIB
+
+
+def _table(
+    scenarios: dict[Candidate, Scenario],
+    ratios: dict[Candidate, dict[int, float]],
+    reached: dict[Candidate, int],
+    common: range,
+) -> pd.DataFrame:
+    rows = []
+    for candidate, scenario in scenarios.items():
+        values = np.array(list(ratios[candidate].values()))
+        half = Z95 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+        rows.append(
+            {
+                "label": _label(candidate),
+                **{name: getattr(candidate, name) for name in Candidate.__dataclass_fields__},
+                "cpu_memory_gib": cpu_memory_gib(scenario),
+                "spare_machines": candidate.standby_machines,
+                "seeds": len(values),
+                "ratio": float(values.mean()),
+                "ratio_ci95": half,
+                "ratio_common_seeds": float(np.mean([ratios[candidate][s] for s in common])),
+                "round": reached[candidate],
+            }
+        )
+    table = pd.DataFrame(rows).sort_values("ratio", ascending=False, ignore_index=True)
+    table["frontier"] = _pareto(table)
+    return table
+
+
+def _pareto(table: pd.DataFrame) -> pd.Series:
+    """Candidates no other beats on ratio without costing more spare machines or CPU memory (compared on
+    the seeds every candidate ran, so that the comparison is paired)."""
+    ratio = table["ratio_common_seeds"].to_numpy()
+    spares = table["spare_machines"].to_numpy()
+    memory = table["cpu_memory_gib"].to_numpy()
+    dominated = [
+        bool(np.any((ratio > ratio[i]) & (spares <= spares[i]) & (memory <= memory[i] + 1e-9)))
+        for i in range(len(table))
+    ]
+    return pd.Series([not d for d in dominated], index=table.index)
+
+
+def format_advice(advice: Advice) -> str:
+    """The advice as text: best, runner-up, their costs and how sure the ranking is."""
+    lines = [f"advice for {advice.scenario}: {len(advice.candidates)} candidates, {advice.runs} runs"]
+    for title, row in (("best", advice.best), ("runner-up", advice.runner_up)):
+        if row is None:
+            continue
+        ci = "" if math.isnan(row["ratio_ci95"]) else f" ± {row['ratio_ci95']:.4f}"
+        lines.append(
+            f"  {title:9}: {row['label']}\n"
+            f"             effective ratio {row['ratio']:.4f}{ci} (95% CI over {row['seeds']} seeds);"
+            f" costs {row['cpu_memory_gib']:.1f} GiB CPU memory per machine, {row['spare_machines']} spare"
+            " machine(s)"
+        )
+    if advice.best_minus_runner_up is not None:
+        diff, half = advice.best_minus_runner_up
+        verdict = "significant" if not math.isnan(half) and diff > half else "within noise"
+        lines.append(f"  best − runner-up: {diff:+.4f} ± {half:.4f} on common seeds ({verdict})")
+    frontier = advice.candidates[advice.candidates["frontier"]]
+    lines.append(f"  frontier (no cheaper candidate does better): {len(frontier)} candidate(s)")
+    lines[-1] += " (ratio on the seeds all candidates ran):"
+    frontier = frontier.sort_values("ratio_common_seeds", ascending=False)
+    for _, row in frontier.head(8).iterrows():
+        lines.append(
+            f"    {row['ratio_common_seeds']:.4f}  {row['spare_machines']:>4} spares"
+            f"  {row['cpu_memory_gib']:8.1f} GiB  {row['label']}"
+        )
+    if advice.skipped:
+        lines.append(f"  skipped {len(advice.skipped)} candidate(s) the scenario cannot hold, e.g.:")
+        name, why = next(iter(advice.skipped.items()))
+        lines.append(f"    {name}: {why}")
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""`advise`: candidates within the schema's limits, common seeds, and a recommendation as good as the
+best of an exhaustive grid within its confidence interval."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis.advise_figures import frontier_figure
+from scenarios.loader import load_scenario
+from sim.advise import SearchSpace, advise, format_advice
+
+SPACE = SearchSpace(
+    policies=("gemini", "strawman", "young-daly"),
+    in_memory_every_iterations=(1, 8),
+    replicas=(1, 2, 3),
+    placements=("group", "ring"),
+    standby_machines=(0, 1),
+)
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return load_scenario(
+        "gpt2-100b-p4d",
+        {"run.duration_days": 10, "failures.rate_per_machine_per_day": 0.1, "cluster.cpu_memory_gib": 300},
+    )
+
+
+def test_recommendation_is_within_the_ci_of_the_exhaustive_best(scenario) -> None:
+    halving = advise(scenario, space=SPACE, min_seeds=2, max_seeds=8)
+    exhaustive = advise(scenario, space=SPACE, max_seeds=8, halving=False)
+    table = exhaustive.candidates.set_index("label")
+    best = exhaustive.best
+    recommended = table.loc[halving.best["label"]]
+    assert best["ratio"] - recommended["ratio"] <= best["ratio_ci95"] + 1e-12
+    assert halving.runs < exhaustive.runs  # successive halving ran fewer simulations
+    # Every candidate of the exhaustive search ran the same seeds (common random numbers).
+    assert set(exhaustive.candidates["seeds"]) == {8}
+
+
+def test_candidates_respect_cpu_memory_and_placement_limits(scenario) -> None:
+    # 100B x 12 B / 16 machines = 70 GiB per shard: 3 replicas need 210 GiB, more than 200 GiB.
+    tight = scenario.with_overrides({"cluster.cpu_memory_gib": 200})
+    advice = advise(tight, space=SPACE, min_seeds=2, max_seeds=2)
+    gemini = advice.candidates[advice.candidates["policy"] == "gemini"]
+    assert set(gemini["replicas"]) == {1, 2}
+    assert any("cpu_memory_gib" in why for why in advice.skipped.values())
+    assert (advice.candidates["cpu_memory_gib"] <= 200).all()
+    text = format_advice(advice)
+    assert "best" in text and "runner-up" in text and "GiB CPU memory" in text
+
+
+def test_frontier_figure_has_two_panels(scenario) -> None:
+    advice = advise(scenario, space=SPACE, min_seeds=2, max_seeds=2)
+    assert advice.candidates["frontier"].any()
+    assert len(frontier_figure(advice.candidates).axes) == 2

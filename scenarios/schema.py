@@ -237,6 +237,12 @@ class InterleaveConfig(Section):
     chunk_mib: float | None = Field(
         None, gt=0, description="Largest checkpoint chunk; None = one sub-buffer R/p (the paper's choice)."
     )
+    optimizer_step_s: float = Field(
+        0.0,
+        ge=0,
+        description="Optimizer step at the end of each iteration, after the last reduce-scatter: GPU work with"
+        " no training traffic on the NIC (paper, GPT-2 40B on p3dn: the largest idle span, 1.6 s).",
+    )
     runtime_reserved_gib: float = Field(
         2.0,
         ge=0,

@@ -154,7 +154,17 @@ class FailureConfig(Section):
 class RecoveryConfig(Section):
     """Fixed costs of a recovery (paper §7: ≈7 min for a software failure, ≈12 min for hardware)."""
 
-    detection_s: float = Field(15.0, ge=0, description="Time to detect a failure.")
+    detection_s: float = Field(
+        15.0,
+        ge=0,
+        description="Time to detect a failure (a software one, where hardware_detection_s is set).",
+    )
+    hardware_detection_s: float | None = Field(
+        None,
+        ge=0,
+        description="Time to detect a hardware failure (a dead machine: its rendezvous keep-alives must"
+        " expire first); None = detection_s.",
+    )
     serialization_s: float | None = Field(
         None,
         ge=0,
@@ -201,6 +211,13 @@ class CheckpointConfig(Section):
         description="Fixed cost of one shard transfer between machines, paid once per replication round (the"
         " m − 1 peers are sent to concurrently) and once per retrieval from a peer: t = latency + bytes / NIC"
         " bandwidth.",
+    )
+    fetch_latency_s: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Fixed cost of one retrieval from a peer during a recovery (no training shares the"
+        " host then); None = transfer_latency_s.",
     )
     local_retrieval_latency_s: float = Field(
         0.0,

@@ -47,6 +47,13 @@ def plot_iteration_time(table: pd.DataFrame) -> Figure:
     for bar, overhead in zip(bars, table["overhead_pct"], strict=True):
         time_axes.annotate(f"+{overhead:.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                            ha="center", va="bottom", fontsize="small")  # fmt: skip
+    # A scheme whose buffer exceeds the GPU memory left cannot run (the paper's naive: no bar in Fig. 16).
+    for bar, ok in zip(bars, buffer_fits(table), strict=True):
+        if not ok:
+            bar.set_hatch("//")
+            bar.set_alpha(0.4)
+            time_axes.annotate("out of GPU\nmemory", (bar.get_x() + bar.get_width() / 2, bar.get_height() / 2),
+                               ha="center", va="center", fontsize="small", color=NO_FIT_COLOUR)  # fmt: skip
     time_axes.set_ylabel("Iteration time (s)")
     time_axes.set_ylim(0, float(table["iteration_time_s"].max()) * 1.12)  # room for the labels
     time_axes.set_xlabel("Checkpoint traffic scheme")

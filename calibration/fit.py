@@ -5,12 +5,14 @@ round) and `checkpoint.replication_gbps` (the effective rate while training shar
 fetches during a recovery → `cluster.nic_bandwidth_gbps`, given the rounds' fixed cost (the scenario
 has one fixed cost per transfer, and a run has a fetch or two of one size); snapshot copies into CPU memory →
 `checkpoint.local_retrieval_latency_s` and `interleave.gpu_to_cpu_gbps`; persistent saves →
-`storage.latency_s` and `storage.bandwidth_gbps`.
+`storage.latency_s` and `storage.bandwidth_gbps` (from the disk baseline's reads when a run has them:
+the test bed's persistent storage is its local disk, not the cluster's).
 α and B are separated only when the sizes differ enough, otherwise α keeps the base scenario's value
 and B is fitted given it. The interleaving model's per-chunk α (`interleave.alpha_s`) is kept: the
 number of chunks in a round moves with its size, so a per-chunk cost cannot be told apart from the
-round's fixed cost and bandwidth. Detection and restart are means. Shape, checkpoint size and step
-time come from the first run.
+round's fixed cost and bandwidth. Detection follows the rendezvous settings: a worker start (fitted)
+for a software failure, plus keep-alive × 2 for a hardware one; warm-up is the mean restart. Shape,
+checkpoint size and step time come from the first run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import pandas as pd
 
 from calibration.measurements import (
     Run,
+    detections,
+    disk_loads,
+    keep_alive_wait_s,
     persistent_saves,
     recoveries,
     replication_rounds,
@@ -91,7 +96,7 @@ def calibrate(runs: list[Run], base: Scenario) -> Calibration:
     procs = reference.config.procs_per_machine
     replication = _replication(runs, base, procs)
     params += replication
-    params.append(_peer_fetches(runs, base, procs, float(replication[0].value)))
+    params += _peer_fetches(runs, base, procs, float(replication[0].value))
     params.append(_chunk_cost(runs, base))
     params += _local_copies(runs, base)
     params += _persistent(runs, base)
@@ -148,7 +153,9 @@ def _alpha_and_rate(
 
 
 def _replication(runs: list[Run], base: Scenario, procs: int) -> list[Parameter]:
-    rounds = pd.concat([replication_rounds(r) for r in runs], ignore_index=True)
+    # A checkpoint is complete when the slowest rank's round is (what validation measures), so each step's
+    # slowest round is one sample: fitting every rank's round would predict the average rank instead.
+    rounds = pd.concat([_slowest_rounds(r) for r in runs], ignore_index=True)
     # Each rank sends its shard to m − 1 peers concurrently in one round, so the round's intercept is one
     # fixed cost per round, not per peer (the simulator charges it so). The procs_per_machine ranks of a
     # machine run their rounds at the same time over the machine's NIC: it carries procs × a rank's rate.
@@ -157,30 +164,59 @@ def _replication(runs: list[Run], base: Scenario, procs: int) -> list[Parameter]
     return _intercept_and_rate(
         rounds, "bytes_sent", ("checkpoint.transfer_latency_s", base.checkpoint.transfer_latency_s),
         ("checkpoint.replication_gbps", base.checkpoint.replication_gbps), procs / GBPS,
-        what="replicate rounds (all peers at once)", rate_note=f"; machine = {procs} ranks × rank rate",
+        what="slowest replicate round per step (all peers at once)", rate_note=f"; machine = {procs} ranks × rank rate",
         none="no replicate events",
     )  # fmt: skip
 
 
-def _peer_fetches(runs: list[Run], base: Scenario, procs: int, latency_s: float) -> Parameter:
-    """`cluster.nic_bandwidth_gbps` from retrievals from a peer: one-way, with the link to themselves.
+def _slowest_rounds(run: Run) -> pd.DataFrame:
+    """One row per step: the slowest rank's replication round and the bytes one rank sent in it."""
+    rounds = replication_rounds(run)
+    if rounds.empty:
+        return rounds
+    return rounds.groupby("step").agg(bytes_sent=("bytes_sent", "max"), duration_s=("duration_s", "max"))
 
-    The fixed cost is the rounds' (`latency_s`, fitted or kept): the scenario charges one fixed cost per
-    transfer, and a run has a fetch or two, all of one shard size, which cannot separate α from B.
+
+def _peer_fetches(runs: list[Run], base: Scenario, procs: int, latency_s: float) -> list[Parameter]:
+    """`checkpoint.fetch_latency_s` and `cluster.nic_bandwidth_gbps` from retrievals from a peer.
+
+    A fetch runs during a recovery, with no training on the host, so its fixed cost is its own: with
+    fetches of distinct sizes (a tiny and a 5m run) α and B are fitted by least squares; with one size
+    the rounds' fixed cost (`latency_s`) stands in for α and B is fitted given it.
     The ranks of a replaced machine fetch at the same time, so the NIC carries procs × a rank's rate.
     """
     path, kept = "cluster.nic_bandwidth_gbps", base.cluster.nic_bandwidth_gbps
     fetches = pd.concat([_fetches(r) for r in runs], ignore_index=True)
     if fetches.empty:
         how = "kept: no peer fetches (retrieve events from a peer) in the fitting data"
-        return Parameter(path, kept, None, "Gbps", how, fitted=False)
+        return [
+            Parameter("checkpoint.fetch_latency_s", base.checkpoint.fetch_latency_s, None, "s", how, False),
+            Parameter(path, kept, None, "Gbps", how, fitted=False),
+        ]
     x, y = fetches["bytes"].to_numpy(float), fetches["duration_s"].to_numpy(float)
+    if len(np.unique(x)) >= 2 and float(x.max()) >= MIN_SIZE_RATIO * float(x.min()) > 0:
+        fit = fit_affine(x, y)
+        rate = rate_from_slope(fit.slope, procs / GBPS)
+        alpha = fit.intercept
+        how = (
+            f"peer fetches, least squares α + bytes/B over {len(x)} fetches; NIC = {procs} ranks × rank rate"
+        )
+        if _usable(rate) and alpha.value >= 0:
+            return [
+                Parameter("checkpoint.fetch_latency_s", alpha.value, alpha, "s", f"intercept of {how}"),
+                _rate_parameter(path, rate, kept, how),
+            ]
     rate = rate_from_slope(fit_through(x, y, intercept=latency_s), procs / GBPS)
     how = (
-        f"peer fetches, bytes/B given checkpoint.transfer_latency_s = {latency_s:.3g} s;"
+        f"peer fetches of one size, bytes/B given checkpoint.transfer_latency_s = {latency_s:.3g} s;"
         f" NIC = {procs} ranks × rank rate"
     )
-    return _rate_parameter(path, rate, kept, how)
+    return [
+        Parameter(
+            "checkpoint.fetch_latency_s", None, None, "s", "None: the rounds' fixed cost (one size)", False
+        ),
+        _rate_parameter(path, rate, kept, how),
+    ]
 
 
 def _fetches(run: Run) -> pd.DataFrame:
@@ -266,33 +302,77 @@ def _local_copies(runs: list[Run], base: Scenario) -> list[Parameter]:
 
 
 def _persistent(runs: list[Run], base: Scenario) -> list[Parameter]:
-    saves = pd.concat([persistent_saves(r) for r in runs], ignore_index=True)
-    # Every rank writes its shard at once: the job's checkpoint (all shards) takes the slowest rank's time.
+    """`storage.*` from the persistent reads the runs measured, else from their persistent saves.
+
+    The simulator charges `storage.latency_s + bytes / storage.bandwidth_gbps` for a persistent
+    recovery's read (and an upload). The test bed's storage is its local disk, read by every rank at
+    once: the disk baseline's loads measure exactly that read, so they set storage.* when present. The
+    saves during training (DCP with fsync, competing with training for the 2 cores) are a different
+    quantity and are used only without loads. Keeping the cluster's storage (e.g. 20 Gbps FSx) would
+    predict a local disk read from a remote file system's bandwidth.
+    """
+    loads = pd.concat([disk_loads(r) for r in runs], ignore_index=True)
+    if not loads.empty:
+        frame, what = loads, "disk baseline loads (every rank reads at once; job bytes)"
+    else:
+        frame = pd.concat([persistent_saves(r) for r in runs], ignore_index=True)
+        what = "persist, all ranks"
     return _intercept_and_rate(
-        saves, "total_bytes", ("storage.latency_s", base.storage.latency_s),
+        frame, "total_bytes", ("storage.latency_s", base.storage.latency_s),
         ("storage.bandwidth_gbps", base.storage.bandwidth_gbps), 1 / GBPS,
-        what="persist, all ranks", rate_note="", none="no complete persist events",
+        what=what, rate_note="", none="no disk_load or complete persist events",
     )  # fmt: skip
 
 
 # ---- recovery constants -------------------------------------------------------------------------
 def _recovery(runs: list[Run], base: Scenario) -> list[Parameter]:
-    per_rank = pd.concat([recoveries(r) for r in runs], ignore_index=True)
+    """Detection from the rendezvous settings, warm-up from the restarts.
+
+    A software failure is seen by torchrun's monitor (every 0.1 s), which restarts the workers at once:
+    its detection is the workers' start S (process and library start on the host), fitted from the
+    software failures. A hardware failure's machine is replaced by a new torchrun agent, and the next
+    rendezvous round waits both for the dead machine's keep-alives to expire (keep_alive_s × 2) and for
+    the new agent to start (A): hardware detection = S + max(keep_alive_s × 2, A), with A fitted from
+    the hardware failures (their slowest detect − S). Each is a mean with a 95% interval; a kind of
+    failure absent from the data keeps the base value (software) or the keep-alive bound (hardware).
+    """
+    found = pd.concat([detections(r) for r in runs], ignore_index=True)
+    wait_s = keep_alive_wait_s(runs[0])
+    software = found[found["kind"] == "software"]["detect_s"].to_numpy(float)
+    hardware = found[found["kind"] == "hardware"]["detect_s"].to_numpy(float)
     out = []
-    if per_rank.empty:
+    if len(software):
+        start = fit_mean(software)
         out.append(
-            Parameter(
-                "recovery.detection_s", base.recovery.detection_s, None, "s", "kept: no recoveries", False
-            )
+            Parameter("recovery.detection_s", start.value, start, "s",
+                      f"software failures: mean slowest detect (monitor + worker start S), {len(software)}")
+        )  # fmt: skip
+    else:
+        start = Estimate(base.recovery.detection_s, math.nan, math.nan, 0)
+        out.append(
+            Parameter("recovery.detection_s", start.value, None, "s", "kept: no software failures", False)
         )
+    keep_alive = f"keep_alive_s {runs[0].config.keep_alive_s:g} s x 2 = {wait_s:g} s"
+    if len(hardware):
+        agent = fit_mean(hardware - start.value)
+        # An interval of one failure is NaN (and stays NaN: max() would hide it).
+        low, high = (max(wait_s, b) if math.isfinite(b) else math.nan for b in (agent.low, agent.high))
+        hw = Estimate(start.value + max(wait_s, agent.value), start.value + low, start.value + high, agent.n)
+        how = (
+            f"S + max({keep_alive}, new agent's start A = {agent.value:.3g} s"
+            f" [{agent.low:.3g}, {agent.high:.3g}] from {len(hardware)} hardware failures)"
+        )
+        out.append(Parameter("recovery.hardware_detection_s", hw.value, hw, "s", how))
+    else:
+        out.append(
+            Parameter("recovery.hardware_detection_s", start.value + wait_s, None, "s",
+                      f"S + {keep_alive} (no hardware failure: the new agent's start is unknown)", False)
+        )  # fmt: skip
+    restarts = recoveries_restarts(runs)
+    if restarts.empty:
         restarts = pd.concat([r.of("restart") for r in runs], ignore_index=True)["duration_s"]
         how = "mean restart (first starts: no recoveries)"
     else:
-        detect = fit_mean(per_rank["detect_s"].to_numpy())
-        out.append(
-            Parameter("recovery.detection_s", detect.value, detect, "s", "mean detect (failure → start)")
-        )
-        restarts = per_rank["restart_s"]
         how = "mean restart of recoveries (start → ready)"
     if restarts.empty:
         out.append(
@@ -307,3 +387,8 @@ def _recovery(runs: list[Run], base: Scenario) -> list[Parameter]:
         )
     )
     return out
+
+
+def recoveries_restarts(runs: list[Run]) -> pd.Series:
+    """Every rank's restart (process start → ready) in a recovery."""
+    return pd.concat([recoveries(r) for r in runs], ignore_index=True)["restart_s"]

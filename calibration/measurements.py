@@ -188,3 +188,51 @@ def _job_source(sources: pd.Series) -> str:
         if source in present:
             return source
     return "local"
+
+
+# torchrun's c10d rendezvous drops a machine after this many missed keep-alives (the launcher's
+# `keep_alive_max_attempt`), so a dead machine holds up the next round for this × `keep_alive_s`.
+KEEP_ALIVE_MAX_ATTEMPTS = 2
+
+
+def keep_alive_wait_s(run: Run) -> float:
+    """How long a dead machine stays in the rendezvous: keep-alive interval × missed attempts."""
+    return KEEP_ALIVE_MAX_ATTEMPTS * run.config.keep_alive_s
+
+
+def detections(run: Run) -> pd.DataFrame:
+    """One row per failure: its kind, the slowest rank's detect time and the modelled rendezvous wait.
+
+    The kind follows the job's checkpoint source, as in the simulator: a recovery from local memory
+    follows a software failure (the machine and its memory survived, torchrun's monitor restarts the
+    workers); from a peer or from storage, a hardware failure, whose next rendezvous round waits until
+    the dead machine's keep-alives have expired (`keep_alive_wait_s`) before the workers start again.
+    """
+    per_rank = recoveries(run)
+    columns = ["failure", "kind", "detect_s", "wait_s"]
+    if per_rank.empty:
+        return pd.DataFrame(columns=columns)
+    jobs = recovery_events(run).set_index("failure")
+    detect = per_rank.groupby("failure")["detect_s"].max()
+    kind = jobs.loc[detect.index, "source"].map(lambda s: "software" if s == "local" else "hardware")
+    wait = kind.map(lambda k: keep_alive_wait_s(run) if k == "hardware" else 0.0)
+    return pd.DataFrame(
+        {
+            "failure": detect.index,
+            "kind": kind.to_numpy(),
+            "detect_s": detect.to_numpy(),
+            "wait_s": wait.to_numpy(),
+        }
+    )
+
+
+def disk_loads(run: Run) -> pd.DataFrame:
+    """The disk baseline's persistent reads: one row per rank, with the bytes all ranks read at once.
+
+    Every rank loads its shard of the same DCP checkpoint at the same time from the test bed's local
+    disk, so each rank's time is a sample of the job's read of `total_bytes`.
+    """
+    rows = run.of("disk_load")
+    rows = rows[rows["ok"]]
+    total = rows.groupby("step")["bytes"].transform("sum")
+    return pd.DataFrame({"step": rows["step"], "total_bytes": total, "duration_s": rows["duration_s"]})

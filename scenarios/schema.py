@@ -167,7 +167,17 @@ class FailureConfig(Section):
 class RecoveryConfig(Section):
     """Fixed costs of a recovery (paper §7: ≈7 min for a software failure, ≈12 min for hardware)."""
 
-    detection_s: float = Field(15.0, ge=0, description="Time to detect a failure.")
+    detection_s: float = Field(
+        15.0,
+        ge=0,
+        description="Time to detect a failure (a software one, where hardware_detection_s is set).",
+    )
+    hardware_detection_s: float | None = Field(
+        None,
+        ge=0,
+        description="Time to detect a hardware failure (a dead machine: its rendezvous keep-alives must"
+        " expire first); None = detection_s.",
+    )
     serialization_s: float | None = Field(
         None,
         ge=0,
@@ -215,6 +225,13 @@ class CheckpointConfig(Section):
         " m − 1 peers are sent to concurrently) and once per retrieval from a peer: t = latency + bytes / NIC"
         " bandwidth.",
     )
+    fetch_latency_s: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Fixed cost of one retrieval from a peer during a recovery (no training shares the"
+        " host then); None = transfer_latency_s.",
+    )
     local_retrieval_latency_s: float = Field(
         0.0,
         ge=0,
@@ -249,6 +266,12 @@ class InterleaveConfig(Section):
     )
     chunk_mib: float | None = Field(
         None, gt=0, description="Largest checkpoint chunk; None = one sub-buffer R/p (the paper's choice)."
+    )
+    optimizer_step_s: float = Field(
+        0.0,
+        ge=0,
+        description="Optimizer step at the end of each iteration, after the last reduce-scatter: GPU work with"
+        " no training traffic on the NIC (paper, GPT-2 40B on p3dn: the largest idle span, 1.6 s).",
     )
     runtime_reserved_gib: float = Field(
         2.0,

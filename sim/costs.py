@@ -47,9 +47,8 @@ def replication_round_s(scenario: Scenario) -> float:
 def peer_retrieval_s(scenario: Scenario) -> float:
     """Fetching one machine's shard from a peer over the NIC, which a recovery has to itself."""
     ckpt = scenario.checkpoint
-    return ckpt.transfer_latency_s + _seconds(
-        scenario.ckpt_bytes_per_machine, scenario.cluster.nic_bandwidth_gbps
-    )
+    latency = ckpt.transfer_latency_s if ckpt.fetch_latency_s is None else ckpt.fetch_latency_s
+    return latency + _seconds(scenario.ckpt_bytes_per_machine, scenario.cluster.nic_bandwidth_gbps)
 
 
 def local_retrieval_s(scenario: Scenario) -> float:
@@ -82,6 +81,19 @@ class RecoveryCosts:
     retrieval_local_s: float
     retrieval_peer_s: float
     retrieval_persistent_s: float
+    hardware_detection_s: float | None = None
+    """Detection of a hardware failure; None = `detection_s` (see `detection_for`)."""
+
+    def detection_for(self, source: str) -> float:
+        """Detection before a recovery from `source`.
+
+        The source stands for the failure type: a recovery from local memory follows a software failure
+        (the machine survived), one from a peer or from storage a hardware failure (a machine's memory
+        was lost), whose detection waits for its rendezvous keep-alives to expire.
+        """
+        if source == "local" or self.hardware_detection_s is None:
+            return self.detection_s
+        return self.hardware_detection_s
 
     def retrieval_s(self, source: str) -> float:
         """Fetching the checkpoint from `source`: local memory, a peer, or persistent storage."""
@@ -96,7 +108,7 @@ class RecoveryCosts:
     def step_s(self, step: str, source: str, replacement_wait_s: float = 0.0) -> float:
         """One recovery step; `replacement_wait_s` is how long the replacement machine is still away."""
         if step == "detection":
-            return self.detection_s
+            return self.detection_for(source)
         if step == "replacement":
             return replacement_wait_s
         if step == "serialization":
@@ -115,6 +127,7 @@ class RecoveryCosts:
 def recovery_costs(scenario: Scenario) -> RecoveryCosts:
     return RecoveryCosts(
         detection_s=scenario.recovery.detection_s,
+        hardware_detection_s=scenario.recovery.hardware_detection_s,
         warmup_s=scenario.recovery.warmup_s,
         recovery_serialization_s=recovery_serialization_s(scenario),
         retrieval_local_s=local_retrieval_s(scenario),

@@ -153,6 +153,11 @@ def model_timeline(scenario: Scenario) -> Timeline:
         previous = bwd[k + 1] if k + 1 <= top else fwd[top]
         bwd[k] = builder.add(f"backward-{k}", COMPUTE, compute_s(sizes[k], 2 / 3), [previous, ag_b[k]])
         builder.add(f"reducescatter-{k}", COMM, collective_s(sizes[k]), [builder.last_comm, bwd[k]])
+    step_s = scenario.interleave.optimizer_step_s
+    if step_s > 0:
+        # Each GPU updates its shard once all its gradients are reduced; the NIC then idles until the
+        # next iteration's first all-gather, which is why this is the iteration's largest idle span.
+        builder.add("optimizer-step", COMPUTE, step_s, [builder.last_comm, bwd[0]])
     return builder.finish("model")
 
 

@@ -36,3 +36,14 @@ def test_finding_reports_each_scheme(table) -> None:
 def test_missing_columns_are_a_user_error(table) -> None:
     with pytest.raises(UserError, match="interleaving table"):
         plot_iteration_time(table.drop(columns=["buffer_mib"]))
+
+
+def test_naive_is_marked_out_of_gpu_memory(table) -> None:
+    # Paper Fig. 16: naive needs more than 2 GB of GPU buffer and does not run; the figure says so.
+    fig = plot_iteration_time(table)
+    time_axes, buffer_axes = fig.axes
+    marked = [t.get_text() for t in time_axes.texts if "memory" in t.get_text()]
+    assert marked == ["out of GPU\nmemory"]
+    naive = list(table["scheme"]).index("naive")
+    assert buffer_axes.patches[naive].get_hatch() == "//"
+    assert table.loc[naive, "buffer_mib"] > buffer_axes.lines[0].get_ydata()[0]

@@ -102,9 +102,12 @@ def test_rounds_and_peer_fetches_give_distinct_bandwidths(tmp_path: Path, rng: n
     rounds, nic = params["checkpoint.replication_gbps"], params["cluster.nic_bandwidth_gbps"]
     assert latency.fitted and _near(latency.estimate, truth.transfer_latency_s)
     assert rounds.fitted and _near(rounds.estimate, 2 * truth.rank_bytes_per_s / GBPS)
-    # 12 fetches (4 ranks × 3 runs), fitted given the rounds' fixed cost; 2 ranks share the machine's NIC.
+    # 12 fetches (4 ranks × 3 runs) of three sizes: their own fixed cost and bandwidth (the synthetic
+    # fetches pay the rounds' fixed cost); 2 ranks share the machine's NIC.
     assert nic.fitted and nic.estimate.n == 12 and _near(nic.estimate, 2 * truth.fetch_bytes_per_s / GBPS)
-    assert f"given checkpoint.transfer_latency_s = {latency.value:.3g} s" in nic.how
+    fetch_latency = params["checkpoint.fetch_latency_s"]
+    assert fetch_latency.fitted and _near(fetch_latency.estimate, truth.transfer_latency_s)
+    assert "least squares" in nic.how
     assert nic.estimate.low > rounds.estimate.high  # told apart, not one bandwidth for both
     # The calibrated scenario times a round at the replication rate and a fetch at the NIC's.
     scenario = calibrated_scenario(calibrate(load_runs(runs), BASE), BASE)
@@ -112,7 +115,22 @@ def test_rounds_and_peer_fetches_give_distinct_bandwidths(tmp_path: Path, rng: n
     assert costs.replication_round_s(scenario) == pytest.approx(
         latency.value + shard * 8 / (rounds.value * 1e9)
     )
-    assert costs.peer_retrieval_s(scenario) == pytest.approx(latency.value + shard * 8 / (nic.value * 1e9))
+    assert costs.peer_retrieval_s(scenario) == pytest.approx(
+        fetch_latency.value + shard * 8 / (nic.value * 1e9)
+    )
+
+
+def test_fetches_of_one_size_use_the_rounds_fixed_cost(tmp_path: Path, rng: np.random.Generator) -> None:
+    truth = Truth()
+    run = synthetic_run(tmp_path / "m.parquet", rng, shard_bytes=4 * 2**20, procs=2, source="peer")
+    # One shard size: the rounds' fixed cost cannot be fitted either, so the base gives the true one.
+    base = load_scenario("gpt2-100b-p4d", [f"checkpoint.transfer_latency_s={truth.transfer_latency_s}"])
+    params = _by_path(calibrate(load_runs([run]), base))
+    latency, nic = params["checkpoint.transfer_latency_s"], params["cluster.nic_bandwidth_gbps"]
+    assert f"given checkpoint.transfer_latency_s = {latency.value:.3g} s" in nic.how
+    fetch_latency = params["checkpoint.fetch_latency_s"]
+    assert not fetch_latency.fitted and fetch_latency.value is None
+    assert nic.fitted and _near(nic.estimate, 2 * truth.fetch_bytes_per_s / GBPS)
 
 
 def test_a_fetch_faster_than_the_fixed_cost_keeps_the_nic(tmp_path: Path, rng: np.random.Generator) -> None:

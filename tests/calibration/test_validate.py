@@ -32,8 +32,10 @@ def test_predictions_equal_plan_for_of_the_substituted_scenario(
     assert table.loc["in-memory checkpoint", "predicted_s"] == plan.mem_ckpt_time_s
     assert table.loc["retrieval peer", "predicted_s"] == plan.recovery.retrieval_peer_s
     assert table.loc["disk load (persistent read)", "predicted_s"] == plan.recovery.retrieval_persistent_s
+    # A recovery from a peer follows a hardware failure: its detection waits for the keep-alives.
+    assert recovery.hardware_detection_s is not None
     expected_total = (
-        recovery.detection_s
+        recovery.hardware_detection_s
         + plan.recovery.recovery_serialization_s
         + plan.recovery.retrieval_peer_s
         + recovery.warmup_s

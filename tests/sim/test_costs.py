@@ -72,3 +72,27 @@ def test_fixed_costs_default_to_zero():
     assert scenario.checkpoint.transfer_latency_s == 0.0
     assert scenario.checkpoint.local_retrieval_latency_s == 0.0
     assert costs.local_retrieval_s(scenario) == 0.75
+
+
+def test_hardware_detection_is_charged_to_recoveries_that_follow_a_lost_machine() -> None:
+    # A recovery from local memory follows a software failure; from a peer or storage, a hardware one,
+    # whose detection waits for the dead machine's rendezvous keep-alives (issue 11, item 7).
+    scenario = Scenario.model_validate({"recovery": {"detection_s": 10, "hardware_detection_s": 14}})
+    recovery = costs.recovery_costs(scenario)
+    assert recovery.step_s("detection", "local") == 10
+    assert recovery.step_s("detection", "peer") == 14
+    assert recovery.step_s("detection", "persistent") == 14
+    assert recovery.total_s("peer") - recovery.total_s("local") == pytest.approx(
+        4 + recovery.retrieval_peer_s - recovery.retrieval_local_s
+    )
+    same = costs.recovery_costs(Scenario.model_validate({"recovery": {"detection_s": 10}}))
+    assert same.step_s("detection", "peer") == 10  # None: one detection for both kinds
+
+
+def test_a_fetch_pays_its_own_fixed_cost_when_set() -> None:
+    base = {"checkpoint": {"transfer_latency_s": 0.05}}
+    shared = costs.peer_retrieval_s(Scenario.model_validate(base))
+    own = costs.peer_retrieval_s(
+        Scenario.model_validate({"checkpoint": {"transfer_latency_s": 0.05, "fetch_latency_s": 0.01}})
+    )
+    assert shared - own == pytest.approx(0.04)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from gemini_ft.cli import main
 from scenarios.loader import load_scenario
 from sim.interleave import IterationCost, evaluate_schemes, iteration_cost
-from sim.interleave_timeline import COMM, model_timeline
+from sim.interleave_timeline import COMM, gpu_memory_left_bytes, model_timeline
 
 
 @pytest.fixture(scope="module")
@@ -19,39 +19,72 @@ def p3dn() -> dict[str, object]:
     return {r.scheme: r for r in evaluate_schemes(load_scenario("gpt2-40b-p3dn"))}
 
 
-def test_paper_p3dn_setup_orders_the_schemes_like_fig16(p3dn):
+def test_paper_p3dn_setup_reproduces_fig16(p3dn):
+    """Paper Fig. 16 (GPT-2 40B, 16 p3dn): blocking +10.1%, no pipelining +3.5%, Gemini about 0,
+    naive out of GPU memory. Tolerances: blocking within 2.5 points of 10.1% (its overhead is the
+    2.4 s transfer over a modelled 21.3 s iteration, not the paper's measured one); no pipelining
+    between 0.5% and 6% ("a few percent": the preset's schedule is tight, see its gpu_tflops comment);
+    Gemini under 0.5%; the order blocking > no-pipeline > Gemini."""
     overhead = {name: r.overhead_fraction for name, r in p3dn.items()}
     assert overhead["baseline"] == 0
-    # Blocking pays the whole transfer (30 GB per machine over 100 Gbps) on top of the iteration.
-    assert overhead["blocking"] == max(overhead.values()) > 0.05
-    assert overhead["gemini"] <= overhead["no-pipeline"] <= overhead["blocking"]
-    assert overhead["gemini"] < 0.01  # about as fast as the baseline
-    gemini = p3dn["gemini"]
+    assert overhead["blocking"] == pytest.approx(0.101, abs=0.025)
+    assert 0.005 < overhead["no-pipeline"] < 0.06
+    assert overhead["gemini"] < 0.005
+    assert overhead["blocking"] > overhead["no-pipeline"] > overhead["gemini"]
+    gemini, naive = p3dn["gemini"], p3dn["naive"]
     assert gemini.fits and gemini.buffer_bytes == 128 * 2**20
+    # "the required memory buffer size is more than 2 GB": (mu x 1.6 s - alpha) x 12.5 Gbps = 2.0e9 bytes.
+    assert naive.buffer_bytes == pytest.approx((0.8 * 1.6 - 1e-4) * 100e9 / 8 / 8)
+    assert naive.fits is False and naive.buffer_bytes > naive.gpu_memory_left_bytes
     # The in-memory checkpoint completes within the iteration that carries it.
     assert 0 < gemini.checkpoint_time_s < gemini.iteration_time_s
+
+
+def test_p3dn_inputs_trace_to_the_paper():
+    """Each input Fig. 16 rests on, as the preset derives it (see its comments for the sources)."""
+    scenario = load_scenario("gpt2-40b-p3dn")
+    model = scenario.model
+    # Table 2's GPT-2 40B: 128 layers x hidden 5120 -> 12 h^2 L = 40.3e9 parameters.
+    assert (model.layers, model.hidden_size) == (128, 5120)
+    assert 12 * model.hidden_size**2 * model.layers == pytest.approx(40e9, rel=0.01)
+    # 3.75 GB per GPU, one remote replica over 1/8 of 100 Gbps: 2.4 s of traffic, blocking's overhead.
+    assert scenario.ckpt_bytes_per_gpu == pytest.approx(3.75e9)
+    transfer_s = scenario.ckpt_bytes_per_gpu * (scenario.checkpoint.replicas - 1) / (100e9 / 8 / 8)
+    assert transfer_s == pytest.approx(2.4)
+    # "the largest idle time span profiled during training is 1.6 s".
+    spans = model_timeline(scenario).idle_spans()
+    assert max(s.length_s for s in spans) == pytest.approx(1.6)
+    # A V100's PCIe 3.0 share: far below 8 x a GPU's NIC share (100 Gbps), above the NIC share itself.
+    assert 12.5 < scenario.interleave.gpu_to_cpu_gbps <= 64
+    # 40B is the largest model that fits: what is left lies between Gemini's 128 MiB and naive's 2 GB.
+    left = gpu_memory_left_bytes(scenario)
+    assert 128 * 2**20 <= left < 2e9
 
 
 def test_timeline_matches_the_architecture():
     scenario = load_scenario("gpt2-40b-p3dn")
     timeline = model_timeline(scenario)
     comm = [op for op in timeline.ops if op.kind == COMM]
-    assert len(comm) == 3 * 50  # all-gather forward, all-gather backward, reduce-scatter per layer
+    assert len(comm) == 3 * 128  # all-gather forward, all-gather backward, reduce-scatter per layer
     compute = sum(op.duration_s for op in timeline.ops if op.kind != COMM)
-    # 6 × 40e9 parameters × 8 × 1024 tokens at 60 TFLOP/s.
-    assert compute == pytest.approx(6 * 40e9 * 8192 / 60e12)
+    # 6 x 40e9 parameters x 7 x 512 tokens at 44 TFLOP/s, plus the 1.6 s optimizer step.
+    assert compute == pytest.approx(6 * 40e9 * 7 * 512 / 44e12 + 1.6)
+    assert timeline.ops[-1].label == "optimizer-step"
     spans = timeline.idle_spans()
     assert sum(s.length_s for s in spans) == pytest.approx(
         timeline.iteration_time_s - sum(op.duration_s for op in comm)
     )
+    # Without the optimizer step the iteration ends with the last reduce-scatter.
+    no_step = model_timeline(load_scenario("gpt2-40b-p3dn", ["interleave.optimizer_step_s=0"]))
+    assert timeline.iteration_time_s == pytest.approx(no_step.iteration_time_s + 1.6)
 
 
-def test_naive_runs_out_of_gpu_memory_when_training_fills_the_gpu():
-    # A larger micro-batch on a smaller GPU leaves ~160 MiB: gemini's 128 MiB fit, naive's span-sized chunk does not.
-    scenario = load_scenario("gpt2-40b-p3dn", ["model.micro_batch_size=12", "cluster.gpu_memory_gib=27.625"])
+def test_naive_fits_when_the_gpu_has_room():
+    # With the itemized memory alone (no unitemized reserve), naive's 2 GB chunk fits again.
+    scenario = load_scenario("gpt2-40b-p3dn", ["interleave.runtime_reserved_gib=2"])
     results = {r.scheme: r for r in evaluate_schemes(scenario, ["naive", "gemini"])}
     assert results["naive"].buffer_bytes > results["gemini"].buffer_bytes
-    assert results["gemini"].fits and not results["naive"].fits
+    assert results["gemini"].fits and results["naive"].fits
 
 
 def test_iteration_cost_for_the_simulator(p3dn):

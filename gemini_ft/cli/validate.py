@@ -7,8 +7,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 if TYPE_CHECKING:
     from scenarios.schema import Scenario
 
@@ -33,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from calibration.measurements import load_runs
-    from calibration.validate import compare
+    from calibration.validate import compare, format_validation
     from gemini_ft.cli.options import load_scenario_from
 
     if args.out is not None:
@@ -63,22 +61,14 @@ def format_fixed_costs(scenario: Scenario) -> str:
 
     ckpt, cluster, interleave = scenario.checkpoint, scenario.cluster, scenario.interleave
     replication = "NIC" if ckpt.replication_gbps is None else "checkpoint.replication_gbps"
+    fetch = ckpt.transfer_latency_s if ckpt.fetch_latency_s is None else ckpt.fetch_latency_s
+    fetch_field = (
+        "checkpoint.transfer_latency_s" if ckpt.fetch_latency_s is None else "checkpoint.fetch_latency_s"
+    )
     return (
         f"transfers: rounds {ckpt.transfer_latency_s:.4g} s + bytes / {replication_bandwidth_gbps(scenario):.4g}"
-        f" Gbps ({replication}); peer fetches {ckpt.transfer_latency_s:.4g} s + bytes /"
-        f" {cluster.nic_bandwidth_gbps:.4g} Gbps (NIC); fixed cost checkpoint.transfer_latency_s per round or"
-        f" fetch; local {ckpt.local_retrieval_latency_s:.4g} s + bytes / {interleave.gpu_to_cpu_gbps:.4g} Gbps"
+        f" Gbps ({replication}); peer fetches {fetch:.4g} s + bytes / {cluster.nic_bandwidth_gbps:.4g} Gbps (NIC);"
+        f" fixed costs checkpoint.transfer_latency_s per round, {fetch_field} per fetch;"
+        f" local {ckpt.local_retrieval_latency_s:.4g} s + bytes / {interleave.gpu_to_cpu_gbps:.4g} Gbps"
         " (checkpoint.local_retrieval_latency_s)"
     )
-
-
-def format_validation(table: pd.DataFrame) -> str:
-    lines = [
-        f"{'run':<16} {'quantity':<30} {'n':>4} {'measured s':>12} {'predicted s':>12} {'rel. error':>10}"
-    ]
-    for row in table.itertuples(index=False):
-        lines.append(
-            f"{row.run:<16} {row.quantity:<30} {row.n:>4} {row.measured_s:>12.4g} {row.predicted_s:>12.4g}"
-            f" {row.rel_error:>+10.1%}"
-        )
-    return "\n".join(lines)

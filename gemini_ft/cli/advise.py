@@ -1,0 +1,51 @@
+"""`gemini-ft advise SCENARIO`: the checkpoint policy, interval, replicas, placement and standby machines
+with the highest effective training time ratio, the runner-up, and what each costs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from gemini_ft.cli.options import add_scenario_arguments, check_output, load_scenario_from, positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "advise",
+        help="search policy × interval × replicas × placement × standby machines for the best ratio",
+        description="Candidates share their seeds (common random numbers) and are pruned by successive"
+        " halving; each is run through the sweep machinery, so --workers and --dask work as for `sweep`.",
+    )
+    add_scenario_arguments(parser)
+    parser.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="worker processes"
+    )
+    parser.add_argument("--dask", metavar="ADDRESS|local", help="run on a Dask distributed scheduler")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="first seed of the common seeds")
+    parser.add_argument(
+        "--plot", type=Path, metavar="DIR", help="write the frontier (ratio vs spare machines and CPU memory)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim.advise import advise, format_advice
+
+    positive_int("workers", args.workers)
+    if args.plot is not None:
+        check_output("plot", args.plot, kind="dir")
+    scenario = load_scenario_from(args)
+    advice = advise(scenario, workers=args.workers, dask=args.dask, seed=args.seed)
+    print(format_advice(advice))
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from analysis.advise_figures import frontier_figure
+        from analysis.style import save_figure
+
+        for path in save_figure(frontier_figure(advice.candidates), args.plot, "advise-frontier"):
+            print(f"wrote {path}")
+    return 0

@@ -17,6 +17,7 @@ from scenarios.errors import UserError
 from scenarios.loader import to_toml
 from scenarios.schema import Scenario
 from sim.engine import RunResult, simulate
+from sim.intervals import RATIO_RANGE, half_width, mean_ci
 from sim.records import FAILURE_COLUMNS, KEY_COLUMNS
 from sim.results_io import SCENARIO, read_table, write_table
 
@@ -102,19 +103,26 @@ def read_results(path: str | Path) -> Results:
 
 
 def summary_table(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean over seeds per group, with a 95% interval half-width for the effective training time ratio."""
+    """Mean over seeds per group, with the 95% interval of the effective training time ratio.
+
+    `ratio_ci95` is the Student-t half-width (what `--target-ci` is compared with); `ratio_ci_low` and
+    `ratio_ci_high` are the interval's bounds clipped to [0, 1] (`sim.intervals.mean_ci`).
+    """
     by = by or ["scenario", "policy"]
     grouped = summary.groupby(by, sort=False, dropna=False)
     table = grouped.agg(
         seeds=("seed", "count"),
         ratio=("effective_ratio", "mean"),
-        ratio_sd=("effective_ratio", "std"),
         wasted_h=("wasted_s", "mean"),
         failures=("failures", "mean"),
         from_cpu_memory=("fraction_from_cpu_memory", "mean"),
     )
-    # Normal-approximation interval of the mean over seeds (t would be wider for very few seeds).
-    table["ratio_ci95"] = 1.96 * table.pop("ratio_sd").fillna(0.0) / table["seeds"] ** 0.5
+    intervals = grouped["effective_ratio"].agg(
+        ratio_ci95=lambda x: half_width(x) if len(x) > 1 else 0.0,
+        ratio_ci_low=lambda x: mean_ci(x, RATIO_RANGE)[1],
+        ratio_ci_high=lambda x: mean_ci(x, RATIO_RANGE)[2],
+    )
+    table = table.join(intervals)
     table["wasted_h"] /= 3600.0
     with_failures = summary[summary["failures"] > 0]
     per_failure = (with_failures["wasted_s"] - with_failures["wasted_checkpoint_s"]) / with_failures[
@@ -124,5 +132,15 @@ def summary_table(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         per_failure.groupby([with_failures[c] for c in by], sort=False).mean() / 60.0
     )
     return table[
-        ["seeds", "ratio", "ratio_ci95", "wasted_h", "failures", "wasted_per_failure_min", "from_cpu_memory"]
+        [
+            "seeds",
+            "ratio",
+            "ratio_ci95",
+            "ratio_ci_low",
+            "ratio_ci_high",
+            "wasted_h",
+            "failures",
+            "wasted_per_failure_min",
+            "from_cpu_memory",
+        ]
     ]

@@ -249,3 +249,24 @@ def test_a_machine_down_for_replacement_cannot_fail_again(tmp_path: Path) -> Non
     (record,) = simulate(scenario, seed=0).failures
     assert record.time_s == 300 and record.recovery_completed
     assert record.replacement_s == pytest.approx(48)
+
+
+def test_lost_progress_follows_the_modelled_completion_of_the_in_memory_checkpoint(tmp_path: Path) -> None:
+    # A measured 10 s timeline whose NIC is idle after 2 s, run at 20 s per iteration: the snapshot of
+    # progress 200 (taken at t = 200) completes at 200 + 2.50 s, by its bytes and copies (0.5 GB at 1 GB/s after the
+    # span opens), not at 200 + 5.0 s (the old rescaling by 20 / 10). A software failure at 202.4 finds
+    # only snapshot 180 (loses 22.4 s); one at 203.0 (after the completion) finds 200 and loses 3.0 s.
+    timeline = tmp_path / "timeline.csv"
+    timeline.write_text("start_s,end_s,kind\n0,2,comm\n0,10,compute\n")
+    sections = {
+        "cluster": {"gpus_per_machine": 1},
+        "model": {"parameters": 0.5e9, "iteration_time_s": 20},
+        "checkpoint": {"iteration_overhead_fraction": None},
+        "interleave": {"timeline_file": str(timeline), "alpha_s": 1e-4},
+    }
+    before = simulate(tiny_scenario(tmp_path, "202.4,0,software\n", 400, **sections), seed=0)
+    after = simulate(tiny_scenario(tmp_path, "203.0,0,software\n", 400, **sections), seed=0)
+    assert before.summary.ckpt_time_s == pytest.approx(2.5045, abs=1e-4)
+    assert before.failures[0].recovered_from == after.failures[0].recovered_from == "local"
+    assert before.failures[0].lost_progress_s == pytest.approx(22.4)
+    assert after.failures[0].lost_progress_s == pytest.approx(3.0)

@@ -115,6 +115,23 @@ def effective_ratio_table(summary: pd.DataFrame, x: str, by: Sequence[str] = ("p
     return _aggregate(summary, [*by, x], "effective_ratio", prefix="ratio_", bounds=RATIO_RANGE)
 
 
+def effective_ratio_accountings(
+    summaries: dict[str, pd.DataFrame], x: str, by: Sequence[str] = ("policy",)
+) -> pd.DataFrame:
+    """`effective_ratio_table` of each accounting's sweep summary, stacked with an `accounting` column.
+
+    Fig. 15's two answers: e.g. {"simulator": sweep of the preset, "paper": sweep of
+    `sim.policies.paper_fig15_scenario(preset)`}, both over cluster.machines.
+    """
+    tables = [
+        effective_ratio_table(summary, x, by).assign(accounting=name) for name, summary in summaries.items()
+    ]
+    if not tables:
+        raise UserError("summaries", "none", "needs at least one accounting's summary")
+    table = pd.concat(tables, ignore_index=True)
+    return table[["accounting", *(c for c in table.columns if c != "accounting")]]
+
+
 # ---- checkpoint time from the scenario's derived properties -------------------------------------
 def ckpt_time_table(
     scenario: Scenario, machines: Sequence[int], bandwidths_gbps: Sequence[float]

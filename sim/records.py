@@ -87,6 +87,11 @@ class RunSummary:
     iteration_overhead_fraction: float
     events: int
     """SimPy events processed (independent of the iteration count)."""
+    persistent_uploads: int = 0
+    """Persistent checkpoints whose upload started."""
+    persistent_skipped: int = 0
+    """Persistent checkpoints skipped because the previous upload was still in flight (counted when
+    training reaches the next checkpoint it does take; a failure on the way forgets them)."""
 
     def row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in SUMMARY_COLUMNS}

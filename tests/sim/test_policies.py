@@ -13,7 +13,14 @@ from scenarios.loader import apply_overrides, load_scenario, validate
 from scenarios.schema import Scenario
 from sim import costs
 from sim.interleave import iteration_cost
-from sim.policies import in_memory_costs, model_lost_progress_s, paper_lost_progress_s, plan_for
+from sim.policies import (
+    daly_interval,
+    in_memory_costs,
+    model_lost_progress_s,
+    paper_fig15_scenario,
+    paper_lost_progress_s,
+    plan_for,
+)
 
 LATENCY = 0.5
 LOCAL = 0.25
@@ -175,3 +182,19 @@ def test_paper_accounting_charges_whole_iterations(every: int) -> None:
     assert model_lost_progress_s(plan) == pytest.approx(plan.mem_ckpt_time_s + 62 * every / 2)
     with pytest.raises(ValueError, match="no in-memory"):
         paper_lost_progress_s(plan_for(paper({"checkpoint.policy": "strawman"})))
+
+
+# ---- issue 11, item 5: Fig. 15's paper accounting keeps the 16-instance costs -------------------------
+def test_costs_at_machines_keeps_the_16_instance_costs_and_the_real_failure_rate() -> None:
+    at_16 = plan_for(paper({"checkpoint.policy": "young-daly"}))
+    big = paper({"checkpoint.policy": "young-daly", "cluster.machines": 1000})
+    pinned = plan_for(paper_fig15_scenario(big))
+    assert plan_for(big).persistent_stall_s == pytest.approx(75e9 * 16 / 1000 * 8 / 7.4e9)  # 1.3 s
+    assert pinned.persistent_stall_s == at_16.persistent_stall_s == pytest.approx(81.08, abs=0.01)
+    assert pinned.recovery == at_16.recovery
+    # Young-Daly's interval uses the 16-instance stall and the 1,000-machine MTBF (5,760 s).
+    assert pinned.persistent_interval_s == pytest.approx(daly_interval(81.08108, 86400 / 15), rel=1e-6)
+    gemini = plan_for(paper_fig15_scenario(paper({"cluster.machines": 1000})))
+    assert gemini.mem_ckpt_time_s == plan_for(paper({})).mem_ckpt_time_s
+    scenario = paper_fig15_scenario(big)
+    assert not scenario.failures.strike_during_recovery and scenario.cluster.machines == 1000

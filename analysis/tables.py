@@ -103,7 +103,11 @@ def wasted_per_failure(summary: pd.DataFrame, by: Sequence[str] = ("policy",)) -
     means = per_failure.groupby(list(by), sort=True)[[*columns, "checkpoint_overhead_min"]].mean()
     means.columns = [*(f"{c}_min" for c in WASTED_COMPONENTS), "checkpoint_overhead_min"]
     total = _aggregate(per_failure, by, "total", prefix="total_min_", bounds=NON_NEGATIVE).set_index(list(by))
-    eq1 = _aggregate(per_failure, by, "eq1", prefix="eq1_min_", bounds=NON_NEGATIVE).drop(columns="runs").set_index(list(by))
+    eq1 = (
+        _aggregate(per_failure, by, "eq1", prefix="eq1_min_", bounds=NON_NEGATIVE)
+        .drop(columns="runs")
+        .set_index(list(by))
+    )
     table = means.join(total).join(eq1).reset_index()
     failures = runs.groupby(list(by), sort=True)["failures"].mean().rename("failures_per_run").reset_index()
     return table.merge(failures, on=list(by))

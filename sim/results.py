@@ -16,6 +16,7 @@ import pandas as pd
 from scenarios.errors import UserError
 from scenarios.loader import to_toml
 from scenarios.schema import Scenario
+from sim.adaptive import DEFAULT_MAX_SEEDS, AdaptivePolicy, AdaptiveReport
 from sim.engine import RunResult, simulate
 from sim.intervals import RATIO_RANGE, half_width, mean_ci
 from sim.records import FAILURE_COLUMNS, KEY_COLUMNS
@@ -32,6 +33,8 @@ class Results:
     summary: pd.DataFrame
     failures: pd.DataFrame
     scenario_toml: str | None = None
+    adaptive: AdaptiveReport | None = None
+    """With `target_ci`: seeds and half-width per point, and whether the seed cap was hit."""
 
     def __repr__(self) -> str:
         return f"Results({len(self.summary)} runs, {len(self.failures)} failures)"
@@ -47,16 +50,39 @@ def run_result_frames(result: RunResult, extra: dict[str, object] | None = None)
     return summary, failures
 
 
-def run_seeds(scenario: Scenario, seeds: Iterable[int] | None = None) -> Results:
-    """Simulate `scenario` once per seed (default: run.base_seed + 0 … run.seeds − 1)."""
+def run_seeds(
+    scenario: Scenario,
+    seeds: Iterable[int] | None = None,
+    *,
+    target_ci: float | None = None,
+    max_seeds: int = DEFAULT_MAX_SEEDS,
+    seed_batch: int | None = None,
+) -> Results:
+    """Simulate `scenario` once per seed (default: run.base_seed + 0 … run.seeds − 1).
+
+    With `target_ci`, seeds run.base_seed + n, … are added in batches of `seed_batch` (None: as many
+    as so far) until the 95% half-width of the effective ratio is at most `target_ci` or `max_seeds`
+    seeds ran; `Results.adaptive` says which.
+    """
     if seeds is None:
         seeds = range(scenario.run.base_seed, scenario.run.base_seed + scenario.run.seeds)
+    seeds = list(seeds)
     rows, failures = [], []
-    for seed in seeds:
-        row, records = run_result_frames(simulate(scenario, seed))
-        rows.append(row)
-        failures.extend(records)
-    return Results(pd.DataFrame(rows), failures_frame(failures), to_toml(scenario))
+    policy = None if target_ci is None else AdaptivePolicy(target_ci, max_seeds, seed_batch)
+    report = None if policy is None else AdaptiveReport(policy.target_ci, policy.max_seeds)
+    while seeds:
+        for seed in seeds:
+            row, records = run_result_frames(simulate(scenario, seed))
+            rows.append(row)
+            failures.extend(records)
+        if policy is None or report is None:
+            break
+        values = [row["effective_ratio"] for row in rows]
+        report.rounds += 1
+        report.record({scenario.name: values})
+        start = max(row["seed"] for row in rows) + 1
+        seeds = list(range(start, start + policy.more_seeds(values)))
+    return Results(pd.DataFrame(rows), failures_frame(failures), to_toml(scenario), report)
 
 
 def failures_frame(records: list[dict]) -> pd.DataFrame:

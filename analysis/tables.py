@@ -2,20 +2,22 @@
 
 Each figure has a table function here and a plot function in `sim_figures`/`realrun_figures`; the plot
 draws exactly the table, and the report writes the table as CSV next to the figure. Confidence
-intervals are Student-t 95% intervals over independent runs (seeds, or repeated measurements).
+intervals are Student-t 95% intervals over independent runs (seeds, or repeated measurements), clipped to
+each quantity's range: `sim.intervals.mean_ci`, the same function the sweep summary uses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from scenarios.errors import UserError
 from scenarios.schema import Scenario
 from sim import costs
+from sim.intervals import NON_NEGATIVE, RATIO_RANGE, UNBOUNDED, mean_ci
+
+__all__ = ["mean_ci"]  # re-exported: the one interval function lives in sim.intervals
 
 WASTED_COMPONENTS = (
     "checkpoint",
@@ -53,25 +55,17 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None
         raise UserError(what, "0 rows", "needs at least one row")
 
 
-def mean_ci(values: pd.Series | np.ndarray) -> tuple[float, float, float, int]:
-    """Mean and Student-t 95% interval of independent samples (NaN interval for one sample)."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    n = len(x)
-    if n == 0:
-        return (np.nan, np.nan, np.nan, 0)
-    mean = float(x.mean())
-    if n == 1:
-        return (mean, np.nan, np.nan, 1)
-    half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
-    return (mean, mean - half, mean + half, n)
-
-
-def _aggregate(df: pd.DataFrame, by: Sequence[str], value: str, prefix: str = "") -> pd.DataFrame:
+def _aggregate(
+    df: pd.DataFrame,
+    by: Sequence[str],
+    value: str,
+    prefix: str = "",
+    bounds: tuple[float, float] = UNBOUNDED,
+) -> pd.DataFrame:
     rows = []
     for key, group in df.groupby(list(by), sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        mean, low, high, n = mean_ci(group[value])
+        mean, low, high, n = mean_ci(group[value], bounds)
         rows.append(
             {
                 **dict(zip(by, key, strict=True)),
@@ -108,8 +102,12 @@ def wasted_per_failure(summary: pd.DataFrame, by: Sequence[str] = ("policy",)) -
     per_failure[list(by)] = runs[list(by)]
     means = per_failure.groupby(list(by), sort=True)[[*columns, "checkpoint_overhead_min"]].mean()
     means.columns = [*(f"{c}_min" for c in WASTED_COMPONENTS), "checkpoint_overhead_min"]
-    total = _aggregate(per_failure, by, "total", prefix="total_min_").set_index(list(by))
-    eq1 = _aggregate(per_failure, by, "eq1", prefix="eq1_min_").drop(columns="runs").set_index(list(by))
+    total = _aggregate(per_failure, by, "total", prefix="total_min_", bounds=NON_NEGATIVE).set_index(list(by))
+    eq1 = (
+        _aggregate(per_failure, by, "eq1", prefix="eq1_min_", bounds=NON_NEGATIVE)
+        .drop(columns="runs")
+        .set_index(list(by))
+    )
     table = means.join(total).join(eq1).reset_index()
     failures = runs.groupby(list(by), sort=True)["failures"].mean().rename("failures_per_run").reset_index()
     return table.merge(failures, on=list(by))
@@ -118,7 +116,24 @@ def wasted_per_failure(summary: pd.DataFrame, by: Sequence[str] = ("policy",)) -
 def effective_ratio_table(summary: pd.DataFrame, x: str, by: Sequence[str] = ("policy",)) -> pd.DataFrame:
     """Mean effective training time ratio with its 95% interval over seeds, for each `by` × `x`."""
     require_columns(summary, [*by, x, "seed", "effective_ratio"], "summary")
-    return _aggregate(summary, [*by, x], "effective_ratio", prefix="ratio_")
+    return _aggregate(summary, [*by, x], "effective_ratio", prefix="ratio_", bounds=RATIO_RANGE)
+
+
+def effective_ratio_accountings(
+    summaries: dict[str, pd.DataFrame], x: str, by: Sequence[str] = ("policy",)
+) -> pd.DataFrame:
+    """`effective_ratio_table` of each accounting's sweep summary, stacked with an `accounting` column.
+
+    Fig. 15's two answers: e.g. {"simulator": sweep of the preset, "paper": sweep of
+    `sim.policies.paper_fig15_scenario(preset)`}, both over cluster.machines.
+    """
+    tables = [
+        effective_ratio_table(summary, x, by).assign(accounting=name) for name, summary in summaries.items()
+    ]
+    if not tables:
+        raise UserError("summaries", "none", "needs at least one accounting's summary")
+    table = pd.concat(tables, ignore_index=True)
+    return table[["accounting", *(c for c in table.columns if c != "accounting")]]
 
 
 # ---- checkpoint time from the scenario's derived properties -------------------------------------
@@ -185,5 +200,7 @@ def measurement_table(measurements: pd.DataFrame) -> pd.DataFrame:
     snapshots = df[df["event"] == "snapshot"].groupby("run_id")["bytes"].median()
     run_size = both["run_id"].map(snapshots)
     both["ckpt_mb"] = run_size.fillna(both["bytes"]).astype(float) / 1e6
-    table = _aggregate(both, ["phase", "series", "ckpt_mb"], "duration_s", prefix="duration_s_")
+    table = _aggregate(
+        both, ["phase", "series", "ckpt_mb"], "duration_s", prefix="duration_s_", bounds=NON_NEGATIVE
+    )
     return table.rename(columns={"runs": "samples"})

@@ -143,6 +143,11 @@ class FailureConfig(Section):
     correlated_fraction: float = Field(
         0.0, ge=0, le=1, description="Share of failure events that take down a whole failure domain at once."
     )
+    strike_during_recovery: bool = Field(
+        True,
+        description="Failures can strike while a recovery is under way (they restart it); false drops them,"
+        " as the paper's Fig. 15 and the closed form 1/(1 + ΛR) assume.",
+    )
 
     lognormal_sigma: float = Field(
         1.0,
@@ -247,6 +252,14 @@ class CheckpointConfig(Section):
         " links and CPUs with training traffic): t = transfer_latency_s + (m − 1) shard bytes / this; None ="
         " cluster.nic_bandwidth_gbps. Retrieval from a peer during a recovery has the NIC to itself and"
         " always uses cluster.nic_bandwidth_gbps.",
+    )
+    costs_at_machines: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Price every checkpoint and recovery step as if the job ran on this many machines (the"
+        " paper's Fig. 15 keeps the 16-instance costs as N grows); failures, placement and the failure rate"
+        " stay the scenario's. None = the scenario's own machines (the shard per machine shrinks as N grows).",
     )
 
 

@@ -5,6 +5,15 @@ progress between events is arithmetic: events happen only at failures (SimPy int
 failure process), recovery steps and persistent checkpoints. In-memory snapshots sit on a grid of
 training progress and are resolved arithmetically when a failure asks which one was complete.
 
+Remote storage is one shared resource (`sim.storage`): uploads and retrievals from storage divide
+its bandwidth. At most one persistent upload is in flight, as in a real system (each upload needs
+every machine's serialized shard and the storage's whole bandwidth): a persistent checkpoint that
+falls due while the previous upload is still running is skipped, not delayed, and counted. Skipping
+keeps the checkpoint grid (the next due point takes the newest state anyway, so a delayed snapshot
+would only be older than the next one) and never stalls training for a snapshot that could not be
+uploaded; the real runner skips a device snapshot that is due while the previous one is in flight
+for the same reason. An upload still running at a failure dies with the job.
+
 Accounting is exact: every wall-clock second is useful progress, checkpoint overhead (stalls and
 in-memory slowdown), progress later lost to a rollback, or one recovery step, so
 useful + wasted = wall-clock by construction.
@@ -26,8 +35,9 @@ from sim.costs import RECOVERY_STEPS
 from sim.failures import DAY_S, FailureEvent, generate_failures
 from sim.operations import Operations
 from sim.placement import Placement, build_placement
-from sim.policies import CheckpointPlan, plan_for
+from sim.policies import CheckpointPlan, cost_scenario, plan_for
 from sim.records import WASTE_COMPONENTS, FailureRecord, RunSummary
+from sim.storage import SharedStorage, Transfer
 
 STREAMS = ("failures", "placement", "operations")  # new streams go last: the others keep their seeds
 _EPS = 1e-9
@@ -86,7 +96,12 @@ class ClusterSimulation:
         self.mem: _MemCheckpoint | None = None
         self.mem_taken: list[tuple[float, float]] = []  # last two in-memory snapshots: (progress, wall time)
         self.persistent_progress = 0.0  # the initial model counts as persisted
-        self.pending_persistent: list[tuple[float, float]] = []  # (progress, usable at)
+        self.pending_persistent: list[tuple[float, Transfer]] = []  # (progress, its upload)
+        costed = cost_scenario(scenario)
+        self.storage = SharedStorage(costed.storage.bandwidth_gbps, costed.storage.latency_s)
+        self.persistent_bytes = costed.ckpt_bytes_total
+        self.persistent_uploads = 0
+        self.persistent_skipped = 0
         self.spare_ready = [0.0] * scenario.cluster.standby_machines  # heap of spare-machine ready times
         self.awaiting: set[int] = set()  # failed machines whose replacement has been ordered
         self.replaced_by = 0.0  # when the last ordered replacement of this recovery is ready
@@ -108,16 +123,13 @@ class ClusterSimulation:
 
     # ---- processes ----------------------------------------------------------------------------
     def _inject_failures(self):
-        strike_during_recovery = self.scenario.failures.strike_during_recovery
         for event in self.failure_events:
             if self.ops is not None and not self.ops.keeps(event):
                 continue  # thinned: a good machine drew a bad machine's failure (no SimPy event)
             yield self.env.timeout(event.time_s - self.env.now)
-            if not strike_during_recovery and self.recovery is not None:
-                continue
             # A machine that is down, waiting for its replacement, cannot fail again.
             alive = tuple(machine for machine in event.machines if machine not in self.awaiting)
-            if alive:
+            if alive and self._may_strike():
                 event = dataclasses.replace(event, machines=alive)
                 if self.ops is not None:
                     event = self.ops.admit(event, self.env.now)
@@ -144,14 +156,27 @@ class ClusterSimulation:
         while True:
             interval = plan.persistent_interval_s
             target = (math.floor(self.progress / interval + _EPS) + 1) * interval
+            target, skipped = self._first_uploadable(target)
             self._open_phase("train")
             yield self.env.timeout((target - self.progress) / plan.progress_rate)
             self._close_phase(self.env.now, progress_reached=target)
+            self.persistent_skipped += skipped
             if plan.persistent_stall_s > 0:
                 self._open_phase("stall")
                 yield self.env.timeout(plan.persistent_stall_s)
                 self._close_phase(self.env.now)
-            self.pending_persistent.append((target, self.env.now + plan.persistent_upload_s))
+            self._start_upload(target)
+
+    def _first_uploadable(self, target: float) -> tuple[float, int]:
+        """The first persistent grid point from `target` on that training reaches once the upload in
+        flight is done, and how many due points it skips (arithmetic: skipped points are no events)."""
+        busy_until = max((self.storage.finish_s(t) for _, t in self.pending_persistent), default=-math.inf)
+        reached = self.env.now + (target - self.progress) / self.plan.progress_rate
+        if reached >= busy_until - _EPS:
+            return target, 0
+        wall_per_point = self.plan.persistent_interval_s / self.plan.progress_rate
+        skipped = math.ceil((busy_until - reached) / wall_per_point - _EPS)
+        return target + skipped * self.plan.persistent_interval_s, skipped
 
     def _recover(self):
         record = self.recovery
@@ -218,9 +243,20 @@ class ClusterSimulation:
                 return ("peer" if mem.lost else "local"), mem.progress
         return "persistent", self.persistent_progress
 
+    def _may_strike(self) -> bool:
+        """`failures.strike_during_recovery = false` (the paper's Fig. 15 accounting): none strikes then."""
+        return self.recovery is None or self.scenario.failures.strike_during_recovery
+
     def _step_duration(self, step: str, record: FailureRecord) -> float:
+        if step == "retrieval" and record.recovered_from == "persistent":
+            return self._storage_read_s()
         wait = max(0.0, self.replaced_by - self.env.now)
         return self.plan.recovery.step_s(step, record.recovered_from, replacement_wait_s=wait)
+
+    def _storage_read_s(self) -> float:
+        """Reading the persistent checkpoint through the shared storage (a failure cancels it)."""
+        now = self.env.now
+        return self.storage.finish_s(self.storage.start("retrieval", self.persistent_bytes, now)) - now
 
     def _finish_recovery(self, record: FailureRecord) -> None:
         record.recovery_completed = True
@@ -244,12 +280,21 @@ class ClusterSimulation:
         return now, max(now, heapq.heappop(self.spare_ready))
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def _promote_persistent(self, now: float) -> None:
-        """Uploads finished by `now` become the persistent checkpoint; unfinished ones die with the job."""
-        for progress, usable_at in self.pending_persistent:
-            if usable_at <= now:
+    def _start_upload(self, progress: float) -> None:
+        now = self.env.now
+        self._promote_persistent(now, cancel=False)  # the previous upload is complete by now
+        self.persistent_uploads += 1
+        self.pending_persistent.append((progress, self.storage.start("upload", self.persistent_bytes, now)))
+
+    def _promote_persistent(self, now: float, cancel: bool = True) -> None:
+        """Uploads finished by `now` become the persistent checkpoint; at a failure (`cancel`) every
+        unfinished transfer dies with the job."""
+        for progress, upload in self.pending_persistent:
+            if self.storage.finish_s(upload) <= now:
                 self.persistent_progress = max(self.persistent_progress, progress)
         self.pending_persistent.clear()
+        if cancel:
+            self.storage.cancel_all(now)
 
     def _note_snapshots(self, start_wall: float, start_progress: float, end_progress: float) -> None:
         """Record the in-memory snapshots taken while progress went from start to end (grid points)."""
@@ -344,6 +389,8 @@ class ClusterSimulation:
             repeat_failures=sum(r.repeat for r in self.records),
             wasted_repeat_failures_s=sum(r.wasted_s for r in self.records if r.repeat),
             retired_machines=self.ops.retired if self.ops is not None else 0,
+            persistent_uploads=self.persistent_uploads,
+            persistent_skipped=self.persistent_skipped,
         )
 
 

@@ -106,6 +106,11 @@ class RunSummary:
     wasted_repeat_failures_s: float
     """Wasted time of those repeat failures (already counted in the components above, not added)."""
     retired_machines: int
+    persistent_uploads: int = 0
+    """Persistent checkpoints whose upload started."""
+    persistent_skipped: int = 0
+    """Persistent checkpoints skipped because the previous upload was still in flight (counted when
+    training reaches the next checkpoint it does take; a failure on the way forgets them)."""
 
     def row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in SUMMARY_COLUMNS}

@@ -16,7 +16,9 @@ import pandas as pd
 from scenarios.errors import UserError
 from scenarios.loader import to_toml
 from scenarios.schema import Scenario
+from sim.adaptive import DEFAULT_MAX_SEEDS, AdaptivePolicy, AdaptiveReport
 from sim.engine import RunResult, simulate
+from sim.intervals import RATIO_RANGE, half_width, mean_ci
 from sim.records import FAILURE_COLUMNS, KEY_COLUMNS
 from sim.results_io import SCENARIO, read_table, write_table
 
@@ -31,6 +33,8 @@ class Results:
     summary: pd.DataFrame
     failures: pd.DataFrame
     scenario_toml: str | None = None
+    adaptive: AdaptiveReport | None = None
+    """With `target_ci`: seeds and half-width per point, and whether the seed cap was hit."""
 
     def __repr__(self) -> str:
         return f"Results({len(self.summary)} runs, {len(self.failures)} failures)"
@@ -46,16 +50,39 @@ def run_result_frames(result: RunResult, extra: dict[str, object] | None = None)
     return summary, failures
 
 
-def run_seeds(scenario: Scenario, seeds: Iterable[int] | None = None) -> Results:
-    """Simulate `scenario` once per seed (default: run.base_seed + 0 … run.seeds − 1)."""
+def run_seeds(
+    scenario: Scenario,
+    seeds: Iterable[int] | None = None,
+    *,
+    target_ci: float | None = None,
+    max_seeds: int = DEFAULT_MAX_SEEDS,
+    seed_batch: int | None = None,
+) -> Results:
+    """Simulate `scenario` once per seed (default: run.base_seed + 0 … run.seeds − 1).
+
+    With `target_ci`, seeds run.base_seed + n, … are added in batches of `seed_batch` (None: as many
+    as so far) until the 95% half-width of the effective ratio is at most `target_ci` or `max_seeds`
+    seeds ran; `Results.adaptive` says which.
+    """
     if seeds is None:
         seeds = range(scenario.run.base_seed, scenario.run.base_seed + scenario.run.seeds)
+    seeds = list(seeds)
     rows, failures = [], []
-    for seed in seeds:
-        row, records = run_result_frames(simulate(scenario, seed))
-        rows.append(row)
-        failures.extend(records)
-    return Results(pd.DataFrame(rows), failures_frame(failures), to_toml(scenario))
+    policy = None if target_ci is None else AdaptivePolicy(target_ci, max_seeds, seed_batch)
+    report = None if policy is None else AdaptiveReport(policy.target_ci, policy.max_seeds)
+    while seeds:
+        for seed in seeds:
+            row, records = run_result_frames(simulate(scenario, seed))
+            rows.append(row)
+            failures.extend(records)
+        if policy is None or report is None:
+            break
+        values = [row["effective_ratio"] for row in rows]
+        report.rounds += 1
+        report.record({scenario.name: values})
+        start = max(row["seed"] for row in rows) + 1
+        seeds = list(range(start, start + policy.more_seeds(values)))
+    return Results(pd.DataFrame(rows), failures_frame(failures), to_toml(scenario), report)
 
 
 def failures_frame(records: list[dict]) -> pd.DataFrame:
@@ -102,19 +129,26 @@ def read_results(path: str | Path) -> Results:
 
 
 def summary_table(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean over seeds per group, with a 95% interval half-width for the effective training time ratio."""
+    """Mean over seeds per group, with the 95% interval of the effective training time ratio.
+
+    `ratio_ci95` is the Student-t half-width (what `--target-ci` is compared with); `ratio_ci_low` and
+    `ratio_ci_high` are the interval's bounds clipped to [0, 1] (`sim.intervals.mean_ci`).
+    """
     by = by or ["scenario", "policy"]
     grouped = summary.groupby(by, sort=False, dropna=False)
     table = grouped.agg(
         seeds=("seed", "count"),
         ratio=("effective_ratio", "mean"),
-        ratio_sd=("effective_ratio", "std"),
         wasted_h=("wasted_s", "mean"),
         failures=("failures", "mean"),
         from_cpu_memory=("fraction_from_cpu_memory", "mean"),
     )
-    # Normal-approximation interval of the mean over seeds (t would be wider for very few seeds).
-    table["ratio_ci95"] = 1.96 * table.pop("ratio_sd").fillna(0.0) / table["seeds"] ** 0.5
+    intervals = grouped["effective_ratio"].agg(
+        ratio_ci95=lambda x: half_width(x) if len(x) > 1 else 0.0,
+        ratio_ci_low=lambda x: mean_ci(x, RATIO_RANGE)[1],
+        ratio_ci_high=lambda x: mean_ci(x, RATIO_RANGE)[2],
+    )
+    table = table.join(intervals)
     table["wasted_h"] /= 3600.0
     with_failures = summary[summary["failures"] > 0]
     per_failure = (with_failures["wasted_s"] - with_failures["wasted_checkpoint_s"]) / with_failures[
@@ -124,5 +158,15 @@ def summary_table(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         per_failure.groupby([with_failures[c] for c in by], sort=False).mean() / 60.0
     )
     return table[
-        ["seeds", "ratio", "ratio_ci95", "wasted_h", "failures", "wasted_per_failure_min", "from_cpu_memory"]
+        [
+            "seeds",
+            "ratio",
+            "ratio_ci95",
+            "ratio_ci_low",
+            "ratio_ci_high",
+            "wasted_h",
+            "failures",
+            "wasted_per_failure_min",
+            "from_cpu_memory",
+        ]
     ]

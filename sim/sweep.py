@@ -23,6 +23,7 @@ from tqdm import tqdm
 from scenarios.errors import UserError
 from scenarios.loader import expand_sweep, to_toml
 from scenarios.schema import Scenario
+from sim.adaptive import DEFAULT_MAX_SEEDS, TARGET_METRIC, AdaptivePolicy, AdaptiveReport
 from sim.engine import simulate
 from sim.results import (
     FAILURES_FILE,
@@ -83,16 +84,79 @@ def run_sweep(
     workers: int = 1,
     dask: str | None = None,
     progress: bool = True,
+    *,
+    target_ci: float | None = None,
+    max_seeds: int = DEFAULT_MAX_SEEDS,
+    seed_batch: int | None = None,
 ) -> Results:
-    """Run every (point, seed) of the sweep; with `out_dir`, write as they finish and resume."""
+    """Run every (point, seed) of the sweep; with `out_dir`, write as they finish and resume.
+
+    With `target_ci` (a half-width of the effective ratio's 95% interval), each point whose interval
+    is wider after a round gets `seed_batch` more seeds (None: as many as it has), up to `max_seeds`;
+    `Results.adaptive` reports seeds and half-widths per point and the points left at the cap. Its
+    runs are part files like any other, so an interrupted adaptive sweep resumes too.
+    """
     if workers < 1:
         raise UserError("workers", workers, "must be an integer ≥ 1")
+    policy = None if target_ci is None else AdaptivePolicy(target_ci, max_seeds, seed_batch)
     tasks = sweep_tasks(scenario)
     scenario_toml = to_toml(scenario)
     parts = out_dir / PARTS_DIR if out_dir is not None else None
     if parts is not None:
         _check_same_sweep(out_dir, scenario)
         _remove_stale_temporaries(out_dir)
+    rows, failures = _run_tasks(tasks, parts, scenario_toml, workers, dask, progress)
+    report = None
+    if policy is not None:
+        report = AdaptiveReport(policy.target_ci, policy.max_seeds)
+        while True:
+            values = _values_by_point(rows)
+            report.rounds += 1
+            report.record(values)
+            more = _more_tasks(tasks, values, policy)
+            if not more:
+                break
+            tasks.extend(more)
+            new_rows, new_failures = _run_tasks(more, parts, scenario_toml, workers, dask, progress)
+            rows.extend(new_rows)
+            failures.extend(new_failures)
+    rows.sort(key=lambda r: (int(r["point"]), int(r["seed"])))
+    results = Results(pd.DataFrame(rows), failures_frame(failures), scenario_toml, report)
+    if not results.failures.empty:
+        results.failures = results.failures.sort_values(
+            ["point", "seed", "time_s"], kind="stable", ignore_index=True
+        )
+    if out_dir is not None:
+        metadata = scenario_metadata(scenario_toml)
+        write_table(results.failures, out_dir / FAILURES_FILE, metadata)
+        write_table(results.summary, out_dir / SUMMARY_FILE, metadata)
+    return results
+
+
+def _values_by_point(rows: list[dict]) -> dict[int, list[float]]:
+    values: dict[int, list[float]] = {}
+    for row in rows:
+        values.setdefault(int(row["point"]), []).append(float(row[TARGET_METRIC]))
+    return values
+
+
+def _more_tasks(tasks: list[Task], values: dict[int, list[float]], policy: AdaptivePolicy) -> list[Task]:
+    """The next batch of seeds of every point whose interval is still too wide."""
+    last: dict[int, Task] = {}
+    for task in tasks:
+        if task.point not in last or task.seed > last[task.point].seed:
+            last[task.point] = task
+    more = []
+    for point, task in last.items():
+        for offset in range(1, policy.more_seeds(values.get(point, [])) + 1):
+            more.append(Task(point, task.values, task.scenario, task.seed + offset))
+    return more
+
+
+def _run_tasks(
+    tasks: list[Task], parts: Path | None, scenario_toml: str, workers: int, dask: str | None, progress: bool
+) -> tuple[list[dict], list[dict]]:
+    """Run `tasks` (those with a part file are read back, not rerun); rows and failure rows."""
     rows: list[dict] = []
     failures: list[dict] = []
     todo = []
@@ -115,18 +179,7 @@ def run_sweep(
             bar.update()
     finally:
         bar.close()
-    order = {task.name: i for i, task in enumerate(tasks)}
-    rows.sort(key=lambda r: order[f"point-{int(r['point']):05d}-seed-{int(r['seed'])}"])
-    results = Results(pd.DataFrame(rows), failures_frame(failures), scenario_toml)
-    if not results.failures.empty:
-        results.failures = results.failures.sort_values(
-            ["point", "seed", "time_s"], kind="stable", ignore_index=True
-        )
-    if out_dir is not None:
-        metadata = scenario_metadata(scenario_toml)
-        write_table(results.failures, out_dir / FAILURES_FILE, metadata)
-        write_table(results.summary, out_dir / SUMMARY_FILE, metadata)
-    return results
+    return rows, failures
 
 
 def _execute(

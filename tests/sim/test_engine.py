@@ -249,3 +249,71 @@ def test_a_machine_down_for_replacement_cannot_fail_again(tmp_path: Path) -> Non
     (record,) = simulate(scenario, seed=0).failures
     assert record.time_s == 300 and record.recovery_completed
     assert record.replacement_s == pytest.approx(48)
+
+
+def test_lost_progress_follows_the_modelled_completion_of_the_in_memory_checkpoint(tmp_path: Path) -> None:
+    # A measured 10 s timeline whose NIC is idle after 2 s, run at 20 s per iteration: the snapshot of
+    # progress 200 (taken at t = 200) completes at 200 + 2.50 s, by its bytes and copies (0.5 GB at 1 GB/s after the
+    # span opens), not at 200 + 5.0 s (the old rescaling by 20 / 10). A software failure at 202.4 finds
+    # only snapshot 180 (loses 22.4 s); one at 203.0 (after the completion) finds 200 and loses 3.0 s.
+    timeline = tmp_path / "timeline.csv"
+    timeline.write_text("start_s,end_s,kind\n0,2,comm\n0,10,compute\n")
+    sections = {
+        "cluster": {"gpus_per_machine": 1},
+        "model": {"parameters": 0.5e9, "iteration_time_s": 20},
+        "checkpoint": {"iteration_overhead_fraction": None},
+        "interleave": {"timeline_file": str(timeline), "alpha_s": 1e-4},
+    }
+    before = simulate(tiny_scenario(tmp_path, "202.4,0,software\n", 400, **sections), seed=0)
+    after = simulate(tiny_scenario(tmp_path, "203.0,0,software\n", 400, **sections), seed=0)
+    assert before.summary.ckpt_time_s == pytest.approx(2.5045, abs=1e-4)
+    assert before.failures[0].recovered_from == after.failures[0].recovered_from == "local"
+    assert before.failures[0].lost_progress_s == pytest.approx(22.4)
+    assert after.failures[0].lost_progress_s == pytest.approx(3.0)
+
+
+def test_at_most_one_persistent_upload_in_flight(tmp_path: Path) -> None:
+    # Strawman every 30 s of progress, a 0.1 s stall (1 GB at 80 Gbps), a 40 s upload (4 GB at 0.8 Gbps).
+    # Progress 30: stall to 30.1, upload until 70.1; progress 60 (t = 60.1) is due while it runs: skipped;
+    # progress 90 (t = 90.1): stall to 90.2, upload until 130.2. The failure at 105 finds only progress 30
+    # persisted (main had a second upload in flight since 60.2, done at 100.2, and lost 30 s less).
+    scenario = tiny_scenario(
+        tmp_path,
+        "105,0,software\n",
+        200,
+        checkpoint={"policy": "strawman", "persistent_interval_s": 30, "serialization_gbps": 80},
+    )
+    result = simulate(scenario, seed=0)
+    (failure,) = result.failures
+    assert failure.recovered_from == "persistent"
+    assert failure.lost_progress_s == pytest.approx(104.8 - 30)  # two 0.1 s stalls by t = 105
+    assert failure.retrieval_s == pytest.approx(40)  # the upload died with the job: the read has it all
+    # Recovery 2 + 40 + 3 s ends at 150 at progress 30; progress 60 (t = 180) is uploaded again.
+    assert (result.summary.persistent_uploads, result.summary.persistent_skipped) == (3, 1)
+
+
+def test_young_daly_at_1000_machines_keeps_one_upload_in_flight() -> None:
+    # Daly's interval (121 s of progress) is a quarter of the 480 s upload: between two failures 3 of
+    # every 4 due points are skipped (main had four uploads in flight, each at the full 20 Gbps).
+    from scenarios.loader import load_scenario
+
+    scenario = load_scenario("gpt2-100b-p4d").with_overrides(
+        {"cluster.machines": 1000, "checkpoint.policy": "young-daly", "run.duration_days": 2, "sweep": {}}
+    )
+    summary = simulate(scenario, seed=0).summary
+    assert summary.persistent_interval_s == pytest.approx(121.4, abs=0.1)
+    assert summary.persistent_skipped > 2 * summary.persistent_uploads
+    assert summary.persistent_uploads * 480.0 <= summary.duration_s  # never two uploads at once
+
+
+def test_failures_cannot_strike_during_a_recovery_when_switched_off(tmp_path: Path) -> None:
+    # The trace of test_gemini_trace_by_hand: the hardware failure at 330 lands in the recovery of the
+    # one at 300 and is dropped; that recovery (peer, replacement ready at 350) completes.
+    trace = "125,0,software\n300,1,hardware\n330,0,hardware\n"
+    scenario = tiny_scenario(tmp_path, trace, 1000, failures={"strike_during_recovery": False})
+    result = simulate(scenario, seed=0)
+    assert [r.time_s for r in result.failures] == [125, 300]
+    second = result.failures[1]
+    assert second.recovered_from == "peer" and second.recovery_completed
+    assert [getattr(second, f"{s}_s") for s in RECOVERY_STEPS] == pytest.approx([2, 48, 5, 1, 3])
+    assert result.summary.simultaneous_failures == 0

@@ -154,3 +154,39 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
     except (OSError, IndexError):
         return "zombie"
+
+
+def test_adaptive_sweep_adds_seeds_until_the_target_or_the_cap(tmp_path: Path) -> None:
+    from sim.intervals import half_width
+
+    scenario = small_sweep(**{"sweep": {"checkpoint.policy": ["gemini", "strawman"]}})
+    results = run_sweep(scenario, tmp_path, progress=False, target_ci=0.004, max_seeds=6)
+    report = results.adaptive
+    assert report is not None and report.rounds >= 1
+    per_point = results.summary.groupby("point")["effective_ratio"]
+    for point, values in per_point:
+        assert report.seeds[point] == len(values) >= 2
+        width = half_width(values)
+        assert width == pytest.approx(report.half_widths[point])
+        assert width <= 0.004 or len(values) == 6
+        assert (point in report.capped) == (width > 0.004)
+    assert report.cap_hit == bool(report.capped)
+    # Seeds are consecutive per point, and a rerun reads every run back.
+    for _, seeds in results.summary.groupby("point")["seed"]:
+        assert list(seeds) == list(range(len(seeds)))
+    again = run_sweep(scenario, tmp_path, progress=False, target_ci=0.004, max_seeds=6)
+    pd.testing.assert_frame_equal(again.summary, results.summary)
+
+
+def test_adaptive_run_seeds_reports_the_cap() -> None:
+    from sim.results import run_seeds
+
+    scenario = small_sweep(**{"sweep": {}, "failures.rate_per_machine_per_day": 0.2})
+    results = run_seeds(scenario, target_ci=1e-9, max_seeds=4, seed_batch=1)
+    assert len(results.summary) == 4 and list(results.summary["seed"]) == [0, 1, 2, 3]
+    assert results.adaptive is not None and results.adaptive.cap_hit and results.adaptive.rounds == 3
+    assert "cap of 4 seeds" in results.adaptive.describe()
+    loose = run_seeds(scenario, target_ci=0.5)
+    assert len(loose.summary) == 2 and not loose.adaptive.cap_hit
+    with pytest.raises(UserError, match="target-ci"):
+        run_seeds(scenario, target_ci=0.0)

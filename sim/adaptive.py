@@ -29,7 +29,7 @@ class AdaptivePolicy:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.target_ci) and self.target_ci > 0):
-            raise UserError("--target-ci", self.target_ci, "a half-width > 0 (e.g. 0.005)")
+            raise UserError("target_ci", self.target_ci, "must be a half-width > 0 (e.g. 0.005)")
         if self.max_seeds < 2:
             raise UserError("max_seeds", self.max_seeds, "at least 2 (an interval needs two seeds)")
         if self.batch is not None and self.batch < 1:

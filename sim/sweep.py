@@ -73,7 +73,7 @@ def run_tasks(
     """Run any list of tasks (not only a grid's) with the sweep's executors; yields (task, summary row,
     failure rows) as each finishes. `sim.advise` runs its candidates through it."""
     if workers < 1:
-        raise UserError("--workers", workers, "must be an integer ≥ 1")
+        raise UserError("workers", workers, "must be an integer ≥ 1")
     for task, (row, records) in _execute(tasks, workers, dask):
         yield task, row, records
 

@@ -92,6 +92,20 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_adaptive_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--target-ci HALF_WIDTH`: add seeds until every point's ratio interval is that narrow."""
+    parser.add_argument(
+        "--target-ci",
+        type=float,
+        metavar="HALF_WIDTH",
+        help="add seeds (doubling) until the effective ratio's 95%% interval half-width is at most this"
+        " at every point, e.g. 0.005",
+    )
+    parser.add_argument(
+        "--max-seeds", type=int, default=64, metavar="S", help="with --target-ci: the most seeds per point"
+    )
+
+
 def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
     """`--track`, `--track-dir`, `--track-online`: one entry per grid point in TensorBoard or W&B."""
     parser.add_argument(

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gemini_ft.cli.options import add_scenario_arguments, check_output, load_scenario_from, positive_int
+from gemini_ft.cli.options import (
+    add_adaptive_arguments,
+    add_scenario_arguments,
+    check_output,
+    load_scenario_from,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print the summary rows as JSON instead of a table"
     )
+    add_adaptive_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -44,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
         check_output("out", args.out, kind="file")
         check_output("out", args.out.with_name(args.out.stem + ".failures.parquet"), kind="file")
     scenario = load_scenario_from(args, {"run.seeds": args.seeds} if args.seeds else None)
-    results = run_seeds(scenario.model_copy(update={"sweep": {}}))
+    results = run_seeds(
+        scenario.model_copy(update={"sweep": {}}), target_ci=args.target_ci, max_seeds=args.max_seeds
+    )
     paths = write_results(results, args.out) if args.out is not None else []
     if args.json:
         print(results.summary.to_json(orient="records", indent=2))
         return 0
+    if results.adaptive is not None:
+        print(results.adaptive.describe())
     print(format_summary(summary_table(results.summary, ["scenario", "policy", "placement", "machines"])))
     if paths:
         print("wrote " + ", ".join(map(str, paths)))

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from gemini_ft.cli.options import (
+    add_adaptive_arguments,
     add_scenario_arguments,
     add_tracking_arguments,
     check_output,
@@ -39,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_tracking_arguments(parser)
+    add_adaptive_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -54,9 +56,12 @@ def run(args: argparse.Namespace) -> int:
         check_output("out", args.out, kind="dir")
     scenario = load_scenario_from(args, {"run.seeds": args.seeds} if args.seeds else None)
     results = run_sweep(
-        scenario, args.out, workers=args.workers, dask=args.dask, progress=not args.no_progress
-    )
+        scenario, args.out, workers=args.workers, dask=args.dask, progress=not args.no_progress,
+        target_ci=args.target_ci, max_seeds=args.max_seeds,
+    )  # fmt: skip
     by = list(scenario.sweep) or ["scenario", "policy"]
+    if results.adaptive is not None:
+        print(results.adaptive.describe())
     print(format_summary(summary_table(results.summary, by)))
     if args.out is not None:
         print(

@@ -13,7 +13,10 @@ prints our time, the reference's and the ratio, plus simulated machine-hours per
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import simpy
@@ -78,6 +81,7 @@ def main() -> None:
     parser.add_argument("--targets-only", action="store_true", help="only the issue-12 per-seed targets")
     args = parser.parse_args()
     targets(args.seeds)
+    startup()
     if args.targets_only:
         return
 
@@ -137,6 +141,31 @@ def targets(seeds: int) -> None:
             f"{label}: median {median * 1e3:8.1f} ms per seed over {seeds} seed(s); target {target * 1e3:.0f} ms"
             f" ({verdict}); {summaries[0].failures} failures, {summaries[0].events} events"
         )
+
+
+def startup(repeats: int = 5) -> None:
+    """CPU seconds of whole processes (median of `repeats`): `gemini-ft --help` and one 16-machine seed of
+    `gemini-ft simulate`, beside `python -c pass` measured in the same run."""
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "gemini-ft --help": [sys.executable, "-m", "gemini_ft", "--help"],
+        "gemini-ft simulate (16 machines, 1 seed)": [
+            sys.executable, "-m", "gemini_ft", "simulate", "gpt2-100b-p4d", "--seeds", "1",
+        ],
+    }  # fmt: skip
+    cpu = {}
+    for label, command in commands.items():
+        samples = []
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            samples.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        cpu[label] = statistics.median(samples)
+    reference = cpu["python -c pass"]
+    for label, seconds in cpu.items():
+        target = " (target 0.3 CPU-s)" if "simulate" in label else ""
+        print(f"{label}: {seconds:.3f} CPU-s, {seconds / reference:.1f}x python -c pass{target}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 RATIO_RANGE = (0.0, 1.0)
@@ -33,7 +32,9 @@ def half_width(values: object, confidence: float = CONFIDENCE) -> float:
     n = len(x)
     if n < 2:
         return math.nan
-    return float(stats.t.ppf(0.5 + confidence / 2.0, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    from scipy.special import stdtrit  # the t quantile; imported here, it costs a second of start-up
+
+    return float(stdtrit(n - 1, 0.5 + confidence / 2.0) * x.std(ddof=1) / math.sqrt(n))
 
 
 def mean_ci(

@@ -19,11 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scenarios.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRACKERS = ("none", "tensorboard", "wandb")
 PROJECT = "gemini-ft"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from gemini_ft.cli.options import add_set_argument, check_output, preset_names
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from realrun import netns
 from realrun.config import RealRunConfig
+from realrun.devices import check_devices, gpu_sharing, visible_gpus
 from realrun.faults import parse_failures
 from realrun.model import parse_model_size
 from scenarios.errors import UserError
@@ -57,6 +58,8 @@ def validate(cfg: RealRunConfig) -> None:
             raise UserError("--port", cfg.port, "is busy on 127.0.0.1; choose a free port") from None
     if cfg.netns:
         netns.check_available(cfg.link_gbps, cfg.link_latency_ms)
+    if cfg.device != "cpu":  # every emulated machine shares this host's GPUs: one per rank
+        check_devices(cfg.device, cfg.machines, cfg.procs_per_machine, visible_gpus(), gpu_sharing())
 
 
 def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from realrun.checkpointer import Checkpointer, Route
 from realrun.config import RealRunConfig
+from realrun.devices import TESTBED_ENV, device_for, gpu_sharing, visible_gpus
 from realrun.faults import FaultInjector, last_failure_time, parse_failures
 from realrun.measurements import EventLog
 from realrun.model import build_model, ordered_allreduce_hook, parse_model_size, synthetic_batch
@@ -64,7 +65,8 @@ def _join(cfg: RealRunConfig, rank: int, device: torch.device) -> None:
     # Every round of torchrun restarts every worker, so a per-rank start counter names the round.
     generation = store.add(f"gemini-ft/{os.environ.get('TORCHELASTIC_RUN_ID', 'job')}/starts/{rank}", 1)
     prefixed = dist.PrefixStore(f"gemini-ft/round{generation}", store)
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    # Ranks sharing one GPU (GEMINI_FT_GPU_SHARING=gloo) cannot use NCCL, which needs a device each.
+    backend = "nccl" if device.type == "cuda" and not gpu_sharing() else "gloo"
     dist.init_process_group(
         backend,
         store=prefixed,
@@ -83,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     machine = int(os.environ["GEMINI_FT_MACHINE"])
     local_rank = int(os.environ["LOCAL_RANK"])
     rank = machine * cfg.procs_per_machine + local_rank
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    device = (
-        torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-        if use_cuda
-        else torch.device("cpu")
-    )
+    # On the testbed all emulated machines share this host's GPUs; under plain torchrun, LOCAL_RANK.
+    device = torch.device(
+        device_for(
+            cfg.device, machine, local_rank, cfg.procs_per_machine, visible_gpus(),
+            shared_host=TESTBED_ENV in os.environ, sharing=gpu_sharing(),
+        )
+    )  # fmt: skip
+    use_cuda = device.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(device)
     run_dir = cfg.out

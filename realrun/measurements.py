@@ -1,7 +1,8 @@
 """Per-rank JSONL events and their gathering into `measurements.parquet`.
 
 Workers append one JSON object per event (snapshot, replicate, commit, detect, restart, retrieve,
-first_step, lost_steps, persist, step, disk_save, disk_load) to `events/rank<r>.jsonl`; the launcher
+first_step, lost_steps, persist, step, disk_save, disk_load, skip — a snapshot skipped because the
+previous one was still being copied) to `events/rank<r>.jsonl`; the launcher
 reads them all into one table with the resolved configuration and package version in the Parquet
 schema metadata (`gemini_ft.config`, `gemini_ft.version`).
 """
@@ -19,7 +20,7 @@ from sim.results_io import CONFIG, write_table
 
 EVENTS = (
     "snapshot", "replicate", "commit", "detect", "restart", "retrieve", "first_step",
-    "lost_steps", "persist", "step", "disk_save", "disk_load",
+    "lost_steps", "persist", "step", "disk_save", "disk_load", "skip",
 )  # fmt: skip
 SOURCES = ("local", "peer", "persistent", "disk")
 COLUMNS = ("run_id", "rank", "machine", "event", "step", "bytes", "duration_s", "source", "peer", "t_s", "ok")

@@ -10,10 +10,12 @@ previous committed slot untouched. Nothing here is pickled.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import mmap
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +117,8 @@ class ShmStore:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.dir.mkdir(mode=0o700, exist_ok=True)
         self._maps: dict[tuple[int, int], tuple[mmap.mmap, int]] = {}
+        # Called with (address, bytes) before a mapping goes, e.g. to cudaHostUnregister it first.
+        self.unmap_hooks: list[Callable[[int, int], None]] = []
 
     # ---- paths ---------------------------------------------------------------------------------
     def _data_path(self, owner: int, slot: int) -> Path:
@@ -146,7 +150,7 @@ class ShmStore:
         if cached is not None and cached[1] == nbytes:
             return memoryview(cached[0])[:nbytes]
         if cached is not None:
-            cached[0].close()
+            self._unmap(*cached)
         path = self._data_path(owner, slot)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -197,11 +201,20 @@ class ShmStore:
         return None
 
     def close(self) -> None:
-        for region, _ in self._maps.values():
-            # A tensor may still view the region; the mapping then goes when that tensor does.
-            with contextlib.suppress(BufferError):
-                region.close()
+        for region, nbytes in self._maps.values():
+            self._unmap(region, nbytes)
         self._maps.clear()
+
+    def _unmap(self, region: mmap.mmap, nbytes: int) -> None:
+        if self.unmap_hooks:
+            anchor = ctypes.c_char.from_buffer(region)  # its address; released before the close
+            address = ctypes.addressof(anchor)
+            del anchor
+            for hook in self.unmap_hooks:
+                hook(address, nbytes)
+        # A tensor may still view the region; the mapping then goes when that tensor does.
+        with contextlib.suppress(BufferError):
+            region.close()
 
     def wipe(self) -> None:
         """Lose this machine's memory (a hardware failure)."""

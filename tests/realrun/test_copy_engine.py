@@ -1,0 +1,183 @@
+"""The chunked snapshot pipeline on CPU: chunk order, checksum overlap, commit, and skipped snapshots.
+
+`HostCopier(threaded=True)` stands in for the CUDA copy stream (a chunk at a time on its own thread,
+an event per chunk), and `before_chunk` holds chunks back so a test sees the pipeline mid-copy.
+"""
+
+import threading
+import time
+
+import pytest
+import torch
+
+import realrun.checkpointer as checkpointer_module
+from realrun.checkpointer import Checkpointer, Route
+from realrun.copy_engine import HostCopier, split_chunks
+from realrun.measurements import EventLog, read_events
+from realrun.shard import Region, plan_shard
+from realrun.shm_store import CHECKSUM_CHUNK, ShmStore
+
+MIB = 1 << 20
+
+
+class FakeCodec:
+    """Two live tensors (~9 and ~3 MiB) as a shard: three 4 MiB copy chunks."""
+
+    def __init__(self) -> None:
+        self.a = torch.arange(9 * MIB // 4, dtype=torch.int32)
+        self.b = torch.full((3 * MIB // 8,), 7, dtype=torch.float64)
+
+    def tensors(self) -> list[tuple[str, torch.Tensor]]:
+        return [("param/a", self.a), ("param/b", self.b)]
+
+    def plan(self):
+        return plan_shard(self.tensors())
+
+    def image(self) -> bytes:
+        plan = self.plan()
+        flat = torch.zeros(plan.nbytes, dtype=torch.uint8)
+        for region in plan.regions:
+            flat[region.offset : region.offset + region.nbytes] = region.source
+        return bytes(flat.numpy())
+
+
+class Gate:
+    """Holds the copy of chunk i until opened(i); records the order of copies."""
+
+    def __init__(self) -> None:
+        self.open = [threading.Event() for _ in range(64)]
+        self.copied: list[int] = []
+
+    def __call__(self, index: int) -> None:
+        assert self.open[index].wait(30), f"chunk {index} never released"
+        self.copied.append(index)
+
+    def release_all(self) -> None:
+        for event in self.open:
+            event.set()
+
+
+def _engine(tmp_path, copier, codec=None):
+    codec = codec or FakeCodec()
+    store = ShmStore(tmp_path / "shm", 0)
+    events = EventLog(tmp_path, "t", 0, 0, time.time())
+    engine = Checkpointer(store, 0, codec, Route([], []), None, events, MIB, copier=copier)
+    return engine, store, codec
+
+
+def test_split_chunks_covers_the_flat_shard_in_order_across_regions():
+    a, b = torch.zeros(10, dtype=torch.uint8), torch.ones(7, dtype=torch.uint8)
+    chunks = split_chunks([Region(a, 0), Region(b, 12)], 20, chunk_bytes=8)
+    assert [(o, n) for o, n, _ in chunks] == [(0, 8), (8, 8), (16, 4)]
+    # The middle chunk takes a's tail and b's head; the gap (10..12) is padding nobody copies.
+    assert [(src.numel(), dst) for src, dst in chunks[1][2]] == [(2, 8), (4, 12)]
+    assert sum(src.numel() for _, _, pieces in chunks for src, _ in pieces) == 17
+
+
+def test_chunks_complete_one_by_one_and_the_state_is_held_until_the_last():
+    codec = FakeCodec()
+    plan = codec.plan()
+    gate = Gate()
+    flat = torch.zeros(plan.nbytes, dtype=torch.uint8)
+    job = HostCopier(CHECKSUM_CHUNK, threaded=True, before_chunk=gate).start(plan.regions, flat)
+    assert len(job.chunks) == 3
+    gate.open[0].set()
+    job.chunks[0].wait()
+    assert not job.chunks[1].done() and not job.copied()
+    assert bytes(flat[:CHECKSUM_CHUNK].numpy()) == codec.image()[:CHECKSUM_CHUNK]
+    gate.release_all()
+    job.wait_released()  # no device snapshot: released only when every byte is in
+    assert job.copied() and gate.copied == [0, 1, 2]
+    assert bytes(flat.numpy()) == codec.image()
+
+
+def test_chunk_i_is_checksummed_while_chunk_i_plus_1_is_still_copying(tmp_path, monkeypatch):
+    hashed = [threading.Event() for _ in range(3)]
+    real = checkpointer_module.checksum
+
+    def recording(piece):
+        value = real(piece)
+        hashed[piece_index[0]].set()
+        piece_index[0] += 1
+        return value
+
+    piece_index = [0]
+    monkeypatch.setattr(checkpointer_module, "checksum", recording)
+    order: list[str] = []
+
+    def before_chunk(index: int) -> None:
+        if index:  # chunk i+1 is copied only after chunk i was hashed: the two overlap
+            assert hashed[index - 1].wait(30), "checksums waited for the whole copy"
+            order.append(f"hashed {index - 1}")
+        order.append(f"copy {index}")
+
+    engine, store, codec = _engine(
+        tmp_path, HostCopier(CHECKSUM_CHUNK, threaded=True, before_chunk=before_chunk)
+    )
+    assert engine.snapshot(1)
+    engine.wait_done()
+    assert order == ["copy 0", "hashed 0", "copy 1", "hashed 1", "copy 2"]
+    manifest, data = store.read(0, 1)  # verifies every chunk's checksum
+    assert bytes(data) == codec.image() and len(manifest["checksum"]["values"]) == 3
+    store.wipe()
+
+
+def test_a_snapshot_due_while_the_previous_copy_is_in_flight_is_skipped_and_counted(tmp_path):
+    gate = Gate()
+    engine, store, codec = _engine(tmp_path, HostCopier(CHECKSUM_CHUNK, snapshot=True, before_chunk=gate))
+    assert engine.snapshot(1)
+    engine.wait_copied()  # the (stand-in) device snapshot is taken: the state is free
+    image_at_1 = codec.image()
+    codec.a.add_(1)  # the optimizer of step 2 runs while step 1's copy is still held back
+    assert engine.snapshot(2) is False  # not waited for
+    assert engine.skipped == 1
+    gate.release_all()
+    engine.wait_done()
+    _, data = store.read(0, 1)
+    assert bytes(data) == image_at_1  # step 1's bytes, not the mutated state
+    assert store.read(0, 2) is None
+    assert engine.snapshot(3)  # the copy is done: the next due snapshot goes
+    engine.wait_done()
+    assert bytes(store.read(0, 3)[1]) == codec.image()
+    skips = read_events(tmp_path)
+    assert skips[skips.event == "skip"].step.tolist() == [2]
+    store.wipe()
+
+
+def test_without_a_device_snapshot_nothing_is_skipped(tmp_path):
+    engine, store, codec = _engine(tmp_path, HostCopier(CHECKSUM_CHUNK, threaded=True))
+    for step in range(1, 4):
+        engine.wait_copied()
+        codec.a.add_(1)
+        assert engine.snapshot(step)
+    engine.wait_done()
+    assert engine.skipped == 0 and bytes(store.read(0, 3)[1]) == codec.image()
+    store.wipe()
+
+
+def test_a_copy_that_fails_mid_shard_never_commits_and_the_last_commit_survives(tmp_path):
+    failing = {"on": False}
+
+    def before_chunk(index: int) -> None:
+        if failing["on"] and index == 1:
+            raise OSError("device lost mid-copy")
+
+    engine, store, codec = _engine(
+        tmp_path, HostCopier(CHECKSUM_CHUNK, threaded=True, before_chunk=before_chunk)
+    )
+    engine.snapshot(1)
+    engine.wait_done()
+    image_at_1 = codec.image()
+    failing["on"] = True
+    codec.a.add_(1)
+    engine.snapshot(2)
+    with pytest.raises(RuntimeError, match="checkpoint thread failed"):
+        engine.wait_done()
+    assert [m["step"] for _, m in store.committed(0)] == [1]
+    assert bytes(store.read(0, 1)[1]) == image_at_1
+    store.wipe()
+
+
+def test_copy_chunks_must_be_whole_checksum_chunks():
+    with pytest.raises(ValueError, match="multiple"):
+        HostCopier(CHECKSUM_CHUNK + 1)

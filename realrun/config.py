@@ -74,6 +74,12 @@ class RealRunConfig(BaseModel):
     track_online: bool = Field(
         False, description="With --track wandb: sync to the W&B server while running (default: offline)."
     )
+    gpu_snapshot: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="On CUDA, copy the shard device-to-device first so the optimizer never waits on PCIe "
+        "(the device-to-host copy then overlaps the next iteration; a snapshot due while it is in flight "
+        "is skipped and counted); auto: when the GPU has room for a second copy of the shard.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RealRunConfig:

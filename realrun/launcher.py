@@ -70,7 +70,7 @@ def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
     job_id = f"{os.getpid()}-{secrets.token_hex(6)}"
     run_dir = cfg.out.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("events", "faults", "persistent", "disk_baseline", "final_params.bin"):
+    for stale in ("events", "engine", "faults", "persistent", "disk_baseline", "final_params.bin"):
         target = run_dir / stale
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     (run_dir / "logs").mkdir(exist_ok=True)

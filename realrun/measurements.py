@@ -61,6 +61,32 @@ class EventLog:
             os.close(fd)
 
 
+def write_engine_info(run_dir: Path, rank: int, info: dict) -> None:
+    """What path this rank's checkpoint engine took (device, copy path, snapshots skipped), as JSON."""
+    path = run_dir / "engine" / f"rank{rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info))
+
+
+def read_engine_info(run_dir: Path) -> dict[int, dict]:
+    """The engine info of every rank that finished, by rank."""
+    found = {}
+    for path in sorted((run_dir / "engine").glob("rank*.json")):
+        try:
+            found[int(path.stem.removeprefix("rank"))] = json.loads(path.read_text())
+        except (ValueError, json.JSONDecodeError):
+            continue  # a torn file from a killed rank says nothing
+    return found
+
+
+def engine_paths(info: dict[int, dict]) -> str:
+    """'device: path (ranks ...)' for each distinct combination, e.g. 'cuda:0: device snapshot + ... (ranks 0)'."""
+    groups: dict[str, list[int]] = {}
+    for rank, item in sorted(info.items()):
+        groups.setdefault(f"{item.get('device', '?')}: {item.get('path', '?')}", []).append(rank)
+    return "; ".join(f"{key} (ranks {', '.join(map(str, ranks))})" for key, ranks in groups.items())
+
+
 def read_events(run_dir: Path) -> pd.DataFrame:
     rows = []
     for path in sorted((run_dir / "events").glob("rank*.jsonl")):
@@ -98,6 +124,8 @@ def summarize(frame: pd.DataFrame) -> dict:
     """Headline numbers of a run: what checkpointing cost, and what recovery took, by source."""
     by_event = {event: frame[frame.event == event] for event in EVENTS}
     checkpoint = {e: _timed(by_event[e]) for e in ("snapshot", "replicate", "persist") if len(by_event[e])}
+    if len(by_event["skip"]) or len(by_event["snapshot"]):
+        checkpoint["snapshots_skipped"] = len(by_event["skip"])  # due while the previous copy was in flight
     received = by_event["commit"][by_event["commit"].source == "peer"]
     if len(received):
         checkpoint["replicas_received"] = int(received.ok.sum())

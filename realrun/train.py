@@ -24,7 +24,7 @@ from realrun.checkpointer import Checkpointer, Route
 from realrun.config import RealRunConfig
 from realrun.devices import TESTBED_ENV, device_for, gpu_sharing, visible_gpus
 from realrun.faults import FaultInjector, last_failure_time, parse_failures
-from realrun.measurements import EventLog
+from realrun.measurements import EventLog, write_engine_info
 from realrun.model import build_model, ordered_allreduce_hook, parse_model_size, synthetic_batch
 from realrun.recovery import (
     load_into,
@@ -134,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     tracker.recovered(ckpt_group, cfg.world_size, plan.step, plan.source, failed_at)
 
     checkpointer = Checkpointer(
-        store, rank, codec, route_for(cfg, rank), ckpt_group, events, int(cfg.chunk_mib * 2**20), faults.check
-    )
+        store, rank, codec, route_for(cfg, rank), ckpt_group, events, int(cfg.chunk_mib * 2**20), faults.check,
+        gpu_snapshot=cfg.gpu_snapshot,
+    )  # fmt: skip
     first = True
     for step in range(plan.step + 1, cfg.steps + 1):
         if faults.due(step):
@@ -159,11 +160,18 @@ def main(argv: list[str] | None = None) -> int:
             checkpointer.snapshot(step)
         if step % cfg.persist_every == 0:
             _persist(checkpointer, codec, rank, run_dir, step, events)
+        if use_cuda:
+            # Kernels run asynchronously: wait for this step's on the training stream (not the copy
+            # stream, whose device-to-host transfer may rightly still run) before reading the clock.
+            torch.cuda.current_stream(device).synchronize()
         duration = time.perf_counter() - start
         tracker.end_step(step, loss, device_start)
         events.log("first_step" if first and plan.source != "fresh" else "step", step, duration_s=duration)
         first = False
-    checkpointer.wait_done()
+    checkpointer.close()
+    write_engine_info(
+        run_dir, rank, {"device": str(device), "path": checkpointer.path, "skipped": checkpointer.skipped}
+    )
     _write_final(run_dir, rank, model)
     if cfg.disk_baseline:
         _disk_baseline(codec, rank, run_dir, cfg.steps, events)

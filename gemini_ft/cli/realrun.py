@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from realrun.launcher import config_json, launch, validate
-    from realrun.measurements import read_events, summarize, write_parquet
+    from realrun.measurements import engine_paths, read_engine_info, read_events, summarize, write_parquet
     from realrun.netns import NetnsError
     from scenarios.errors import UserError
 
@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
                "machine_replacements": result.machine_replacements,
                "failures_fired": len(list((result.run_dir / "faults").glob("fired*.json"))),
                **summarize(frame)}  # fmt: skip
+    engine = read_engine_info(result.run_dir)
+    if engine:  # which copy path each rank took (device snapshot, registered shm, staging, host)
+        summary.setdefault("checkpoint", {})["engine_path"] = engine_paths(engine)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     print(f"measurements: {parquet}")
     return 0 if result.ok else 1

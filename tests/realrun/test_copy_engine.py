@@ -181,3 +181,74 @@ def test_a_copy_that_fails_mid_shard_never_commits_and_the_last_commit_survives(
 def test_copy_chunks_must_be_whole_checksum_chunks():
     with pytest.raises(ValueError, match="multiple"):
         HostCopier(CHECKSUM_CHUNK + 1)
+
+
+# ---- the CUDA copy stream (run by `pytest -m cuda` on a GPU host) -------------------------------------
+class CudaCodec(FakeCodec):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = self.a.cuda(), self.b.cuda()
+
+    def image(self) -> bytes:
+        plan = self.plan()
+        flat = torch.zeros(plan.nbytes, dtype=torch.uint8)
+        for region in plan.regions:
+            flat[region.offset : region.offset + region.nbytes] = region.source.cpu()
+        return bytes(flat.numpy())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("gpu_snapshot", ["off", "on"])
+@pytest.mark.parametrize("register", [True, False])
+def test_cuda_copy_lands_in_shm_by_every_path(tmp_path, monkeypatch, gpu_snapshot, register):
+    from realrun.copy_engine import CudaCopier
+
+    if not register:  # the fallback: a pinned staging buffer and a host memcpy per chunk
+        monkeypatch.setattr(CudaCopier, "register", lambda self, flat: False)
+    codec = CudaCodec()
+    copier = CudaCopier(torch.device("cuda", 0), gpu_snapshot, chunk_bytes=CHECKSUM_CHUNK)
+    engine, store, _ = _engine(tmp_path, copier, codec)
+    for step in (1, 2, 3):
+        engine.wait_copied()
+        codec.a.add_(1)
+        assert engine.snapshot(step) or gpu_snapshot == "on"
+    engine.wait_done()
+    newest = store.committed(0)[0][1]["step"]
+    if newest == 3:
+        assert bytes(store.read(0, 3)[1]) == codec.image()
+    assert ("device snapshot" in engine.path) == (gpu_snapshot == "on")
+    assert ("registered" in engine.path) == register
+    engine.close()
+    assert not copier._registered  # unregistered on close
+    store.wipe()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_snapshot_frees_the_state_before_the_d2h_copy(tmp_path):
+    # The state changes right after wait_copied(); the committed bytes are still those of the snapshot.
+    from realrun.copy_engine import CudaCopier
+
+    codec = CudaCodec()
+    engine, store, _ = _engine(tmp_path, CudaCopier(torch.device("cuda", 0), "on", CHECKSUM_CHUNK), codec)
+    engine.snapshot(1)
+    engine.wait_copied()
+    image_at_1 = codec.image()
+    codec.a.add_(1)
+    engine.wait_done()
+    assert bytes(store.read(0, 1)[1]) == image_at_1
+    engine.close()
+    store.wipe()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_each_emulated_rank_gets_a_visible_gpu():
+    from realrun.devices import device_for, visible_gpus
+
+    gpus = visible_gpus()
+    assert gpus >= 1
+    devices = {device_for("auto", r, 0, 1, gpus, shared_host=True) for r in range(gpus)}
+    assert len(devices) == gpus
+    torch.zeros(1, device=sorted(devices)[-1])  # every index it hands out is a real device

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -51,11 +52,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--link-latency-ms", type=float, default=0.0, help="with --netns: one-way machine-to-machine delay"
     )
     parser.add_argument("--time-limit", type=float, default=1800.0, help="give up after this many seconds")
+    parser.add_argument("--force", action="store_true", help="reuse an --out holding a previous realrun")
+    parser.add_argument(
+        "--cleanup", action="store_true", help="only remove shared memory of dead gemini-ft jobs, then exit"
+    )
     parser.set_defaults(func=_realrun)
 
 
 # Config fields whose flag is not simply "--" + the field name with dashes.
-_FLAGS = {"keep_alive_s": "--keep-alive", "failures": "--fail", "disk_baseline": "--no-disk-baseline"}
+_FLAGS = {
+    "keep_alive_s": "--keep-alive", "failures": "--fail", "disk_baseline": "--no-disk-baseline",
+    "time_limit_s": "--time-limit",
+}  # fmt: skip
+
+
+def _flag(field: str) -> str:
+    return field if field.startswith("-") else _FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 def _realrun(args: argparse.Namespace) -> int:
@@ -63,7 +75,7 @@ def _realrun(args: argparse.Namespace) -> int:
 
     from gemini_ft import __version__
     from realrun.config import RealRunConfig
-    from realrun.launcher import config_json, launch
+    from realrun.launcher import Terminated, config_json, launch
     from realrun.measurements import read_events, summarize, write_parquet
     from realrun.netns import NetnsError
     from scenarios.errors import UserError
@@ -78,6 +90,7 @@ def _realrun(args: argparse.Namespace) -> int:
             seed=args.seed, batch_size=args.batch_size, port=args.port, max_restarts=args.max_restarts,
             keep_alive_s=args.keep_alive, chunk_mib=args.chunk_mib, disk_baseline=not args.no_disk_baseline,
             netns=args.netns, link_gbps=args.link_gbps, link_latency_ms=args.link_latency_ms,
+            time_limit_s=args.time_limit, force=args.force, cleanup=args.cleanup,
         )  # fmt: skip
     except ValidationError as exc:  # name the flag the user typed, not the config field behind it
         first = exc.errors(include_url=False)[0]
@@ -85,11 +98,20 @@ def _realrun(args: argparse.Namespace) -> int:
             raise
         field = str(first["loc"][0])
         message = first["msg"][:1].lower() + first["msg"][1:]
-        raise UserError(
-            _FLAGS.get(field, "--" + field.replace("_", "-")), first.get("input"), message
-        ) from None
+        raise UserError(_flag(field), first.get("input"), message) from None
+    if cfg.cleanup:
+        from realrun.shm_jobs import cleanup_stale_shm
+
+        removed = cleanup_stale_shm()
+        print(json.dumps({"removed": [str(p) for p in removed]}, indent=2))
+        return 0
     try:
-        result = launch(cfg, time_limit_s=args.time_limit)
+        result = launch(cfg)
+    except UserError as exc:  # the library names config fields; the user typed flags
+        raise UserError(_flag(exc.field), exc.value, exc.allowed) from None
+    except Terminated as exc:
+        print("gemini-ft: terminated", file=sys.stderr)
+        return 128 + exc.signum
     except NetnsError as exc:  # an `ip`/`tc` step of the --netns testbed failed: say which, in one line
         raise UserError("--netns", True, str(exc)) from None
     frame = read_events(result.run_dir)

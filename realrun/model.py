@@ -46,7 +46,7 @@ def parse_model_size(text: str) -> GPTShape:
     match = _SIZE.match(text)
     target = float(match.group(1)) * _UNITS[match.group(2)] if match else -1
     if not 1e5 <= target <= 2e9:
-        raise UserError("model-size", text, "'tiny' or a parameter count from 100k to 2b, e.g. 1m, 50m, 1b")
+        raise UserError("model_size", text, "'tiny' or a parameter count from 100k to 2b, e.g. 1m, 50m, 1b")
     width = 128 if target < 3e6 else 256 if target < 3e7 else 768 if target < 3e8 else 2048
     layers = max(1, round((target - 2 * VOCAB * width) / (12 * width * width)))
     return GPTShape(width=width, layers=layers, heads=max(1, width // 64), context=64)

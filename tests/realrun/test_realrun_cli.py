@@ -22,7 +22,7 @@ from gemini_ft.cli import main
         ),
         (["--fail", "sw@step=x:rank=0"], "--fail = 'sw@step=x:rank=0': "),
         (["--fail", "kill-everything"], "--fail = 'kill-everything': expected"),
-        (["--model-size", "7q"], "model-size = '7q': "),
+        (["--model-size", "7q"], "--model-size = '7q': "),
         (["--link-gbps", "10"], "--link-gbps = 10.0: shapes the links of --netns; add --netns"),
         (["--link-latency-ms", "0.5"], "--link-latency-ms = 0.5: shapes the links of --netns"),
         (

@@ -89,7 +89,10 @@ def write_parquet(frame: pd.DataFrame, path: Path, config_json: str, version: st
     metadata = dict(table.schema.metadata or {})
     metadata[b"gemini_ft.config"] = config_json.encode()
     metadata[b"gemini_ft.version"] = version.encode()
-    pq.write_table(table.replace_schema_metadata(metadata), path)
+    # The run directory is private: so is this file, whatever the caller's umask.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        pq.write_table(table.replace_schema_metadata(metadata), handle)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -91,6 +91,7 @@ def write_parquet(frame: pd.DataFrame, path: Path, config_json: str, version: st
     metadata[b"gemini_ft.version"] = version.encode()
     # The run directory is private: so is this file, whatever the caller's umask.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as handle:
         pq.write_table(table.replace_schema_metadata(metadata), handle)
 

@@ -84,13 +84,12 @@ def prepare(path: Path) -> None:
         else:
             target.unlink(missing_ok=True)
     (path / "logs").mkdir(mode=0o700)
-    fd = os.open(path / MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"tool": "gemini-ft realrun", "pid": os.getpid()}, handle)
+    write_private(path / MARKER, json.dumps({"tool": "gemini-ft realrun", "pid": os.getpid()}))
 
 
 def write_private(path: Path, text: str) -> None:
     """Write a run file readable by the job's user only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
     with os.fdopen(fd, "w") as handle:
         handle.write(text)

@@ -133,9 +133,15 @@ def leftovers(job_id: str, run_dir: Path) -> list[str]:
 
 
 def run_schedule(
-    index: int, rng: np.random.Generator, work: Path, refs: dict, tally: Tally, limit: float
+    index: int,
+    rng: np.random.Generator,
+    work: Path,
+    refs: dict,
+    tally: Tally,
+    limit: float,
+    max_machines: int,
 ) -> str:
-    topo = draw_topology(rng)
+    topo = draw_topology(rng, max_machines)
     kind = KINDS[index % len(KINDS)] if index < len(KINDS) else str(rng.choice(KINDS))
     failures = draw_failures(rng, kind, topo)
     key = (topo["machines"], topo["procs"])

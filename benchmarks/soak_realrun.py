@@ -174,7 +174,7 @@ def run_schedule(
     return (
         f"{index:3d} {topo['placement']:5s} N={topo['machines']} m={topo['replicas']} p={topo['procs']} "
         f"{kind:14s} fired={fired} damaged={damaged} recovered={','.join(sources) or '-'} "
-        f"exact={exact} {result.wall_s:.0f}s"
+        f"exact={exact} leftovers={len(left)} {result.wall_s:.0f}s"
     )
 
 
@@ -212,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         work = args.out or Path(tmp)
         work.mkdir(mode=0o700, parents=True, exist_ok=True)
         refs: dict = {}
-        for index in range(args.schedules):
-            print(run_schedule(index, rng, work, refs, tally, args.time_limit, args.max_machines), flush=True)
+        try:
+            for index in range(args.schedules):
+                line = run_schedule(index, rng, work, refs, tally, args.time_limit, args.max_machines)
+                print(line, flush=True)
+        except KeyboardInterrupt:  # Ctrl-C: the table of the schedules that finished
+            print("interrupted", flush=True)
     print(table(tally))
     for problem in tally.problems:
         print("problem:", problem)

@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         from realrun.shm_jobs import cleanup_stale_shm
 
         removed = cleanup_stale_shm()
+        if args.json:
+            print(json.dumps({"removed": [str(path) for path in removed]}, indent=2))
+            return 0
         print(
             f"removed {len(removed)} shared-memory director{'y' if len(removed) == 1 else 'ies'} of dead jobs"
         )

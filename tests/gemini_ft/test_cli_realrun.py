@@ -92,12 +92,12 @@ def test_netns_without_the_right_to_create_namespaces(tmp_path):
             ["--chunk-mib", "1e-9"],
             "--chunk-mib = 1e-09: input should be greater than or equal to 0.0009765625",
         ),
-        (["--chunk-mib", "nan"], "--chunk-mib = nan: input should be a finite number"),
+        (["--chunk-mib", "nan"], "--chunk-mib = nan: must be a finite number"),
         (["--time-limit", "-1"], "--time-limit = -1.0: input should be greater than 0"),
-        (["--time-limit", "nan"], "--time-limit = nan: input should be a finite number"),
-        (["--time-limit", "inf"], "--time-limit = inf: input should be a finite number"),
-        (["--netns", "--link-gbps", "inf"], "--link-gbps = inf: input should be a finite number"),
-        (["--out", "/proc/self/gemini"], "--out = '/proc/self/gemini': is on a virtual file system"),
+        (["--time-limit", "nan"], "--time-limit = nan: must be a finite number"),
+        (["--time-limit", "inf"], "--time-limit = inf: must be a finite number"),
+        (["--netns", "--link-gbps", "inf"], "--link-gbps = inf: must be a finite number"),
+        (["--out", "/proc/self/gemini"], "--out = '/proc/self/gemini': is inside a kernel file system"),
         (["--out", "/tmp/" + "n" * 256], "--out = '/tmp/nnn"),
     ],
 )
@@ -120,7 +120,7 @@ def test_out_that_is_a_file_or_not_ours(capsys, tmp_path):
     (previous / ".gemini-ft-realrun").write_text("{}")
     (previous / "final_params.bin").write_bytes(b"old")
     for out, reason in (
-        (a_file, "exists and is not a directory"),
+        (a_file, "is an existing file; a directory is expected"),
         (planted, "is not empty and holds no previous gemini-ft realrun; choose a new or empty directory"),
         (previous, "holds a previous gemini-ft realrun; add --force to replace it"),
     ):
@@ -137,5 +137,5 @@ def test_cleanup_removes_dead_jobs_memory_and_exits(capsys, tmp_path):
     child.wait()
     dead = create_job_dir(f"{child.pid}-{os.urandom(16).hex()}", SHM_ROOT)
     (dead / "launcher.json").write_text(json.dumps({"pid": child.pid, "start": 1}))
-    assert main(["realrun", "--cleanup", "--out", str(tmp_path)]) == 0
+    assert main(["realrun", "--cleanup", "--json", "--out", str(tmp_path)]) == 0
     assert str(dead) in json.loads(capsys.readouterr().out)["removed"] and not dead.exists()

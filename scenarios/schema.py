@@ -156,6 +156,7 @@ class FailureConfig(Section):
         description="Shape σ of the lognormal time between failures of one machine (its mean is"
         " 1 / rate_per_machine_per_day; the coefficient of variation is √(e^σ² − 1)).",
     )
+
     @model_validator(mode="after")
     def _trace_needs_file(self) -> FailureConfig:
         if self.distribution == "trace" and self.trace_file is None:

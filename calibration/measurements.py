@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from realrun.config import RealRunConfig
 from realrun.measurements import COLUMNS
+
+OPTIONAL_COLUMNS = ("detail",)
 from scenarios.errors import UserError
 from sim.results_io import CONFIG, read_table
 
@@ -58,6 +60,9 @@ def load_run(path: Path) -> Run:
     if not path.is_file():
         raise UserError("MEASUREMENTS", str(path), "no such file")
     table = read_table(path, field="MEASUREMENTS", what="a Parquet file")
+    for column in OPTIONAL_COLUMNS:  # added after older measurement files were written
+        if column not in table.frame.columns:
+            table.frame[column] = None
     missing = [c for c in COLUMNS if c not in table.frame.columns]
     if missing:
         raise UserError(

@@ -1,8 +1,9 @@
 """`gemini-ft report`: run the sweeps the paper's figures need, draw every figure, write index.html.
 
 The report runs two sweeps of the `gpt2-100b-p4d` preset (policy × failure rate at N = 16, and policy ×
-machines at 1.5%/machine/day), computes recovery probabilities and checkpoint times from closed forms,
-and writes each figure as PNG, PDF and CSV, plus a table of the paper's findings beside ours.
+machines at 1.5%/machine/day), each under Fig. 15's two accountings (the simulator's, and the paper's:
+`sim.policies.paper_fig15_scenario`), computes recovery probabilities and checkpoint times from closed
+forms, and writes each figure as PNG, PDF and CSV, plus a table of the paper's findings beside ours.
 `quick` shrinks seeds, points and durations so the whole report runs in about a minute.
 index.html records what built it: the package version and the command (both passed in by the caller,
 so analysis never imports the CLI package) and the date it was built.
@@ -22,7 +23,7 @@ import pandas as pd
 from analysis.catalog import (
     FigureSpec,
     ckpt_time_figure,
-    effective_ratio_figure,
+    effective_ratio_accountings_figure,
     interleave_figure,
     measurements_figure,
     recovery_probability_figure,
@@ -32,6 +33,7 @@ from analysis.findings import (
     Finding,
     findings_frame,
     interleave_finding,
+    lost_progress_finding,
     placement_finding,
     scale_finding,
     wasted_time_finding,
@@ -39,7 +41,7 @@ from analysis.findings import (
 from analysis.interleave_figures import interleave_table
 from analysis.results_io import load_result_file
 from analysis.style import PAGE_WIDTH_PX
-from analysis.tables import ckpt_time_table
+from analysis.tables import ckpt_time_table, fig15_cost_table
 from scenarios.errors import UserError
 from scenarios.loader import load_scenario, validate
 from scenarios.schema import POLICIES, Scenario
@@ -118,41 +120,44 @@ def build_report(
     if measured is not None and measured.kind != "measurements":
         raise UserError("measurements", str(measurements), "must be a real-runner measurements file")
     out_dir.mkdir(parents=True, exist_ok=True)
+    from sim.policies import paper_fig15_scenario
+
     base = load_scenario(PRESET)
-    by_rate = _sweep(
-        base,
-        "policy-rate",
-        {"checkpoint.policy": list(POLICIES), "failures.rate_per_machine_per_day": list(plan.rates)},
-        plan,
-        out_dir,
-        workers,
-        progress,
-    )
-    by_machines = _sweep(
-        base,
-        "policy-machines",
-        {
+    grids: dict[str, dict[str, list[object]]] = {
+        "policy-rate": {
+            "checkpoint.policy": list(POLICIES),
+            "failures.rate_per_machine_per_day": list(plan.rates),
+        },
+        "policy-machines": {
             "checkpoint.policy": list(POLICIES),
             "cluster.machines": list(plan.machines),
             "failures.rate_per_machine_per_day": [SCALE_RATE],
         },
-        plan,
-        out_dir,
-        workers,
-        progress,
-    )
+    }
+    # Fig. 15's two accountings: the preset as modelled, and the paper's (16-instance costs at every N,
+    # no failure during a recovery). Each sweep has its own directory, so each resumes on its own.
+    accountings = {"simulator": ("", base), "paper": ("-paper", paper_fig15_scenario(base))}
+    runs = {
+        (grid, accounting): _sweep(scenario, grid + suffix, sweep, plan, out_dir, workers, progress)
+        for accounting, (suffix, scenario) in accountings.items()
+        for grid, sweep in grids.items()
+    }
+    by_rate = runs["policy-rate", "simulator"]
+    rate_accountings = {name: runs["policy-rate", name] for name in accountings}
+    machine_accountings = {name: runs["policy-machines", name] for name in accountings}
     probability = recovery_probability_data(
         plan.probability_machines, plan.probability_replicas, plan.probability_failures
     )
     ckpt = ckpt_time_table(base, plan.ckpt_machines, plan.ckpt_bandwidths_gbps)
     schemes = interleave_data(INTERLEAVE_PRESET)
     n16 = by_rate[by_rate["machines"] == 16] if "machines" in by_rate.columns else by_rate
+    costs = fig15_cost_table(base, plan.machines)
     specs = [
         recovery_probability_figure(probability),
         wasted_time_figure(n16[(n16["failure_rate_per_machine_per_day"] - SCALE_RATE).abs() < 1e-12]),
         ckpt_time_figure(ckpt),
-        effective_ratio_figure(by_rate, "failure_rate_per_machine_per_day"),
-        effective_ratio_figure(by_machines, "machines"),
+        effective_ratio_accountings_figure(rate_accountings, "failure_rate_per_machine_per_day", costs),
+        effective_ratio_accountings_figure(machine_accountings, "machines", costs),
         interleave_figure(schemes, INTERLEAVE_PRESET),
     ]
     if measured is not None:
@@ -163,7 +168,11 @@ def build_report(
     findings = [
         placement_finding(probability),
         wasted_time_finding(n16, rate=SCALE_RATE),
-        scale_finding(by_machines, machines=SCALE_MACHINES, rate=SCALE_RATE),
+        lost_progress_finding(base, n16, rate=SCALE_RATE),
+        *(
+            scale_finding(summary, machines=SCALE_MACHINES, rate=SCALE_RATE, accounting=name)
+            for name, summary in machine_accountings.items()
+        ),
         interleave_finding(schemes, INTERLEAVE_PRESET),
     ]
     findings_csv = out_dir / "findings.csv"
@@ -263,7 +272,9 @@ def render_index(
     setup = (
         f"Preset {PRESET}; {plan.seeds} seeds × {plan.duration_days:g} simulated days per sweep point; "
         f"failure rates {', '.join(f'{r:g}' for r in plan.rates)} per machine per day; "
-        f"machines {', '.join(map(str, plan.machines))}. Sweep results are in sweeps/."
+        f"machines {', '.join(map(str, plan.machines))}. Each sweep runs twice, under the simulator's "
+        "accounting and under the paper's Fig. 15 accounting (16-instance costs at every N, no failure "
+        "during a recovery; sweeps/*-paper). Sweep results are in sweeps/."
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>gemini-ft report</title>

@@ -246,6 +246,41 @@ def _ratio_per_policy(ax: Axes, table: pd.DataFrame) -> None:
     ax.set_xlabel("Checkpoint policy")
 
 
+ACCOUNTING_TITLES = {
+    "simulator": "Simulator: costs scale with N,\nfailures strike recoveries",
+    "paper": "Paper: 16-instance costs at every N,\nno failure during a recovery",
+}
+
+
+@styled
+def plot_effective_ratio_accountings(table: pd.DataFrame, x: str = "machines") -> Figure:
+    """Fig. 15 under each accounting side by side: one panel per accounting (in the table's order), one
+    colour per policy, the same y axis. `table` is `analysis.tables.effective_ratio_accountings`."""
+    if x not in X_LABELS:
+        raise UserError("x", x, f"allowed: {', '.join(X_LABELS)}")
+    require_columns(
+        table, ["accounting", "policy", x, "ratio_mean", "ratio_ci_low", "ratio_ci_high"], "accountings table"
+    )
+    if table.duplicated(["accounting", "policy", x]).any():
+        # Another sweep axis varies too: the panels are the accountings, so there is no room for facets.
+        raise UserError("accountings table", f"several rows per accounting × policy × {x}",
+                        "needs one point per accounting, policy and x (fix the other axis)")  # fmt: skip
+    accountings = list(dict.fromkeys(table["accounting"]))
+    fig, axes = new_figure(len(accountings), cols=2)
+    for ax, accounting in zip(axes, accountings, strict=True):
+        rows = table[table["accounting"] == accounting]
+        ax.set_title(ACCOUNTING_TITLES.get(accounting, accounting))
+        if rows[x].nunique() == 1:
+            _ratio_per_policy(ax, rows)
+            note_single_point(ax, f"one point per policy: {FACET_LABELS[x].format(_fmt(rows[x].iloc[0]))}")
+        else:
+            _ratio_lines(ax, rows, x)
+        ax.set_ylabel("Effective training time ratio")
+        ax.set_ylim(-0.02, 1.02)
+    legend_beside(axes[-1], title="policy", fontsize="small")
+    return fig
+
+
 # ---- Fig. 11: checkpoint time reduction ---------------------------------------------------------------
 @styled
 def plot_ckpt_time_reduction(table: pd.DataFrame) -> Figure:

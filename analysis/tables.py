@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from scenarios.errors import UserError
-from scenarios.schema import Scenario
+from scenarios.schema import POLICIES, Scenario
 from sim import costs
 from sim.intervals import NON_NEGATIVE, RATIO_RANGE, UNBOUNDED, mean_ci
 
@@ -134,6 +134,35 @@ def effective_ratio_accountings(
         raise UserError("summaries", "none", "needs at least one accounting's summary")
     table = pd.concat(tables, ignore_index=True)
     return table[["accounting", *(c for c in table.columns if c != "accounting")]]
+
+
+def fig15_cost_table(scenario: Scenario, machines: Sequence[int]) -> pd.DataFrame:
+    """What each policy's checkpoints cost at each N under Fig. 15's two accountings (closed forms of
+    `sim.policies.plan_for`): the simulator's (`scenario` at N: the shard per machine is 1/N of the
+    model) and the paper's (`sim.policies.paper_fig15_scenario`: the 16-instance costs at every N)."""
+    from sim.policies import paper_fig15_scenario, plan_for
+
+    base = scenario.model_copy(update={"sweep": {}})
+    rows = []
+    for n in machines:
+        at_n = base.with_overrides({"cluster.machines": n})
+        for accounting, point in (("simulator", at_n), ("paper", paper_fig15_scenario(at_n))):
+            for policy in POLICIES:
+                plan = plan_for(point.with_overrides({"checkpoint.policy": policy}))
+                rows.append(
+                    {
+                        "accounting": accounting,
+                        "machines": n,
+                        "policy": policy,
+                        "persistent_interval_s": plan.persistent_interval_s,
+                        "persistent_stall_s": plan.persistent_stall_s,
+                        "persistent_upload_s": plan.persistent_upload_s,
+                        "mem_ckpt_time_s": plan.mem_ckpt_time_s if plan.mem_interval_s is not None else None,
+                        "recovery_serialization_s": plan.recovery.recovery_serialization_s,
+                        "retrieval_peer_s": plan.recovery.retrieval_peer_s,
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
 # ---- checkpoint time from the scenario's derived properties -------------------------------------

@@ -118,13 +118,13 @@ def bench_single(gib: float, pairs: int, work: Path) -> dict:
         local_s = _best(local_recovery, 3)
         disk = work / "dcp"
         start = time.perf_counter()
-        save_persistent(codec, 0, disk)
+        save_persistent(codec, 0, disk, 0)
         disk_save_s = time.perf_counter() - start
         dropped = _drop_caches(disk)
         start = time.perf_counter()
-        load_into(codec, 0, disk)
+        load_into(codec, 0, disk, 0)
         cold_s = time.perf_counter() - start
-        warm_s = _best(lambda: load_into(codec, 0, disk), 2)
+        warm_s = _best(lambda: load_into(codec, 0, disk, 0), 2)
 
         def iteration(checkpoint: bool, step: int) -> float:
             start = time.perf_counter()

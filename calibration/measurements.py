@@ -20,6 +20,8 @@ from realrun.measurements import COLUMNS
 from scenarios.errors import UserError
 from sim.results_io import CONFIG, read_table
 
+OPTIONAL_COLUMNS = ("detail",)
+
 # Detect events of one failure share its time (t_s − duration is the failure's clock time on every
 # rank, up to the logging delay); different failures are at least a restart apart.
 _SAME_FAILURE_S = 1.0
@@ -58,6 +60,9 @@ def load_run(path: Path) -> Run:
     if not path.is_file():
         raise UserError("MEASUREMENTS", str(path), "no such file")
     table = read_table(path, field="MEASUREMENTS", what="a Parquet file")
+    for column in OPTIONAL_COLUMNS:  # added after older measurement files were written
+        if column not in table.frame.columns:
+            table.frame[column] = None
     missing = [c for c in COLUMNS if c not in table.frame.columns]
     if missing:
         raise UserError(

@@ -15,11 +15,15 @@ from scenarios.errors import UserError
 from scenarios.placements import REAL_PLACEMENTS, check_placement
 from sim.tracking import check_tracker
 
+# A chunk is a message of its own: below 1 KiB the per-chunk overhead dominates and a zero-byte chunk
+# (1e-9 MiB) cannot make progress at all.
+MIN_CHUNK_MIB = 1 / 1024
+
 
 class RealRunConfig(BaseModel):
     """Everything a real run needs; `failures` holds the `--fail` texts (parsed by `realrun.faults`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     machines: int = Field(2, ge=1, le=64, description="Emulated machines (one torchrun agent each).")
     procs_per_machine: int = Field(1, ge=1, le=16, description="Training processes per machine.")
@@ -45,9 +49,25 @@ class RealRunConfig(BaseModel):
         description="torchrun rendezvous keep-alive interval in seconds; a machine that misses two in a "
         "row is dropped, so a dead machine no longer holds up the next round (torchrun's default: 5 s x 3).",
     )
-    chunk_mib: float = Field(4.0, gt=0, le=1024, description="Replication chunk size in MiB.")
+    chunk_mib: float = Field(
+        4.0,
+        ge=MIN_CHUNK_MIB,
+        le=1024,
+        description="Replication chunk size in MiB (at least 1 KiB = 0.0009765625; whole bytes are used).",
+    )
     timeout_s: float = Field(
         120.0, gt=0, description="Collective timeout and per-run wall-clock limit factor."
+    )
+    time_limit_s: float = Field(
+        1800.0, gt=0, description="Give up (and clean up) after this many seconds of wall-clock time."
+    )
+    force: bool = Field(
+        False,
+        description="Reuse an --out directory that holds a previous gemini-ft realrun (its files are replaced).",
+    )
+    cleanup: bool = Field(
+        False,
+        description="Only remove the shared memory of dead gemini-ft jobs (/dev/shm/gemini-ft-*), then exit.",
     )
     disk_baseline: bool = Field(True, description="Measure a DCP save and load of the same state at the end.")
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -98,6 +118,11 @@ class RealRunConfig(BaseModel):
         if self.track_online and self.track != "wandb":
             raise UserError("track_online", True, "is for track = wandb")
         return self
+
+    @property
+    def chunk_bytes(self) -> int:
+        """The replication chunk in whole bytes (at least 1024)."""
+        return int(self.chunk_mib * 2**20)
 
     @property
     def world_size(self) -> int:

@@ -2,7 +2,9 @@
 
 Specs: `sw@step=30:rank=1` (kill one training process; its machine's memory survives),
 `hw@step=50:machine=2` (kill the whole machine and wipe its shared memory), either with
-`:during=snapshot|replicate` to strike mid-checkpoint, and `random:count=3:seed=7`. A failure fires
+`:during=snapshot|replicate` to strike mid-checkpoint, `random:count=3:seed=7`, and
+`disk@step=N:how=flip|truncate|metadata|missing` (rank 0 damages the newest persistent checkpoint,
+as a bad disk or a careless hand would; training goes on). A failure fires
 at the start of its step once the previous checkpoint is out (or inside that step's
 snapshot/replication) and at most once per job: a marker file in the run directory records it, so
 restarted workers do not fire it again.
@@ -20,11 +22,14 @@ from typing import Literal
 
 import numpy as np
 
+from realrun.persistent import damage_newest
 from scenarios.errors import UserError
 
 PHASES = ("step", "snapshot", "replicate")
+DAMAGE = ("flip", "truncate", "metadata", "missing")
 _FORMAT = (
     "sw@step=N:rank=R | hw@step=N:machine=M (optionally :during=snapshot|replicate) | random:count=C:seed=S"
+    " | disk@step=N:how=flip|truncate|metadata|missing"
 )
 
 
@@ -33,12 +38,15 @@ class FailureSpec:
     """One injected failure: which kind, when, and whom it strikes."""
 
     index: int
-    kind: Literal["sw", "hw"]
+    kind: Literal["sw", "hw", "disk"]
     step: int
-    target: int  # a rank for sw, a machine for hw
+    target: int  # a rank for sw, a machine for hw, rank 0 for disk
     during: str = "step"
+    how: str = ""  # disk only: which damage (DAMAGE)
 
     def to_text(self) -> str:
+        if self.kind == "disk":
+            return f"disk@step={self.step}:how={self.how}"
         who = f"rank={self.target}" if self.kind == "sw" else f"machine={self.target}"
         return f"{self.kind}@step={self.step}:{who}" + (
             f":during={self.during}" if self.during != "step" else ""
@@ -51,9 +59,12 @@ def parse_failures(specs: list[str], machines: int, procs_per_machine: int, step
     for text in specs:
         if text.startswith("random"):
             fields = _fields(text, text.removeprefix("random").lstrip(":"), {"count", "seed"})
+            seed = _int(text, fields.get("seed", "0"))
+            if seed < 0:
+                raise UserError("--fail", text, "seed must be a non-negative integer")
             failures += _random_schedule(
-                int(fields.get("count", 1)),
-                int(fields.get("seed", 0)),
+                _int(text, fields.get("count", "1")),
+                seed,
                 machines,
                 procs_per_machine,
                 steps,
@@ -61,8 +72,11 @@ def parse_failures(specs: list[str], machines: int, procs_per_machine: int, step
             )
             continue
         kind, sep, rest = text.partition("@")
-        if kind not in ("sw", "hw") or not sep:
+        if kind not in ("sw", "hw", "disk") or not sep:
             raise UserError("--fail", text, f"expected {_FORMAT}")
+        if kind == "disk":
+            failures.append(_disk(text, rest, steps, len(failures)))
+            continue
         who = "rank" if kind == "sw" else "machine"
         fields = _fields(text, rest, {"step", who, "during"})
         if "step" not in fields or who not in fields:
@@ -78,6 +92,16 @@ def parse_failures(specs: list[str], machines: int, procs_per_machine: int, step
             raise UserError("--fail", text, f"during must be one of {', '.join(PHASES[1:])}")
         failures.append(FailureSpec(len(failures), kind, step, target, during))  # type: ignore[arg-type]
     return failures
+
+
+def _disk(text: str, rest: str, steps: int, index: int) -> FailureSpec:
+    fields = _fields(text, rest, {"step", "how"})
+    if "step" not in fields or fields.get("how") not in DAMAGE:
+        raise UserError("--fail", text, f"needs step= and how= one of {', '.join(DAMAGE)}")
+    step = _int(text, fields["step"])
+    if not 1 <= step <= steps:
+        raise UserError("--fail", text, f"step must be between 1 and --steps = {steps}")
+    return FailureSpec(index, "disk", step, 0, "step", fields["how"])
 
 
 def _fields(text: str, body: str, allowed: set[str]) -> dict[str, str]:
@@ -127,6 +151,8 @@ class FaultInjector:
         self.failures = [f for f in failures if self._mine(f)]
 
     def _mine(self, failure: FailureSpec) -> bool:
+        if failure.kind == "disk":
+            return self.rank == 0
         if failure.kind == "sw":
             return failure.target == self.rank
         return failure.target == self.machine and self.local_rank == 0
@@ -141,6 +167,8 @@ class FaultInjector:
                 self._strike(failure)
 
     def _claim(self, failure: FailureSpec) -> bool:
+        # Damage to a disk is no process failure: its marker must not count as one (detect, lost steps).
+        marker = f"{'damaged' if failure.kind == 'disk' else 'fired'}{failure.index}.json"
         record = {
             "index": failure.index,
             "spec": failure.to_text(),
@@ -149,7 +177,7 @@ class FaultInjector:
             "machine": self.machine,
         }
         try:
-            fd = os.open(self.dir / f"fired{failure.index}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(self.dir / marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return False  # fired before this restart
         with os.fdopen(fd, "w") as handle:
@@ -157,6 +185,9 @@ class FaultInjector:
         return True
 
     def _strike(self, failure: FailureSpec) -> None:
+        if failure.kind == "disk":
+            damage_newest(self.dir.parent, failure.how)
+            return
         if failure.kind == "hw":
             # The launcher owns the machine: it kills the agent and all its workers and wipes the memory.
             request = self.dir / f"hw-machine{self.machine}.request"

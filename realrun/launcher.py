@@ -3,9 +3,12 @@
 The launcher hosts the rendezvous TCPStore itself (so killing any machine never takes the store
 down), gives every machine a private shared-memory directory under /dev/shm, replaces a machine that
 a hardware failure struck (kill its agent and workers, wipe its memory, start a fresh agent), and
-always removes its processes and shared memory — on success, error, Ctrl-C or SIGTERM. With
-`netns`, every machine runs in its own network namespace behind a shaped link (`realrun.netns`); the
-store listens on the bridge, and the namespaces, veths and bridge are removed the same way.
+always removes its processes and shared memory — on success, error, Ctrl-C or SIGTERM (exit 143).
+Everything listens on loopback: the store on a socket the launcher binds to 127.0.0.1 itself (torch's
+TCPStore would bind every interface), gloo on `lo`, and the agents host no store (`is_host=false`).
+With `netns`, every machine runs in its own network namespace behind a shaped link (`realrun.netns`);
+the store listens on the bridge address only, and the namespaces, veths and bridge are removed the
+same way. The c10d store is unauthenticated: a multi-host run must keep it on a trusted network.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
+import re
 import shutil
 import signal
 import socket
@@ -28,10 +31,21 @@ from realrun.config import RealRunConfig
 from realrun.devices import check_devices, gpu_sharing, visible_gpus
 from realrun.faults import parse_failures
 from realrun.model import parse_model_size
+from realrun.rundir import check_out, prepare, write_private
+from realrun.shm_jobs import cleanup_stale_shm, create_job_dir, new_job_id
 from scenarios.errors import UserError
 from sim.placement import build_placement
 
-SHM_ROOT = Path("/dev/shm")
+LOOPBACK = "127.0.0.1"
+_HW_REQUEST = re.compile(r"hw-machine(\d+)\.request")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the launcher: clean up like Ctrl-C, exit 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -51,33 +65,47 @@ def validate(cfg: RealRunConfig) -> None:
     build_placement(cfg.placement, cfg.machines, cfg.replicas)
     parse_model_size(cfg.model_size)
     parse_failures(list(cfg.failures), cfg.machines, cfg.procs_per_machine, cfg.steps)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", cfg.port))
-        except OSError:
-            raise UserError("--port", cfg.port, "is busy on 127.0.0.1; choose a free port") from None
+    check_out(cfg.out, cfg.force)
+    try:
+        listen_socket(LOOPBACK, cfg.port).close()
+    except OSError:
+        raise UserError("port", cfg.port, f"is busy on {LOOPBACK}; choose a free port") from None
     if cfg.netns:
         netns.check_available(cfg.link_gbps, cfg.link_latency_ms)
     if cfg.device != "cpu":  # every emulated machine shares this host's GPUs: one per rank
         check_devices(cfg.device, cfg.machines, cfg.procs_per_machine, visible_gpus(), gpu_sharing())
 
 
-def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on `host:port` only, bound the way the store needs it.
+
+    SO_REUSEADDR, so that a port whose last run ended moments ago (connections in TIME_WAIT) can be
+    bound again; the probe in `validate` binds exactly so, so it answers for the real bind.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def launch(cfg: RealRunConfig) -> RunResult:
     """Run the job to completion (or failure) and clean up everything it started."""
     validate(cfg)
     from torch.distributed import TCPStore  # heavy import only once the input is valid
 
-    job_id = f"{os.getpid()}-{secrets.token_hex(6)}"
-    run_dir = cfg.out.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("events", "engine", "faults", "persistent", "disk_baseline", "final_params.bin"):
-        target = run_dir / stale
-        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    (run_dir / "logs").mkdir(exist_ok=True)
+    previous_umask = os.umask(0o077)  # every directory and file of the run is the job's alone
+    job_id = new_job_id()
+    run_dir = check_out(cfg.out, cfg.force)
+    prepare(run_dir)
     cfg = cfg.model_copy(update={"out": run_dir})
-    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-    shm = SHM_ROOT / f"gemini-ft-{job_id}"
-    shm.mkdir(mode=0o700)
+    write_private(run_dir / "config.json", cfg.model_dump_json(indent=2))
+    cleanup_stale_shm()  # memory of jobs whose launcher was killed (kill -9) before it could clean up
+    shm = create_job_dir(job_id)
     t0 = time.time()
     agents: dict[int, subprocess.Popen] = {}
     replacements = 0
@@ -96,17 +124,26 @@ def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
             bed = testbed.enter_context(
                 netns.testbed(job_id, cfg.machines, cfg.link_gbps, cfg.link_latency_ms)
             )
+        host = bed.bridge_address if bed else LOOPBACK
         store = TCPStore(
-            bed.bridge_address if bed else "127.0.0.1", cfg.port, is_master=True, wait_for_workers=False
+            host,
+            cfg.port,
+            is_master=True,
+            wait_for_workers=False,
+            master_listen_fd=listen_socket(host, cfg.port).detach(),  # the store owns and closes it
+            use_libuv=True,
         )
         for machine in range(cfg.machines):
             agents[machine] = _start_agent(cfg, machine, job_id, shm, t0, bed)
         done: set[int] = set()
         while len(done) < cfg.machines:
-            if time.time() - t0 > time_limit_s:
-                return ended(False, f"time limit {time_limit_s:.0f} s reached")
+            if time.time() - t0 > cfg.time_limit_s:
+                return ended(False, f"time limit {cfg.time_limit_s:g} s reached")
             for request in sorted((run_dir / "faults").glob("hw-machine*.request")):
-                machine = int(request.name.removeprefix("hw-machine").split(".")[0])
+                match = _HW_REQUEST.fullmatch(request.name)
+                if match is None or int(match.group(1)) not in agents:
+                    continue  # not one a worker writes (workers only name their own machine): ignore
+                machine = int(match.group(1))
                 _kill_tree(agents[machine].pid)
                 agents[machine].wait()
                 shutil.rmtree(shm / f"machine{machine}", ignore_errors=True)  # the machine's memory is gone
@@ -133,6 +170,7 @@ def launch(cfg: RealRunConfig, time_limit_s: float = 1800.0) -> RunResult:
         try:
             testbed.close()  # after the agents: nothing may still run inside a namespace
         finally:
+            os.umask(previous_umask)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -141,8 +179,10 @@ def _start_agent(
     cfg: RealRunConfig, machine: int, job_id: str, shm: Path, t0: float, bed: netns.Testbed | None = None
 ) -> subprocess.Popen:
     env = dict(os.environ)
-    store_host = bed.bridge_address if bed else "127.0.0.1"
+    store_host = bed.bridge_address if bed else LOOPBACK
     in_namespace: list[str] = []
+    # gloo listens on the address of the interface it is given (else on what the hostname resolves to).
+    env.update(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo", TP_SOCKET_IFNAME="lo")
     if bed is not None:
         # Inside a namespace the hostname resolves to its private loopback: name the machine by its
         # address, and make gloo (and NCCL / tensorpipe on GPU hosts) bind to the shaped interface.
@@ -161,7 +201,7 @@ def _start_agent(
     )  # fmt: skip
     command = [
         *in_namespace, sys.executable, "-m", "torch.distributed.run",
-        *([f"--local-addr={bed.machines[machine].address}"] if bed else []),
+        f"--local-addr={bed.machines[machine].address if bed else LOOPBACK}",
         f"--nnodes={cfg.machines}", f"--nproc-per-node={cfg.procs_per_machine}",
         "--rdzv-backend=c10d", f"--rdzv-endpoint={store_host}:{cfg.port}", f"--rdzv-id={job_id}",
         # A killed machine stays a participant until its keep-alive expires; the next round waits for that.
@@ -230,7 +270,7 @@ def _alive(pid: int) -> bool:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Terminated(signum)
 
 
 def config_json(run_dir: Path) -> str:

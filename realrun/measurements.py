@@ -1,8 +1,9 @@
 """Per-rank JSONL events and their gathering into `measurements.parquet`.
 
 Workers append one JSON object per event (snapshot, replicate, commit, detect, restart, retrieve,
-first_step, lost_steps, persist, step, disk_save, disk_load, skip — a snapshot skipped because the
-previous one was still being copied) to `events/rank<r>.jsonl`; the launcher
+first_step, lost_steps, persist, persistent_rejected, step, disk_save, disk_load, skip — a snapshot
+skipped because the previous one was still being copied) to `events/rank<r>.jsonl` (`detail` says why a
+persistent checkpoint was rejected); the launcher
 reads them all into one table with the resolved configuration and package version in the Parquet
 schema metadata (`gemini_ft.config`, `gemini_ft.version`).
 """
@@ -20,10 +21,12 @@ from sim.results_io import CONFIG, write_table
 
 EVENTS = (
     "snapshot", "replicate", "commit", "detect", "restart", "retrieve", "first_step",
-    "lost_steps", "persist", "step", "disk_save", "disk_load", "skip",
+    "lost_steps", "persist", "persistent_rejected", "step", "disk_save", "disk_load", "skip",
 )  # fmt: skip
-SOURCES = ("local", "peer", "persistent", "disk")
-COLUMNS = ("run_id", "rank", "machine", "event", "step", "bytes", "duration_s", "source", "peer", "t_s", "ok")
+SOURCES = ("local", "peer", "persistent", "fresh", "disk")
+COLUMNS = (
+    "run_id", "rank", "machine", "event", "step", "bytes", "duration_s", "source", "peer", "t_s", "ok", "detail",
+)  # fmt: skip
 
 
 class EventLog:
@@ -45,12 +48,14 @@ class EventLog:
         source: str | None = None,
         peer: int | None = None,
         ok: bool = True,
+        detail: str | None = None,
     ) -> None:
         if event not in EVENTS or (source is not None and source not in SOURCES):
             raise ValueError(f"unknown event {event!r} or source {source!r}")
         record = {
             **self.base, "event": event, "step": step, "bytes": nbytes, "duration_s": duration_s,
             "source": source, "peer": peer, "t_s": time.time() - self.t0, "ok": ok,
+            "detail": detail,
         }  # fmt: skip
         line = json.dumps(record) + "\n"
         # One write per line on an O_APPEND descriptor, so a kill never leaves a half line behind.
@@ -108,7 +113,8 @@ def read_events(run_dir: Path) -> pd.DataFrame:
 
 def write_parquet(frame: pd.DataFrame, path: Path, config_json: str) -> Path:
     """`measurements.parquet`: the events with the resolved configuration (and version) in its metadata."""
-    return write_table(frame, path, {CONFIG: config_json})
+    # The run directory is private: so is this file, whatever the caller's umask.
+    return write_table(frame, path, {CONFIG: config_json}, private=True)
 
 
 def _timed(rows: pd.DataFrame) -> dict:
@@ -137,6 +143,13 @@ def summarize(frame: pd.DataFrame) -> dict:
             recovery[f"retrieve_{source}"] = _timed(rows)
     if len(by_event["detect"]):
         recovery["detect"] = _timed(by_event["detect"])
+    rejected = by_event["persistent_rejected"]
+    if len(rejected):  # each rank logs each rejection; count checkpoints, not log lines
+        recovery["persistent_rejected"] = int(rejected.step.nunique())
+        recovery["persistent_rejected_steps"] = sorted(int(s) for s in rejected.step.unique())
+    fresh = by_event["retrieve"][by_event["retrieve"].source == "fresh"]
+    if len(fresh):  # every rank logs each one
+        recovery["fresh_restarts"] = int((fresh["rank"] == fresh["rank"].min()).sum())
     if len(by_event["lost_steps"]):
         recovery["lost_steps_mean"] = round(float(by_event["lost_steps"].step.mean()), 2)
     steps = pd.concat([by_event["step"], by_event["first_step"]])

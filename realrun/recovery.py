@@ -3,13 +3,13 @@
 Each rank reports the verified committed steps its machine holds for the shards with its local
 index (an int64 tensor, gathered with all_gather — no pickling). The newest step for which every
 shard has a valid copy wins; a shard whose owner's machine lost it is fetched from a holder over the
-checkpoint group. Without such a step, all ranks load the last persistent checkpoint (DCP).
+checkpoint group. Without such a step, all ranks load the newest persistent checkpoint (DCP) that
+every rank verified against its manifest (`realrun.persistent`); one that fails is reported and the
+next older one tried, then a fresh start. DCP never opens a directory that did not verify.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
 from realrun.measurements import EventLog
+from realrun.persistent import commit, committed_steps, persistent_dir, uncommit, verify
 from realrun.replication import Outgoing, exchange
 from realrun.shard import ShardCodec
 from realrun.shm_store import ShmStore, manifest_entries
@@ -31,8 +32,9 @@ class Plan:
     """The step to resume from, where it comes from, and which rank sends each shard (-1: none)."""
 
     step: int
-    source: str  # "local"/"peer" (in memory), "persistent", or "fresh"
+    source: str  # "memory" (local or from a peer), "persistent", or "fresh"
     holder: list[int]
+    rejected: tuple[tuple[int, str], ...] = ()  # persistent checkpoints that failed verification: (step, why)
 
 
 def local_inventory(
@@ -88,12 +90,34 @@ def plan_recovery(
     if chosen is None or chosen[0] < _upper_bound(inventory) or not local_everywhere:
         inventory = _gather(local_inventory(store, world, procs, local_rank, deep=True), group, world)
         chosen = choose(inventory, rank_machine)
-    persistent = latest_persistent(run_dir)
+    in_memory = chosen[0] if chosen is not None else -1
+    persistent, rejected = verified_persistent(run_dir, group, newer_than=in_memory)
     if chosen is not None and (persistent is None or chosen[0] >= persistent):
-        return Plan(chosen[0], "memory", chosen[1])
+        return Plan(chosen[0], "memory", chosen[1], rejected)
     if persistent is not None:
-        return Plan(persistent, "persistent", [-1] * world)
-    return Plan(0, "fresh", [-1] * world)
+        return Plan(persistent, "persistent", [-1] * world, rejected)
+    return Plan(0, "fresh", [-1] * world, rejected)
+
+
+def verified_persistent(
+    run_dir: Path, group: dist.ProcessGroup | None, newer_than: int = -1
+) -> tuple[int | None, tuple[tuple[int, str], ...]]:
+    """The newest committed persistent step above `newer_than` that every rank verified, and the rejects.
+
+    Every rank checks the files itself (each reads them with DCP afterwards); a step counts only when
+    all agree, so all ranks take the same decision.
+    """
+    rejected = []
+    for step in committed_steps(run_dir):
+        if step <= newer_than:
+            break
+        why = verify(persistent_dir(run_dir, step), step)
+        agreed = torch.tensor([0 if why else 1], dtype=torch.int64)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=group)
+        if int(agreed) == 1:
+            return step, tuple(rejected)
+        rejected.append((step, why or "failed its check on another rank"))
+    return None, tuple(rejected)
 
 
 def _gather(mine: torch.Tensor, group: dist.ProcessGroup | None, world: int) -> torch.Tensor:
@@ -118,7 +142,11 @@ def recover(
     chunk_bytes: int,
 ) -> None:
     """Carry out `plan`: fetch shards whose owners lack them, load them, sync parameters."""
+    for step, why in plan.rejected:
+        events.log("persistent_rejected", step, source="persistent", ok=False, detail=why)
     if plan.source == "fresh":
+        if plan.rejected:  # a recovery that had to start over: say so beside the other sources
+            events.log("retrieve", 0, source="fresh")
         return
     start = time.perf_counter()
     if plan.source == "persistent":
@@ -159,14 +187,26 @@ def _state(codec: ShardCodec, rank: int) -> dict[str, torch.Tensor]:
     return {f"shard{rank}/{name}": tensor for name, tensor in codec.tensors()}
 
 
-def save_persistent(codec: ShardCodec, rank: int, path: Path) -> int:
-    """DCP save of every rank's shard into `path` (collective; files fsynced by the writer)."""
+def save_persistent(codec: ShardCodec, rank: int, path: Path, step: int) -> int:
+    """DCP save of every rank's shard into `path`, then rank 0 commits its manifest (collective)."""
+    if rank == 0:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        uncommit(path)  # an older save of this step (before a rollback) stops counting right now
     state = _state(codec, rank)
+    # DCP's own collectives order this after rank 0's uncommit and before its commit.
     dcp.save(state, storage_writer=dcp.FileSystemWriter(path, sync_files=True))
+    dist.barrier()
+    if rank == 0:
+        commit(path, step)
+    dist.barrier()
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
-def load_into(codec: ShardCodec, rank: int, path: Path) -> int:
+def load_into(codec: ShardCodec, rank: int, path: Path, step: int) -> int:
+    """DCP load of this rank's shard from `path`, which must verify first (DCP unpickles `.metadata`)."""
+    why = verify(path, step)
+    if why is not None:
+        raise RuntimeError(f"refusing to load persistent checkpoint {path}: {why}")
     state = {k: v.clone() for k, v in _state(codec, rank).items()}
     dcp.load(state, storage_reader=dcp.FileSystemReader(path))
     with torch.no_grad():
@@ -175,24 +215,5 @@ def load_into(codec: ShardCodec, rank: int, path: Path) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
-def persistent_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / "persistent" / f"step{step:08d}"
-
-
-def mark_persistent(run_dir: Path, step: int) -> None:
-    """Record `step` as the newest complete persistent checkpoint (rank 0, after a barrier)."""
-    path = run_dir / "persistent" / "latest.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"step": step}))
-    os.replace(tmp, path)
-
-
-def latest_persistent(run_dir: Path) -> int | None:
-    try:
-        return int(json.loads((run_dir / "persistent" / "latest.json").read_text())["step"])
-    except (FileNotFoundError, KeyError, ValueError, json.JSONDecodeError):
-        return None
-
-
 def load_persistent(codec: ShardCodec, rank: int, run_dir: Path, step: int) -> int:
-    return load_into(codec, rank, persistent_dir(run_dir, step))
+    return load_into(codec, rank, persistent_dir(run_dir, step), step)

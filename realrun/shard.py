@@ -24,7 +24,21 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-from realrun.shm_store import ALIGN, Entry
+from realrun.shm_store import ALIGN, DTYPES, Entry
+
+_TORCH_DTYPES = {
+    "float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8,
+    "uint8": torch.uint8, "bool": torch.bool,
+}  # fmt: skip
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype a manifest names, looked up in the allow-list (a peer's string is data, not code)."""
+    try:
+        return _TORCH_DTYPES[name]
+    except KeyError:
+        raise ValueError(f"dtype {name!r} is not one a shard may hold ({', '.join(DTYPES)})") from None
 
 
 def make_optimizer(model: nn.Module, lr: float) -> ZeroRedundancyOptimizer:
@@ -182,7 +196,7 @@ class ShardCodec:
                 return
             for entry in entries:  # another layout (e.g. another version): tensor by tensor
                 kind, _, rest = entry.name.partition("/")
-                value = flat[entry.offset : entry.offset + entry.nbytes].view(getattr(torch, entry.dtype))
+                value = flat[entry.offset : entry.offset + entry.nbytes].view(torch_dtype(entry.dtype))
                 value = value.reshape(entry.shape)
                 if kind == "param":
                     self.by_name[rest].copy_(value)

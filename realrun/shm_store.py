@@ -4,7 +4,8 @@ Each emulated machine owns a private directory under /dev/shm (mode 0700, files 
 name) that outlives the training processes. A shard is written into the slot that does not hold its
 newest committed copy; the manifest (names, dtypes, shapes, offsets, step, per-chunk CRC-32C checksums) is
 written last with an atomic rename, so a crash between the data write and the commit leaves the
-previous committed slot untouched. Nothing here is pickled.
+previous committed slot untouched. Nothing here is pickled, and a manifest naming a dtype outside
+`DTYPES` is no manifest.
 """
 
 from __future__ import annotations
@@ -23,12 +24,16 @@ from pathlib import Path
 import crc32c
 import numpy as np
 
+from realrun.shm_jobs import open_private_dir
+
 FORMAT = 1
 ALIGN = 64
 # Replication verifies each checksum chunk as soon as it arrived, while it is still in cache; 4 MiB
 # chunks keep that hashing almost free beside the transfer (64 MiB ones cost ~25% of the bandwidth here).
 CHECKSUM_CHUNK = 4 << 20
 SLOTS = (0, 1)
+# Every dtype a shard may hold (a manifest arrives from peers: its strings are looked up, never evaluated).
+DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 CHECKSUM = "crc32c"
 # CRC-32C (the iSCSI/ext4 polynomial) in hardware runs at memory speed on one core (17 GB/s here,
 # 23 GB/s from cache) and, unlike xxhash's binding, releases the GIL: the training thread keeps
@@ -104,6 +109,11 @@ def parse_manifest(raw: bytes) -> dict | None:
     checksum_info = manifest["checksum"]
     if not isinstance(checksum_info, dict) or checksum_info.get("algorithm") != CHECKSUM:
         return None  # a copy we cannot verify is a copy we cannot use
+    entries = manifest["entries"]
+    if not isinstance(entries, list) or any(
+        not isinstance(e, dict) or e.get("dtype") not in DTYPES for e in entries
+    ):
+        return None
     return manifest
 
 
@@ -114,8 +124,9 @@ class ShmStore:
         self.root = Path(root)
         self.machine = machine
         self.dir = self.root / f"machine{machine}"
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.dir.mkdir(mode=0o700, exist_ok=True)
+        # Given from outside (GEMINI_FT_SHM): only a directory of ours that nobody else can enter.
+        open_private_dir(self.root)
+        open_private_dir(self.dir)
         self._maps: dict[tuple[int, int], tuple[mmap.mmap, int]] = {}
         # Called with (address, bytes) before a mapping goes, e.g. to cudaHostUnregister it first.
         self.unmap_hooks: list[Callable[[int, int], None]] = []

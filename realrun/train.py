@@ -26,14 +26,8 @@ from realrun.devices import TESTBED_ENV, device_for, gpu_sharing, visible_gpus
 from realrun.faults import FaultInjector, last_failure_time, parse_failures
 from realrun.measurements import EventLog, write_engine_info
 from realrun.model import build_model, ordered_allreduce_hook, parse_model_size, synthetic_batch
-from realrun.recovery import (
-    load_into,
-    mark_persistent,
-    persistent_dir,
-    plan_recovery,
-    recover,
-    save_persistent,
-)
+from realrun.persistent import persistent_dir
+from realrun.recovery import load_into, plan_recovery, recover, save_persistent
 from realrun.shard import ShardCodec, make_optimizer
 from realrun.shm_store import ShmStore
 from realrun.tracking import RunTracker
@@ -81,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True)
     args = parser.parse_args(argv)
     process_start = time.time()
+    # Checkpoints, events and final parameters are the job's alone (under plain torchrun too).
+    os.umask(0o077)
     cfg = RealRunConfig.model_validate_json(args.config.read_text())
     machine = int(os.environ["GEMINI_FT_MACHINE"])
     local_rank = int(os.environ["LOCAL_RANK"])
@@ -126,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_recovery(
         store, ckpt_group, cfg.world_size, cfg.procs_per_machine, local_rank, run_dir, rank_machine
     )
-    recover(plan, store, codec, rank, ckpt_group, events, run_dir, int(cfg.chunk_mib * 2**20))
+    recover(plan, store, codec, rank, ckpt_group, events, run_dir, cfg.chunk_bytes)
     if failed_at is not None:
         failed_step = _failed_step(run_dir)
         # The step column of a lost_steps event is the number of completed steps that must be redone.
@@ -134,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker.recovered(ckpt_group, cfg.world_size, plan.step, plan.source, failed_at)
 
     checkpointer = Checkpointer(
-        store, rank, codec, route_for(cfg, rank), ckpt_group, events, int(cfg.chunk_mib * 2**20), faults.check,
+        store, rank, codec, route_for(cfg, rank), ckpt_group, events, cfg.chunk_bytes, faults.check,
         gpu_snapshot=cfg.gpu_snapshot,
     )  # fmt: skip
     first = True
@@ -187,10 +183,7 @@ def _persist(
 ) -> None:
     checkpointer.wait_copied()
     start = time.perf_counter()
-    nbytes = save_persistent(codec, rank, persistent_dir(run_dir, step))
-    dist.barrier()
-    if rank == 0:
-        mark_persistent(run_dir, step)
+    nbytes = save_persistent(codec, rank, persistent_dir(run_dir, step), step)
     events.log("persist", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="persistent")
 
 
@@ -216,20 +209,20 @@ def _disk_baseline(codec: ShardCodec, rank: int, run_dir: Path, step: int, event
     """DCP save (fsynced) and load of the same shard state, the cache dropped before the load."""
     path = run_dir / "disk_baseline"
     start = time.perf_counter()
-    nbytes = save_persistent(codec, rank, path)
+    nbytes = save_persistent(codec, rank, path, step)
     events.log("disk_save", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="disk")
     dist.barrier()
     drop_page_cache(path)
     dist.barrier()
     start = time.perf_counter()
-    load_into(codec, rank, path)
+    load_into(codec, rank, path, step)
     events.log("disk_load", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="disk")
 
 
 def drop_page_cache(path: Path) -> bool:
     """Evict `path`'s files from the page cache (posix_fadvise DONTNEED); True if all were evicted."""
     ok = True
-    for file in [p for p in Path(path).rglob("*") if p.is_file()]:
+    for file in [p for p in Path(path).rglob("*") if p.is_file() and not p.is_symlink()]:
         fd = os.open(file, os.O_RDONLY)
         try:
             os.fsync(fd)

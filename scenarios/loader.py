@@ -36,7 +36,11 @@ def preset_names() -> list[str]:
 def resolve_path(name_or_path: str | Path) -> Path:
     """A preset name or a path to a TOML file."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise UserError("scenario", str(name_or_path), f"not a file ({exc.strerror})") from None
+    if path.suffix == ".toml" or exists:
         if not path.is_file():
             raise UserError("scenario", str(name_or_path), "no such file")
         return path

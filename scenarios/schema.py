@@ -156,11 +156,6 @@ class FailureConfig(Section):
         description="Shape σ of the lognormal time between failures of one machine (its mean is"
         " 1 / rate_per_machine_per_day; the coefficient of variation is √(e^σ² − 1)).",
     )
-    strike_during_recovery: bool = Field(
-        True,
-        description="Failures can strike while a recovery is under way (and restart it); False drops"
-        " failures that arrive during a recovery.",
-    )
 
     @model_validator(mode="after")
     def _trace_needs_file(self) -> FailureConfig:

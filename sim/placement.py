@@ -18,6 +18,9 @@ import numpy as np
 from scenarios.errors import UserError
 from scenarios.placements import PLACEMENTS, check_placement
 
+MATERIALIZED_LIMIT = 10_000_000
+"""The most machines a placement table (N × m integers) is built for."""
+
 
 @dataclass(frozen=True, eq=False)
 class Placement:
@@ -75,6 +78,13 @@ def build_placement(
     """The placement of `replicas` copies of each of `machines` checkpoints by `strategy`."""
     check_sizes(machines, replicas)
     check_placement(strategy, machines, replicas)
+    if machines > MATERIALIZED_LIMIT:
+        raise UserError(
+            "machines",
+            machines,
+            f"a placement is built machine by machine: at most {MATERIALIZED_LIMIT:,}"
+            " (the exact odds of group, ring and mixed need no placement: use them)",
+        )
     if strategy == "group":
         holders = _grouped(np.arange(machines), replicas)
     elif strategy == "ring":

@@ -18,7 +18,7 @@ import numpy as np
 
 from scenarios.errors import UserError
 from scenarios.placements import check_placement
-from sim.placement import Placement, build_placement, check_sizes, dealt_group_sizes
+from sim.placement import MATERIALIZED_LIMIT, Placement, build_placement, check_sizes, dealt_group_sizes
 from sim.recovery_sampling import (
     ENUMERATION_LIMIT,
     FAILURE_MODES,
@@ -221,9 +221,12 @@ def _check_failures(failures: int, machines: int) -> None:
 # ---- the table behind `gemini-ft placement` ------------------------------------------------------
 def default_strategies(machines: int, replicas: int, domain_size: int | None = None) -> list[str]:
     """The strategies that apply to (N, m): `group` when m | N, else `mixed` (which equals group when
-    m | N), `ring`, `random`, and `domain` when a domain size is given and the domain layout builds."""
-    chosen = ["group" if machines % replicas == 0 else "mixed", "ring", "random"]
-    if domain_size is not None:
+    m | N), `ring`, `random` (up to MATERIALIZED_LIMIT machines: it is drawn machine by machine), and
+    `domain` when a domain size is given and the domain layout builds."""
+    chosen = ["group" if machines % replicas == 0 else "mixed", "ring"]
+    if machines <= MATERIALIZED_LIMIT:
+        chosen.append("random")
+    if domain_size is not None and machines <= MATERIALIZED_LIMIT:
         try:
             build_placement("domain", machines, replicas, domain_size=domain_size)
         except UserError:

@@ -46,8 +46,11 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
 
 
-def write_table(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write `frame` to `path` atomically with the version and `metadata` under `gemini_ft.*`."""
+def write_table(
+    frame: pd.DataFrame, path: Path, metadata: dict[str, str] | None = None, *, private: bool = False
+) -> Path:
+    """Write `frame` to `path` atomically with the version and `metadata` under `gemini_ft.*`;
+    `private` makes the file readable by its owner only (0600), before it appears under its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     schema_metadata = dict(table.schema.metadata or {})
@@ -57,6 +60,8 @@ def write_table(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | None
     temporary = temporary_path(path)
     try:
         pq.write_table(table.replace_schema_metadata(schema_metadata), temporary)
+        if private:
+            os.chmod(temporary, 0o600)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -4,10 +4,15 @@ with the highest effective training time ratio, the runner-up, and what each cos
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from gemini_ft.cli.options import add_scenario_arguments, check_output, load_scenario_from, positive_int
+from gemini_ft.cli.options import (
+    add_execution_arguments,
+    add_scenario_arguments,
+    check_output,
+    load_scenario_from,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,10 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         " halving; each is run through the sweep machinery, so --workers and --dask work as for `sweep`.",
     )
     add_scenario_arguments(parser)
-    parser.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="worker processes"
-    )
-    parser.add_argument("--dask", metavar="ADDRESS|local", help="run on a Dask distributed scheduler")
+    add_execution_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="first seed of the common seeds")
     parser.add_argument(
         "--plot", type=Path, metavar="DIR", help="write the frontier (ratio vs spare machines and CPU memory)"

@@ -92,6 +92,20 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--workers N` and `--dask ADDRESS|local`: where the runs of a sweep (or of `advise`) execute."""
+    import os
+
+    parser.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="worker processes"
+    )
+    parser.add_argument(
+        "--dask",
+        metavar="ADDRESS|local",
+        help="run on a Dask distributed scheduler, e.g. tcp://host:8786 ('local' starts one)",
+    )
+
+
 def add_adaptive_arguments(parser: argparse.ArgumentParser) -> None:
     """`--target-ci HALF_WIDTH`: add seeds until every point's ratio interval is that narrow."""
     parser.add_argument(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from realrun.config import RealRunConfig
 
 # Fields whose flag is not "--" + the field name with dashes (a True bool gets "--no-" automatically).
 FLAG_NAMES = {"keep_alive_s": "--keep-alive", "failures": "--fail", "time_limit_s": "--time-limit"}
-METAVARS = {"keep_alive_s": "SECONDS", "failures": "SPEC", "model_size": "SIZE"}
+METAVARS = {"keep_alive_s": "SECONDS", "failures": "SPEC", "model_size": "SIZE", "time_limit_s": "SECONDS"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,9 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         " machine and wipe its memory), optionally :during=snapshot|replicate; random:count=C:seed=S.",
     )
     flags = add_model_flags(parser, RealRunConfig, names=FLAG_NAMES, metavars=METAVARS)
-    if "time_limit_s" not in flags:
-        parser.add_argument("--time-limit", dest="time_limit", type=float, default=1800.0, metavar="SECONDS",
-                            help="give up after this many seconds")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     parser.add_argument("--no-progress", action="store_true", help="no live progress while the job runs")
     parser.set_defaults(func=run, model_flags=flags)
@@ -40,21 +38,36 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realrun.launcher import config_json, launch, validate
+    from realrun.launcher import Terminated, config_json, launch, validate
     from realrun.measurements import engine_paths, read_engine_info, read_events, summarize, write_parquet
     from realrun.netns import NetnsError
     from scenarios.errors import UserError
 
     check_output("out", args.out, kind="dir")
     cfg = RealRunConfig(**model_values(args, args.model_flags))
-    time_limit = {} if "time_limit_s" in args.model_flags else {"time_limit_s": args.time_limit}
+    if cfg.cleanup:
+        from realrun.shm_jobs import cleanup_stale_shm
+
+        removed = cleanup_stale_shm()
+        if args.json:
+            print(json.dumps({"removed": [str(path) for path in removed]}, indent=2))
+            return 0
+        print(
+            f"removed {len(removed)} shared-memory director{'y' if len(removed) == 1 else 'ies'} of dead jobs"
+        )
+        for path in removed:
+            print(f"  {path}")
+        return 0
     follower = None
     try:
         validate(cfg)  # every mistake is reported before a progress bar appears
         follower = _Progress(cfg) if not args.no_progress and not args.json else None
         if follower:
             follower.start()
-        result = launch(cfg, **time_limit)
+        result = launch(cfg)
+    except Terminated as exc:
+        print("gemini-ft: terminated", file=sys.stderr)
+        return 128 + exc.signum
     except NetnsError as exc:  # an `ip`/`tc` step of the --netns testbed failed: say which, in one line
         raise UserError("netns", True, str(exc)) from None
     finally:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from gemini_ft.cli.options import (
     add_adaptive_arguments,
+    add_execution_arguments,
     add_scenario_arguments,
     add_tracking_arguments,
     check_output,
@@ -24,14 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         " With --out, each finished run is written at once and a re-run resumes (or adds seeds).",
     )
     add_scenario_arguments(parser)
-    parser.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="worker processes"
-    )
-    parser.add_argument(
-        "--dask",
-        metavar="ADDRESS|local",
-        help="run on a Dask distributed scheduler, e.g. tcp://host:8786 ('local' starts one)",
-    )
+    add_execution_arguments(parser)
     parser.add_argument(
         "--out", type=Path, metavar="DIR", help="write results here as runs finish; a re-run resumes"
     )

@@ -20,11 +20,12 @@ from analysis.report import FULL, QUICK, recovery_probability_data
 from analysis.sim_figures import (
     plot_ckpt_time_reduction,
     plot_effective_ratio,
+    plot_effective_ratio_accountings,
     plot_recovery_probability,
     plot_wasted_time,
 )
 from analysis.style import POLICY_COLOURS, POLICY_ORDER, human_bytes
-from analysis.tables import ckpt_time_table
+from analysis.tables import ckpt_time_table, effective_ratio_accountings
 from scenarios.loader import load_scenario
 from sim.interleave import evaluate_schemes
 
@@ -75,6 +76,13 @@ FIGURES = {
         make_summary(rates=(0.015,), machines=(16, 256, 1000)), x="machines"
     ),
     "fig15 one point": lambda s: plot_effective_ratio(make_summary(rates=(0.015,))),
+    "fig15b accountings": lambda s: plot_effective_ratio_accountings(
+        effective_ratio_accountings(
+            {name: make_summary(rates=(0.015,), machines=(16, 256, 1000)) for name in ("simulator", "paper")},
+            "machines",
+        ),
+        x="machines",
+    ),
     "fig16 fits": lambda s: plot_iteration_time(s),
     "fig16 naive does not fit": lambda s: plot_iteration_time(_not_fitting(s)),
     "realrun": lambda s: plot_measurements(make_measurements()),
@@ -101,6 +109,7 @@ def test_the_legend_check_catches_a_legend_on_the_data() -> None:
 # Report figures are shown at most PAGE_WIDTH_PX wide; the old three-in-a-row Fig. 9 showed its
 # legends at about 10.6 px, too small to read.
 @pytest.mark.parametrize("name", ["fig09 quick", "fig09 full", "fig10 one panel", "fig11", "fig15a", "fig15b",
+                                  "fig15b accountings",
                                   "fig16 fits", "realrun"])  # fmt: skip
 def test_report_legends_stay_legible_on_the_page(name: str, schemes: pd.DataFrame) -> None:
     fig = FIGURES[name](schemes)

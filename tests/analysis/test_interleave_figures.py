@@ -28,7 +28,7 @@ def test_one_bar_per_scheme_and_memory_line(table) -> None:
 
 def test_finding_reports_each_scheme(table) -> None:
     finding = interleave_finding(table, "gpt2-40b-p3dn")
-    assert "blocking +" in finding.obtained and "naive needs" in finding.obtained
+    assert "blocking +" in finding.obtained and "naive out of GPU memory (needs" in finding.obtained
     blocking = table.set_index("scheme").loc["blocking", "overhead_fraction"]
     assert f"{blocking:.1%}" in finding.obtained
 

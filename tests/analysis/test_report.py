@@ -24,7 +24,7 @@ def test_report_quick_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFi
     out = tmp_path / "report"
     assert main(["report", "--out", str(out), "--quick", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("\n") == 5 and f"report: {out / 'index.html'}" in printed
+    assert printed.count("\n") == 7 and f"report: {out / 'index.html'}" in printed
     for stem in STEMS:
         assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
         assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
@@ -35,15 +35,29 @@ def test_report_quick_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFi
             f"src='{stem}.png'" in index and f"href='{stem}.pdf'" in index and f"href='{stem}.csv'" in index
         )
     findings = pd.read_csv(out / "findings.csv")
-    assert len(findings) == 4
+    # placement, wasted time, lost progress, scale under each accounting, interleaving.
+    assert len(findings) == 6
     # Exact closed form: 93.3% for group at N = 16, m = 2, k = 2 (ring: 13/15).
     assert "group = 93.3%, ring = 86.7%" in findings.loc[0, "obtained"] and findings.loc[0, "holds"]
-    assert index.count("<td class='yes'>") + index.count("<td class='no'>") == 4
+    assert index.count("<td class='yes'>") + index.count("<td class='no'>") == 6
+    assert "1.5 × T_iter = 93 s" in findings.loc[2, "paper"]
+    assert [c.split("(")[-1] for c in findings.loc[3:4, "claim"]] == [
+        "simulator's accounting: per-failure costs scale with N, failures strike recoveries)",
+        "paper's accounting: 16-instance costs at every N, no failure during a recovery)",
+    ]
+    assert "naive out of GPU memory" in findings.loc[5, "obtained"] and findings.loc[5, "holds"]
+    for stem in ("fig15a_effective_ratio_vs_failure_rate", "fig15b_effective_ratio_vs_machines"):
+        table = pd.read_csv(out / f"{stem}.csv")
+        assert set(table["accounting"]) == {"simulator", "paper"}
+        assert set(table["policy"]) == {"gemini", "highfreq", "strawman", "young-daly"}
     machines = pd.read_csv(out / "fig15b_effective_ratio_vs_machines.csv")
     assert set(machines["machines"]) == set(QUICK.machines)
-    assert set(machines["policy"]) == {"gemini", "highfreq", "strawman", "young-daly"}
     # The sweeps are kept and resumable: a second report into the same directory reuses them.
-    assert (out / "sweeps" / "policy-rate" / "summary.parquet").is_file()
+    for sweep in ("policy-rate", "policy-machines", "policy-rate-paper", "policy-machines-paper"):
+        assert (out / "sweeps" / sweep / "summary.parquet").is_file()
+    # The paper's accounting sweep holds the 16-instance costs and drops failures during recoveries.
+    paper = (out / "sweeps" / "policy-machines-paper" / "scenario.toml").read_text()
+    assert "costs_at_machines = 16" in paper and "strike_during_recovery = false" in paper
 
 
 def test_report_rejects_a_measurements_file_that_is_not_one(

@@ -23,7 +23,7 @@ def test_tiny_model_counts_its_parameters():
 
 @pytest.mark.parametrize("size", ["huge", "5", "3b", "-1m"])
 def test_bad_sizes(size):
-    with pytest.raises(UserError, match=r"^model-size = "):
+    with pytest.raises(UserError, match=r"^model_size = "):
         parse_model_size(size)
 
 

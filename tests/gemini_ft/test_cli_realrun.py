@@ -1,5 +1,6 @@
 """`gemini-ft realrun` rejects bad input with one line naming the flag, exit status 2."""
 
+import json
 import os
 import shutil
 import socket
@@ -75,3 +76,66 @@ def test_netns_without_the_right_to_create_namespaces(tmp_path):
     assert not any(
         name.startswith("gft-probe-") for name in os.listdir("/run/netns") if os.path.isdir("/run/netns")
     )
+
+
+@pytest.mark.parametrize(
+    "argv, start",
+    [
+        (["--fail", "random:count=abc"], "--fail = 'random:count=abc': 'abc' is not an integer"),
+        (
+            ["--fail", "random:count=1:seed=-1"],
+            "--fail = 'random:count=1:seed=-1': seed must be a non-negative",
+        ),
+        (["--fail", "random:seed=x"], "--fail = 'random:seed=x': 'x' is not an integer"),
+        (["--fail", "disk@step=2:how=melt"], "--fail = 'disk@step=2:how=melt': needs step= and how="),
+        (
+            ["--chunk-mib", "1e-9"],
+            "--chunk-mib = 1e-09: input should be greater than or equal to 0.0009765625",
+        ),
+        (["--chunk-mib", "nan"], "--chunk-mib = nan: must be a finite number"),
+        (["--time-limit", "-1"], "--time-limit = -1.0: input should be greater than 0"),
+        (["--time-limit", "nan"], "--time-limit = nan: must be a finite number"),
+        (["--time-limit", "inf"], "--time-limit = inf: must be a finite number"),
+        (["--netns", "--link-gbps", "inf"], "--link-gbps = inf: must be a finite number"),
+        (["--out", "/proc/self/gemini"], "--out = '/proc/self/gemini': is inside a kernel file system"),
+        (["--out", "/tmp/" + "n" * 256], "--out = '/tmp/nnn"),
+    ],
+)
+def test_bad_input_is_one_line_before_anything_starts(argv, start, capsys, tmp_path):
+    assert main(["realrun", "--out", str(tmp_path), "--port", str(_free_port()), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gemini-ft: error: {start}"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_out_that_is_a_file_or_not_ours(capsys, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    planted = tmp_path / "planted"
+    planted.mkdir(mode=0o700)
+    (planted / "persistent").mkdir()
+    previous = tmp_path / "previous"
+    previous.mkdir(mode=0o700)
+    (previous / ".gemini-ft-realrun").write_text("{}")
+    (previous / "final_params.bin").write_bytes(b"old")
+    for out, reason in (
+        (a_file, "is an existing file; a directory is expected"),
+        (planted, "is not empty and holds no previous gemini-ft realrun; choose a new or empty directory"),
+        (previous, "holds a previous gemini-ft realrun; add --force to replace it"),
+    ):
+        assert main(["realrun", "--out", str(out), "--port", str(_free_port())]) == 2
+        err = capsys.readouterr().err
+        assert err == f"gemini-ft: error: --out = {str(out)!r}: {reason}\n"
+    assert (previous / "final_params.bin").read_bytes() == b"old"  # refused before anything was touched
+
+
+def test_cleanup_removes_dead_jobs_memory_and_exits(capsys, tmp_path):
+    from realrun.shm_jobs import SHM_ROOT, create_job_dir
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = create_job_dir(f"{child.pid}-{os.urandom(16).hex()}", SHM_ROOT)
+    (dead / "launcher.json").write_text(json.dumps({"pid": child.pid, "start": 1}))
+    assert main(["realrun", "--cleanup", "--json", "--out", str(tmp_path)]) == 0
+    assert str(dead) in json.loads(capsys.readouterr().out)["removed"] and not dead.exists()

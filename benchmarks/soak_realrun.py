@@ -1,0 +1,229 @@
+"""Soak test of the real runner: seeded random failure schedules, each checked bit for bit.
+
+Each schedule draws a topology (placement group/ring/mixed, replicas, machines, processes per
+machine, chunk size) and a failure kind: a software or hardware failure, one during a snapshot or a
+replication, several machines at one step, a whole replica group lost (persistent fallback), or a
+persistent checkpoint damaged during the run before everything is lost (it must be refused, and the
+run fall back to an older one or a fresh start). Every run must end with the parameters of an
+uninterrupted run of the same topology, within its time limit, leaving no shared memory and no
+process behind. Prints one table.
+
+Usage: python benchmarks/soak_realrun.py --schedules 20 [--seed 0] [--out DIR] [--time-limit 300]
+[--max-machines 4]. Exit status 0 only if every schedule was bit-exact, nothing was left behind and
+every damaged persistent checkpoint was refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from realrun.config import RealRunConfig
+from realrun.launcher import launch
+from realrun.measurements import read_events
+
+STEPS = 8
+PERSIST_EVERY = 3
+KINDS = ("sw", "hw", "sw-snapshot", "hw-replicate", "several", "group-lost", "disk-then-lost", "random")
+SEVERITY = {"local": 0, "peer": 1, "persistent": 2, "fresh": 3}
+
+
+@dataclass
+class Tally:
+    """What the schedules did, summed."""
+
+    schedules: int = 0
+    failures: int = 0
+    recoveries: Counter = field(default_factory=Counter)
+    bit_exact: int = 0
+    completed: int = 0
+    hangs: int = 0
+    leftovers: int = 0
+    damaged: int = 0
+    refused: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def draw_topology(rng: np.random.Generator, max_machines: int) -> dict:
+    machines = int(rng.integers(2, max_machines + 1))
+    replicas = int(rng.integers(2, min(3, machines) + 1))
+    placement = str(rng.choice(["group", "ring", "mixed"]))
+    if placement == "group" and machines % replicas:
+        placement = "mixed"
+    procs = int(rng.choice([1, 2])) if machines == 2 else 1  # at most 4 ranks: this host has few cores
+    chunk = float(rng.choice([0.01, 0.05, 4.0]))
+    return {
+        "machines": machines,
+        "replicas": replicas,
+        "placement": placement,
+        "procs": procs,
+        "chunk": chunk,
+    }
+
+
+def draw_failures(rng: np.random.Generator, kind: str, topo: dict) -> list[str]:
+    machines, world = topo["machines"], topo["machines"] * topo["procs"]
+    step = int(rng.integers(2, STEPS + 1))
+    if kind == "sw":
+        return [f"sw@step={step}:rank={rng.integers(world)}"]
+    if kind == "hw":
+        return [f"hw@step={step}:machine={rng.integers(machines)}"]
+    if kind == "sw-snapshot":
+        return [f"sw@step={step}:rank={rng.integers(world)}:during=snapshot"]
+    if kind == "hw-replicate":
+        return [f"hw@step={step}:machine={rng.integers(machines)}:during=replicate"]
+    if kind == "several":
+        hit = rng.choice(machines, size=2, replace=False)
+        return [f"hw@step={step}:machine={hit[0]}", f"sw@step={step}:rank={hit[1] * topo['procs']}"]
+    if kind == "group-lost":  # every holder of every shard: only the persistent checkpoint is left
+        return [f"hw@step={max(step, PERSIST_EVERY + 1)}:machine={m}" for m in range(machines)]
+    if kind == "disk-then-lost":  # the newest persistent checkpoint is damaged, then memory is lost
+        # No persistent save between the damage and the loss (persist after steps 3, 6), so the
+        # damaged checkpoint is the newest one recovery finds: it must be refused.
+        lost = int(rng.choice([5, 6, 8]))
+        how = str(rng.choice(["flip", "truncate", "metadata", "missing"]))
+        return [f"disk@step={lost - 1}:how={how}", *[f"hw@step={lost}:machine={m}" for m in range(machines)]]
+    return [f"random:count=2:seed={rng.integers(1 << 20)}"]
+
+
+def config(topo: dict, out: Path, failures: list[str], time_limit: float) -> RealRunConfig:
+    return RealRunConfig(
+        machines=topo["machines"], procs_per_machine=topo["procs"], placement=topo["placement"],
+        replicas=topo["replicas"], steps=STEPS, persist_every=PERSIST_EVERY, chunk_mib=topo["chunk"],
+        failures=tuple(failures), out=out, port=_free_port(), disk_baseline=False, time_limit_s=time_limit,
+    )  # fmt: skip
+
+
+def recoveries(run_dir: Path) -> list[str]:
+    """The source of each recovery: every rank logs one retrieve per round; the worst rank's counts."""
+    frame = read_events(run_dir)
+    rows = frame[frame.event == "retrieve"]
+    per_rank = [list(group.sort_values("t_s").source) for _, group in rows.groupby("rank")]
+    rounds = max((len(r) for r in per_rank), default=0)
+    return [max((r[k] for r in per_rank if k < len(r)), key=SEVERITY.__getitem__) for k in range(rounds)]
+
+
+def leftovers(job_id: str, run_dir: Path) -> list[str]:
+    found = [str(p) for p in Path("/dev/shm").glob(f"gemini-ft-{job_id}*")]
+    config_path = str(run_dir / "config.json").encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if config_path in (proc / "cmdline").read_bytes():
+                    found.append(f"pid {proc.name}")
+            except OSError:
+                continue
+    return found
+
+
+def run_schedule(
+    index: int,
+    rng: np.random.Generator,
+    work: Path,
+    refs: dict,
+    tally: Tally,
+    limit: float,
+    max_machines: int,
+) -> str:
+    topo = draw_topology(rng, max_machines)
+    kind = KINDS[index % len(KINDS)] if index < len(KINDS) else str(rng.choice(KINDS))
+    failures = draw_failures(rng, kind, topo)
+    key = (topo["machines"], topo["procs"])
+    if key not in refs:
+        ref_dir = work / f"reference-{key[0]}x{key[1]}"
+        result = launch(config(topo, ref_dir, [], limit))
+        if not result.ok:
+            raise SystemExit(f"reference run {key} failed: {result.message}")
+        refs[key] = (ref_dir / "final_params.bin").read_bytes()
+    out = work / f"schedule{index:03d}"
+    result = launch(config(topo, out, failures, limit))
+    tally.schedules += 1
+    fired = len(list((out / "faults").glob("fired*.json")))
+    damaged = len(list((out / "faults").glob("damaged*.json")))
+    tally.failures += fired + damaged
+    tally.damaged += damaged
+    sources = recoveries(out)
+    tally.recoveries.update(sources)
+    frame = read_events(out)
+    tally.refused += int(frame[frame.event == "persistent_rejected"].step.nunique())
+    exact = result.ok and (out / "final_params.bin").read_bytes() == refs[key]
+    tally.completed += result.ok
+    tally.bit_exact += exact
+    hang = not result.ok and "time limit" in result.message
+    tally.hangs += hang
+    left = leftovers(result.job_id, out)
+    tally.leftovers += bool(left)
+    if not exact or left:
+        tally.problems.append(f"schedule {index}: {topo} {failures}: {result.message}; leftovers {left}")
+    return (
+        f"{index:3d} {topo['placement']:5s} N={topo['machines']} m={topo['replicas']} p={topo['procs']} "
+        f"{kind:14s} fired={fired} damaged={damaged} recovered={','.join(sources) or '-'} "
+        f"exact={exact} leftovers={len(left)} {result.wall_s:.0f}s"
+    )
+
+
+def table(tally: Tally) -> str:
+    by_source = ", ".join(f"{s} {tally.recoveries[s]}" for s in SEVERITY if tally.recoveries[s]) or "none"
+    rows = [
+        ("schedules", tally.schedules),
+        ("failures injected (incl. disk damage)", tally.failures),
+        ("recoveries by source", by_source),
+        ("completed", f"{tally.completed}/{tally.schedules}"),
+        ("bit-exact with reference", f"{tally.bit_exact}/{tally.schedules}"),
+        ("hangs (time limit)", tally.hangs),
+        ("runs with leftovers", tally.leftovers),
+        ("persistent checkpoints damaged", tally.damaged),
+        ("corrupted persistent checkpoints refused", tally.refused),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--schedules", type=int, default=8, help="number of random schedules")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the schedule generator")
+    parser.add_argument("--out", type=Path, default=None, help="keep the run directories here")
+    parser.add_argument("--time-limit", type=float, default=300.0, help="a run past this counts as a hang")
+    parser.add_argument("--max-machines", type=int, default=4, choices=range(2, 9), help="largest job drawn")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    rng = np.random.default_rng(args.seed)
+    tally = Tally()
+    with tempfile.TemporaryDirectory(prefix="soak-realrun-") as tmp:
+        work = args.out or Path(tmp)
+        work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        refs: dict = {}
+        try:
+            for index in range(args.schedules):
+                line = run_schedule(index, rng, work, refs, tally, args.time_limit, args.max_machines)
+                print(line, flush=True)
+        except KeyboardInterrupt:  # Ctrl-C: the table of the schedules that finished
+            print("interrupted", flush=True)
+    print(table(tally))
+    for problem in tally.problems:
+        print("problem:", problem)
+    ok = tally.bit_exact == tally.schedules and not tally.leftovers and tally.refused == tally.damaged
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,9 +32,9 @@ def _free_port() -> int:
 def _run(out: Path, track: str, failures: tuple[str, ...]) -> tuple[Path, pd.DataFrame]:
     cfg = RealRunConfig(
         machines=2, replicas=2, steps=6, persist_every=3, chunk_mib=0.05, disk_baseline=False,
-        failures=failures, out=out, port=_free_port(), track=track,
+        failures=failures, out=out, port=_free_port(), track=track, time_limit_s=280,
     )  # fmt: skip
-    result = launch(cfg, time_limit_s=280)
+    result = launch(cfg)
     assert result.ok, (out / "logs" / "machine0.log").read_text()[-3000:]
     (job,) = list((out / "track").iterdir())
     events = read_events(out)
@@ -47,7 +47,7 @@ def _count(events: pd.DataFrame, event: str, source: str | None = None) -> int:
 
 
 def test_config_refuses_a_missing_tracker_and_online_without_wandb(monkeypatch, tmp_path):
-    with pytest.raises(UserError, match="--track-online"):
+    with pytest.raises(UserError, match="track_online"):
         RealRunConfig(track="tensorboard", track_online=True)
     monkeypatch.setitem(tracking._PACKAGES, "tensorboard", "gemini_ft_no_such_package")
     with pytest.raises(UserError, match=r"--track = 'tensorboard': needs the gemini_ft_no_such_package"):

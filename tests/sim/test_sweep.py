@@ -188,5 +188,5 @@ def test_adaptive_run_seeds_reports_the_cap() -> None:
     assert "cap of 4 seeds" in results.adaptive.describe()
     loose = run_seeds(scenario, target_ci=0.5)
     assert len(loose.summary) == 2 and not loose.adaptive.cap_hit
-    with pytest.raises(UserError, match="target-ci"):
+    with pytest.raises(UserError, match="target_ci"):
         run_seeds(scenario, target_ci=0.0)

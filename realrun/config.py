@@ -104,13 +104,13 @@ class RealRunConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> RealRunConfig:
         if self.replicas > self.machines:
-            raise UserError("--replicas", self.replicas, f"must be at most --machines = {self.machines}")
+            raise UserError("replicas", self.replicas, f"must be at most machines = {self.machines}")
         check_placement(
             self.placement, self.machines, self.replicas, field="placement", allowed=REAL_PLACEMENTS
         )
         for flag, value, unset in (
-            ("--link-gbps", self.link_gbps, None),
-            ("--link-latency-ms", self.link_latency_ms, 0.0),
+            ("link_gbps", self.link_gbps, None),
+            ("link_latency_ms", self.link_latency_ms, 0.0),
         ):
             if value != unset and not self.netns:
                 raise UserError(flag, value, "shapes the links of --netns; add --netns")

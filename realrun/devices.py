@@ -36,11 +36,11 @@ def check_devices(
     if device == "cpu":
         return
     if device == "cuda" and gpus == 0:
-        raise UserError("--device", device, "but no CUDA GPU is visible; use --device cpu or auto")
+        raise UserError("device", device, "but no CUDA GPU is visible; use --device cpu or auto")
     ranks = machines * procs_per_machine
     if uses_cuda(device, gpus) and ranks > gpus and not sharing:
         raise UserError(
-            "--device",
+            "device",
             device,
             f"needs one GPU per rank: --machines {machines} x --procs-per-machine {procs_per_machine} = "
             f"{ranks} ranks on this host but {gpus} GPU(s) found; use fewer ranks or --device cpu",

@@ -61,7 +61,7 @@ def parse_failures(specs: list[str], machines: int, procs_per_machine: int, step
             fields = _fields(text, text.removeprefix("random").lstrip(":"), {"count", "seed"})
             seed = _int(text, fields.get("seed", "0"))
             if seed < 0:
-                raise UserError("--fail", text, "seed must be a non-negative integer")
+                raise UserError("failures", text, "seed must be a non-negative integer")
             failures += _random_schedule(
                 _int(text, fields.get("count", "1")),
                 seed,
@@ -73,23 +73,23 @@ def parse_failures(specs: list[str], machines: int, procs_per_machine: int, step
             continue
         kind, sep, rest = text.partition("@")
         if kind not in ("sw", "hw", "disk") or not sep:
-            raise UserError("--fail", text, f"expected {_FORMAT}")
+            raise UserError("failures", text, f"expected {_FORMAT}")
         if kind == "disk":
             failures.append(_disk(text, rest, steps, len(failures)))
             continue
         who = "rank" if kind == "sw" else "machine"
         fields = _fields(text, rest, {"step", who, "during"})
         if "step" not in fields or who not in fields:
-            raise UserError("--fail", text, f"needs step= and {who}=; expected {_FORMAT}")
+            raise UserError("failures", text, f"needs step= and {who}=; expected {_FORMAT}")
         step, target = _int(text, fields["step"]), _int(text, fields[who])
         limit = machines * procs_per_machine if kind == "sw" else machines
         if not 1 <= step <= steps:
-            raise UserError("--fail", text, f"step must be between 1 and --steps = {steps}")
+            raise UserError("failures", text, f"step must be between 1 and --steps = {steps}")
         if not 0 <= target < limit:
-            raise UserError("--fail", text, f"{who} must be between 0 and {limit - 1}")
+            raise UserError("failures", text, f"{who} must be between 0 and {limit - 1}")
         during = fields.get("during", "step")
         if during not in PHASES:
-            raise UserError("--fail", text, f"during must be one of {', '.join(PHASES[1:])}")
+            raise UserError("failures", text, f"during must be one of {', '.join(PHASES[1:])}")
         failures.append(FailureSpec(len(failures), kind, step, target, during))  # type: ignore[arg-type]
     return failures
 
@@ -97,10 +97,10 @@ def parse_failures(specs: list[str], machines: int, procs_per_machine: int, step
 def _disk(text: str, rest: str, steps: int, index: int) -> FailureSpec:
     fields = _fields(text, rest, {"step", "how"})
     if "step" not in fields or fields.get("how") not in DAMAGE:
-        raise UserError("--fail", text, f"needs step= and how= one of {', '.join(DAMAGE)}")
+        raise UserError("failures", text, f"needs step= and how= one of {', '.join(DAMAGE)}")
     step = _int(text, fields["step"])
     if not 1 <= step <= steps:
-        raise UserError("--fail", text, f"step must be between 1 and --steps = {steps}")
+        raise UserError("failures", text, f"step must be between 1 and --steps = {steps}")
     return FailureSpec(index, "disk", step, 0, "step", fields["how"])
 
 
@@ -109,7 +109,7 @@ def _fields(text: str, body: str, allowed: set[str]) -> dict[str, str]:
     for part in filter(None, body.split(":")):
         key, eq, value = part.partition("=")
         if not eq or key not in allowed or not value:
-            raise UserError("--fail", text, f"expected {_FORMAT}")
+            raise UserError("failures", text, f"expected {_FORMAT}")
         fields[key] = value
     return fields
 
@@ -118,7 +118,7 @@ def _int(text: str, value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise UserError("--fail", text, f"{value!r} is not an integer; expected {_FORMAT}") from None
+        raise UserError("failures", text, f"{value!r} is not an integer; expected {_FORMAT}") from None
 
 
 def _random_schedule(
@@ -127,7 +127,7 @@ def _random_schedule(
     """`count` failures at distinct steps in [2, steps − 1], half software, half hardware on average."""
     if count < 1 or steps < count + 2:
         raise UserError(
-            "--fail", f"random:count={count}", f"count must be ≥ 1 and leave room in --steps = {steps}"
+            "failures", f"random:count={count}", f"count must be ≥ 1 and leave room in --steps = {steps}"
         )
     rng = np.random.default_rng(seed)
     at = np.sort(rng.choice(np.arange(2, steps), size=count, replace=False))

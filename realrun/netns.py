@@ -93,22 +93,22 @@ def run(command: list[str]) -> str:
 def check_available(gbps: float | None, latency_ms: float) -> None:
     """Raise a UserError naming the flag when this host cannot build the testbed as asked."""
     if os.geteuid() != 0:
-        raise UserError("--netns", True, "needs root (network namespaces, veth, tc); run as root")
+        raise UserError("netns", True, "needs root (network namespaces, veth, tc); run as root")
     for tool in ("ip", "tc"):
         if shutil.which(tool) is None:
-            raise UserError("--netns", True, f"needs the `{tool}` command (iproute2) on PATH")
+            raise UserError("netns", True, f"needs the `{tool}` command (iproute2) on PATH")
     probe = f"gft-probe-{os.getpid()}-{secrets.token_hex(3)}"
     try:
         try:
             run(["ip", "netns", "add", probe])
         except NetnsError as exc:
-            raise UserError("--netns", True, f"`ip netns add` does not work here: {exc}") from None
+            raise UserError("netns", True, f"`ip netns add` does not work here: {exc}") from None
         # The probe namespace's lo is ours, so trying the qdiscs there touches nothing else.
         if gbps is not None:
             try:
                 run(["tc", "-n", probe, "qdisc", "add", "dev", "lo", "root", "handle", "1:", *_tbf(gbps)])
             except NetnsError as exc:
-                raise UserError("--link-gbps", gbps, f"needs the tc tbf qdisc (sch_tbf): {exc.why}") from None
+                raise UserError("link_gbps", gbps, f"needs the tc tbf qdisc (sch_tbf): {exc.why}") from None
         if latency_ms > 0:
             try:
                 run(["tc", "-n", probe, "qdisc", "replace", "dev", "lo", "root", *_netem(latency_ms / 2)])

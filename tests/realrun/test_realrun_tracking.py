@@ -50,7 +50,7 @@ def test_config_refuses_a_missing_tracker_and_online_without_wandb(monkeypatch, 
     with pytest.raises(UserError, match="track_online"):
         RealRunConfig(track="tensorboard", track_online=True)
     monkeypatch.setitem(tracking._PACKAGES, "tensorboard", "gemini_ft_no_such_package")
-    with pytest.raises(UserError, match=r"--track = 'tensorboard': needs the gemini_ft_no_such_package"):
+    with pytest.raises(UserError, match=r"track = 'tensorboard': needs the gemini_ft_no_such_package"):
         RealRunConfig(track="tensorboard")
 
 

@@ -21,7 +21,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         path, sep, text = item.partition("=")
         path = path.strip()
         if not sep or not path:
-            raise UserError("overrides", item, "expected section.field=value, e.g. cluster.machines=128")
+            raise UserError("--set", item, "expected section.field=value, e.g. cluster.machines=128")
         overrides[path] = parse_value(text.strip())
     return overrides
 

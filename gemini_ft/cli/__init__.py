@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     subparsers.required = True
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"gemini_ft.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"gemini_ft.cli.{name}":
-                raise
-            continue  # a subcommand not built yet
-        subcommand = module.register(subparsers)
+        subcommand = importlib.import_module(f"gemini_ft.cli.{name}").register(subparsers)
         subcommand.set_defaults(flags=_flags_of(subcommand))
     return parser
 
@@ -51,6 +45,10 @@ def _flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
     for action in parser._actions:
         if action.option_strings:
             flags.setdefault(action.dest, max(action.option_strings, key=len))
+        elif isinstance(action, argparse._SubParsersAction):  # `scenarios show|validate` have their own
+            for nested in action.choices.values():
+                for dest, flag in _flags_of(nested).items():
+                    flags.setdefault(dest, flag)
     return flags
 
 

@@ -14,11 +14,9 @@ import shutil
 from pathlib import Path
 
 from scenarios.errors import UserError
+from sim.results_io import check_output_path
 
 MARKER = ".gemini-ft-realrun"
-NAME_MAX = 255
-# Pseudo file systems: writing run files there is never what the user meant.
-_VIRTUAL = (Path("/proc"), Path("/sys"), Path("/dev"))
 # What a previous run left; removed before a forced rerun so nothing stale is mistaken for new.
 _PREVIOUS = (
     "events", "engine", "faults", "persistent", "disk_baseline", "logs", "final_params.bin", "config.json",
@@ -32,32 +30,13 @@ def _refuse(out: Path, allowed: str) -> UserError:
 
 def check_out(out: Path, force: bool) -> Path:
     """The resolved run directory, or a UserError saying why `out` cannot be one."""
-    for part in out.parts:
-        if len(os.fsencode(part)) > NAME_MAX:
-            raise _refuse(out, f"a path component is longer than {NAME_MAX} bytes")
-    try:
-        path = out.resolve()
-    except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable parent
-        raise _refuse(out, f"cannot be resolved ({exc})") from None
-    if any(path == root or root in path.parents for root in _VIRTUAL):
-        raise _refuse(out, "is on a virtual file system (/proc, /sys, /dev); choose a directory on disk")
+    path = check_output_path("out", out, kind="dir")
     if path.exists():
         _check_existing(out, path, force)
-    ancestor = path
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise _refuse(out, f"{ancestor} is a file, not a directory")
-    if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
-        raise _refuse(out, "is on a read-only file system")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise _refuse(out, f"{ancestor} is not writable")
     return path
 
 
 def _check_existing(out: Path, path: Path, force: bool) -> None:
-    if not path.is_dir():
-        raise _refuse(out, "exists and is not a directory")
     info = path.stat()
     if info.st_uid != os.geteuid():
         raise _refuse(out, f"belongs to another user (uid {info.st_uid}); choose a directory of your own")

@@ -41,6 +41,42 @@ class Table:
         return self.metadata.get(SCENARIO)
 
 
+NAME_MAX = 255
+_VIRTUAL = (Path("/proc"), Path("/sys"), Path("/dev"))
+"""Pseudo file systems: writing results there is never what the user meant."""
+
+
+def check_output_path(field: str, path: Path, *, kind: str) -> Path:
+    """The resolved `path`, where a `kind` ('file' or 'dir') can be written; else a UserError naming
+    `field`. Run before any work starts, so a bad path is refused now, not after an hour of work."""
+    path = Path(path)
+    if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+        raise UserError(field, str(path), f"a path component is longer than {NAME_MAX} bytes")
+    try:
+        resolved = path.expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable parent
+        raise UserError(field, str(path), f"cannot be resolved ({exc})") from None
+    if any(resolved == root or root in resolved.parents for root in _VIRTUAL):
+        raise UserError(
+            field, str(path), "is on a virtual file system (/proc, /sys, /dev); choose a directory on disk"
+        )
+    if kind == "dir" and resolved.exists() and not resolved.is_dir():
+        raise UserError(field, str(path), "exists and is not a directory")
+    if kind == "file" and resolved.is_dir():
+        raise UserError(field, str(path), "is an existing directory; a file name is expected")
+    ancestor = resolved
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if ancestor != resolved and not ancestor.is_dir():
+        raise UserError(field, str(path), f"{ancestor} is a file, not a directory")
+    directory = ancestor if ancestor.is_dir() else ancestor.parent
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        raise UserError(field, str(path), "is on a read-only file system")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UserError(field, str(path), f"{directory} is not writable")
+    return resolved
+
+
 def temporary_path(path: Path) -> Path:
     """Where `path` is written before it is renamed into place (a hidden name ending in .tmp)."""
     return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")

@@ -273,23 +273,7 @@ def _metavar(annotation: Any, field: str) -> str:
 # ---- output paths, checked before any work starts -------------------------------------------------
 def check_output(flag: str, path: Path, *, kind: str) -> Path:
     """`path` can be written as a `kind` ('file' or 'dir'): refuse now, not after an hour of work."""
-    import os
+    from sim.results_io import check_output_path  # pandas behind it: not for --help
 
-    from scenarios.errors import UserError
-
-    resolved = Path(path).expanduser().resolve()
-    if any(len(part.encode()) > 255 for part in resolved.parts):
-        raise UserError(flag, str(path), "a name in this path is longer than 255 bytes")
-    if resolved.parts[1:2] in (("proc",), ("sys",), ("dev",)):
-        raise UserError(flag, str(path), "is inside a kernel file system; choose a normal directory")
-    if resolved.exists():
-        if kind == "dir" and not resolved.is_dir():
-            raise UserError(flag, str(path), "is an existing file; a directory is expected")
-        if kind == "file" and resolved.is_dir():
-            raise UserError(flag, str(path), "is an existing directory; a file name is expected")
-    existing = resolved if resolved.is_dir() else next(p for p in resolved.parents if p.exists())
-    if not existing.is_dir():
-        raise UserError(flag, str(path), f"{existing} is a file, so nothing can be created under it")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(flag, str(path), f"{existing} is not writable")
+    check_output_path(flag, path, kind=kind)
     return path

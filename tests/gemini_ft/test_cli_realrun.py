@@ -97,7 +97,7 @@ def test_netns_without_the_right_to_create_namespaces(tmp_path):
         (["--time-limit", "nan"], "--time-limit = nan: must be a finite number"),
         (["--time-limit", "inf"], "--time-limit = inf: must be a finite number"),
         (["--netns", "--link-gbps", "inf"], "--link-gbps = inf: must be a finite number"),
-        (["--out", "/proc/self/gemini"], "--out = '/proc/self/gemini': is inside a kernel file system"),
+        (["--out", "/proc/self/gemini"], "--out = '/proc/self/gemini': is on a virtual file system"),
         (["--out", "/tmp/" + "n" * 256], "--out = '/tmp/nnn"),
     ],
 )
@@ -120,7 +120,7 @@ def test_out_that_is_a_file_or_not_ours(capsys, tmp_path):
     (previous / ".gemini-ft-realrun").write_text("{}")
     (previous / "final_params.bin").write_bytes(b"old")
     for out, reason in (
-        (a_file, "is an existing file; a directory is expected"),
+        (a_file, "exists and is not a directory"),
         (planted, "is not empty and holds no previous gemini-ft realrun; choose a new or empty directory"),
         (previous, "holds a previous gemini-ft realrun; add --force to replace it"),
     ):

@@ -63,12 +63,12 @@ def test_json_into_a_closed_pipe_is_quiet(tmp_path):
     ("argv", "needle"),
     [
         (["simulate", "gpt2-100b-p4d", "--out", "DIR.parquet"], "is an existing directory"),
-        (["sweep", "gpt2-100b-p4d", "--out", "FILE"], "is an existing file; a directory is expected"),
-        (["sweep", "gpt2-100b-p4d", "--out", "/proc/gemini"], "kernel file system"),
+        (["sweep", "gpt2-100b-p4d", "--out", "FILE"], "exists and is not a directory"),
+        (["sweep", "gpt2-100b-p4d", "--out", "/proc/gemini"], "virtual file system"),
         (["sweep", "gpt2-100b-p4d", "--out", "x" * 300], "longer than 255 bytes"),
         (["calibrate", "m.parquet", "--out", "DIR.parquet"], "is an existing directory"),
-        (["realrun", "--out", "FILE"], "is an existing file"),
-        (["plot", "r.parquet", "--out", "FILE/under"], "is a file, so nothing can be created under it"),
+        (["realrun", "--out", "FILE"], "exists and is not a directory"),
+        (["plot", "r.parquet", "--out", "FILE/under"], "is a file, not a directory"),
     ],
 )
 def test_output_paths_are_checked_before_work(tmp_path, monkeypatch, capsys, argv, needle):

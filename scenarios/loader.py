@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from pydantic import ValidationError
 
-from scenarios.errors import InvalidScenario, UserError, format_validation_error
+from scenarios.errors import UserError
 from scenarios.overrides import apply_overrides as _apply
 from scenarios.overrides import flatten_sweep, parse_overrides, parse_value
 from scenarios.schema import Scenario, allowed_fields
@@ -90,13 +89,9 @@ def expand_sweep(scenario: Scenario) -> list[tuple[dict[str, Any], Scenario]]:
     points = []
     for values in itertools.product(*(scenario.sweep[p] for p in paths)):
         point = dict(zip(paths, values, strict=True))
-        data = apply_overrides(base, point)
-        try:
-            concrete = Scenario.model_validate(data)
-        except ValidationError as exc:
-            detail = format_validation_error(exc, allowed_fields=allowed_fields())
-            raise InvalidScenario(f"sweep point {point}: {detail}") from None
-        points.append((point, concrete))
+        points.append(
+            (point, Scenario.from_data(apply_overrides(base, point), source=f"sweep point {point}"))
+        )
     return points
 
 

@@ -115,17 +115,21 @@ def read_table(
     except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(field, str(path), f"not {what} ({reason})") from None
-    raw = table.schema.metadata or {}
-    metadata = {
-        k.decode()[len(PREFIX) :]: v.decode(errors="replace")
-        for k, v in raw.items()
-        if k.startswith(PREFIX.encode())
-    }
+    metadata = _ours(table.schema.metadata)
     # pandas' block (JSON: index and column dtypes, e.g. nullable integers) restores the frame as written.
     return Table(table.to_pandas(), metadata)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The `gemini_ft.*` metadata of a Parquet file without reading its rows."""
-    raw = pq.read_schema(path).metadata or {}
-    return {k.decode()[len(PREFIX) :]: v.decode() for k, v in raw.items() if k.startswith(PREFIX.encode())}
+    return _ours(pq.read_schema(path).metadata)
+
+
+def _ours(raw: dict[bytes, bytes] | None) -> dict[str, str]:
+    """The `gemini_ft.*` entries of Parquet schema metadata, keys without the prefix."""
+    prefix = PREFIX.encode()
+    return {
+        k[len(prefix) :].decode(): v.decode(errors="replace")
+        for k, v in (raw or {}).items()
+        if k.startswith(prefix)
+    }

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from scenarios.errors import UserError
-from scenarios.loader import expand_sweep, to_toml
+from scenarios.loader import expand_sweep, from_toml_text, to_toml
 from scenarios.schema import Scenario
 from sim.adaptive import DEFAULT_MAX_SEEDS, TARGET_METRIC, AdaptivePolicy, AdaptiveReport
 from sim.engine import simulate
@@ -285,8 +285,6 @@ def _check_same_sweep(out_dir: Path, scenario: Scenario) -> None:
     scenario with other seeds extends it (each run's part file is named by its point and seed)."""
     marker = out_dir / "scenario.toml"
     if marker.is_file():
-        from scenarios.loader import from_toml_text
-
         try:
             previous = from_toml_text(marker.read_text())
         except UserError:

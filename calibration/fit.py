@@ -287,18 +287,47 @@ def _rate_parameter(path: str, rate: Estimate, kept: float | None, how: str) -> 
 
 
 def _local_copies(runs: list[Run], base: Scenario) -> list[Parameter]:
+    """`interleave.gpu_to_cpu_gbps` from snapshot copies; the fixed cost of a local restore from the
+    local restores themselves.
+
+    The simulator charges a restore from local memory as latency + bytes / gpu_to_cpu_gbps. Snapshots
+    are the same copy in the other direction, logged every step, so they fit the bandwidth; but they
+    run in a warm process, while a restore is the first work of a freshly started one (page faults on
+    the mapped slot and the new tensors, first calls into torch): on a quiet 2-core host restores of a
+    0.8 MB shard took 1.7-5.1 ms where a snapshot's fitted fixed cost was 0.09 ms. So the latency is the
+    mean of the job-level local retrievals (slowest rank, as validation measures) less their bytes at
+    the fitted bandwidth; without local recoveries the snapshots' intercept stands in.
+    """
     snaps = pd.concat([r.of("snapshot") for r in runs], ignore_index=True)
-    # The simulator charges a restore from local memory as latency + bytes / gpu_to_cpu_gbps. Snapshots
-    # are the same copy between the model's tensors and the machine's shared memory in the other
-    # direction (tensor by tensor in the recorded fixtures, a few regions since), logged every step (a
-    # run has one or two local retrievals). Pooled over 11 tiny and 5m real runs, snapshots fit 2.6 ms
-    # + 1.48 ns/byte and local retrievals 1.9 ms + 1.50 ns/byte (intervals overlap), so snapshots set
-    # both the fixed cost and the bandwidth.
-    return _intercept_and_rate(
+    copies = _intercept_and_rate(
         snaps, "bytes", ("checkpoint.local_retrieval_latency_s", base.checkpoint.local_retrieval_latency_s),
         ("interleave.gpu_to_cpu_gbps", base.interleave.gpu_to_cpu_gbps), 1 / GBPS,
         what="snapshot copies", rate_note="", none="no snapshot events",
     )  # fmt: skip
+    latency, rate = copies
+    found = [frame for frame in (_local_restores(r) for r in runs) if not frame.empty]
+    restores = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
+    if restores.empty or not rate.fitted:
+        return copies
+    seconds_per_byte = 1 / (float(rate.value) * GBPS)
+    fixed = fit_mean(restores["retrieve_s"].to_numpy(float) - restores["bytes"].to_numpy(float) * seconds_per_byte)
+    how = (
+        f"mean of {fixed.n} job-level local retrievals less bytes / interleave.gpu_to_cpu_gbps"
+        " (a restore starts a cold process; snapshot copies' intercept"
+        f" {latency.value:.3g} s is a warm one's)"
+    )
+    return [Parameter(latency.path, max(fixed.value, 0.0), fixed, "s", how), rate]
+
+
+def _local_restores(run: Run) -> pd.DataFrame:
+    """Job-level recoveries from local memory: the slowest rank's retrieval and its shard's bytes."""
+    per_rank = recoveries(run)
+    if per_rank.empty:
+        return pd.DataFrame(columns=["retrieve_s", "bytes"])
+    by_failure = per_rank.groupby("failure")
+    local = by_failure["source"].agg(lambda sources: set(sources) == {"local"})
+    slowest = per_rank.loc[by_failure["retrieve_s"].idxmax(), ["failure", "retrieve_s", "bytes"]]
+    return slowest[slowest["failure"].map(local)][["retrieve_s", "bytes"]].reset_index(drop=True)
 
 
 def _persistent(runs: list[Run], base: Scenario) -> list[Parameter]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from calibration.measurements import Run, recovery_events, replication_rounds
+from calibration.measurements import Run, first_rounds, recovery_events, replication_rounds
 from scenarios.errors import UserError
 from scenarios.schema import Scenario
 from sim.costs import SOURCES
@@ -84,6 +84,8 @@ def _compare_run(scenario: Scenario, run: Run) -> list[dict]:
     # A checkpoint is complete when the slowest rank's round is.
     per_step = rounds.groupby("step")["duration_s"].max() if not rounds.empty else pd.Series(dtype=float)
     add("in-memory checkpoint", "peer", per_step, plan.mem_ckpt_time_s)
+    # A worker's first round, beside the first iteration after a (re)start: the model has no such cost.
+    add("first round of a process", "peer", first_rounds(run)["duration_s"], plan.mem_ckpt_time_s)
     recs = recovery_events(run)
     for source in SOURCES:
         of_source = recs[recs["source"] == source]

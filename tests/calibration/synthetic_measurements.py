@@ -3,7 +3,7 @@
 Each file is what the real runner would log for a job whose transfers take exactly α + bytes/B plus
 Gaussian noise, so the fits can be checked against the truth they were generated from. The defaults
 are of the order the tiny and 5m real runs on this 2-core host show: ≈ 8 ms fixed cost per
-replication round, ≈ 2.5 ms per copy between the model and shared memory, and peer fetches during a
+replication round, ≈ 2.5 ms per snapshot copy into shared memory and 4 ms per restore from it, and peer fetches during a
 recovery about 4× faster per byte than replication rounds during training.
 """
 
@@ -27,7 +27,8 @@ class Truth:
     transfer_latency_s: float = 0.008  # per replication round (all peers at once) and per peer retrieval
     rank_bytes_per_s: float = 400e6  # one rank's replication rate (rounds, while training runs)
     fetch_bytes_per_s: float = 1.6e9  # one rank's rate fetching its shard from a peer during a recovery
-    copy_latency_s: float = 0.0025  # per snapshot and per retrieval from local memory
+    copy_latency_s: float = 0.0025  # per snapshot (a warm process)
+    restore_latency_s: float = 0.004  # per retrieval from local memory (the first work of a new process)
     snapshot_bytes_per_s: float = 2e9
     storage_latency_s: float = 0.05
     storage_bytes_per_s: float = 150e6  # all ranks together
@@ -82,7 +83,7 @@ def synthetic_run(
                 if source == "peer":  # one shard from one peer
                     duration = noisy(truth.transfer_latency_s + shard_bytes / truth.fetch_bytes_per_s)
                 else:
-                    duration = noisy(truth.copy_latency_s + shard_bytes / truth.snapshot_bytes_per_s)
+                    duration = noisy(truth.restore_latency_s + shard_bytes / truth.snapshot_bytes_per_s)
                 log(
                     rank, "retrieve", step - 1, duration, shard_bytes, source, 0 if source == "peer" else None
                 )

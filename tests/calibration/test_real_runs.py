@@ -2,10 +2,11 @@
 runs, validate on three held-out ones, every row reported, and the issue-11 targets (median |error|
 ≤ 10%, worst ≤ 25% over checkpoint, local and peer retrieval and total recovery) checked as they are.
 
-The fixtures were recorded on a 2-core host shared with other jobs (load average 10-12): millisecond
-events (a 0.8 MB shard's local restore, a peer fetch) vary by 2-10x between runs of one command, and a
-worker's start (most of a recovery) by ±30%. Targets this host cannot meet are strict xfails that say
-by how much and why; they turn into failures the day they pass, so the numbers here stay true.
+The fixtures were recorded on the quiet 2-core development host (load average about 1): the recovery
+totals (worker starts of 8-11 s) come within 17%, but millisecond events still scatter between runs of
+one command (a 0.8 MB shard's local restore took 1.7-5.1 ms, tiny replication rounds 10-40 ms). Targets
+this host cannot meet are strict xfails that say by how much and why; they turn into failures the day
+they pass, so the numbers here stay true.
 """
 
 from pathlib import Path
@@ -47,11 +48,13 @@ def _params(calibration: Calibration) -> dict:
 
 
 def test_every_row_is_reported(table) -> None:
-    # 3 checkpoint rows, 2 local + 2 peer retrievals, their 4 recovery totals, 1 disk load: 12 rows.
-    assert len(table) == 12
+    # 3 checkpoint rows and 3 first rounds of a process, 2 local + 2 peer retrievals, their 4 recovery
+    # totals, 1 disk load: 15 rows.
+    assert len(table) == 15
     text = format_validation(table)
-    assert len(text.splitlines()) == 1 + 12 + 1  # header, every row, the summary line
+    assert len(text.splitlines()) == 1 + 15 + 1  # header, every row, the summary line
     assert "(not in the target)" in text and "disk load" in text
+    assert all("(not in the target)" in line for line in text.splitlines() if "first round" in line)
     assert "median |error|" in text.splitlines()[-1]
     summary = summarize_errors(table)
     assert summary["rows"] == 11 == int(table["quantity"].isin(TARGET_QUANTITIES).sum())
@@ -96,7 +99,7 @@ def test_the_disk_load_is_predicted_from_the_disk(calibrated, table) -> None:
     )
     assert scenario.storage.bandwidth_gbps < 5 < BASE.storage.bandwidth_gbps
     row = table.set_index("quantity").loc["disk load (persistent read)"]
-    # The same tiny load took 0.34, 0.73 and 1.17 s in three runs of this host: within a factor of 2.5.
+    # The same tiny load took 0.34, 0.73 and 1.17 s in three runs of a loaded host: within a factor of 2.5.
     assert -0.6 < row["rel_error"] < 1.5
 
 
@@ -120,21 +123,22 @@ def test_rows_within_the_worst_case_target(table) -> None:
     """The rows this host does bring within 25% (each named, with its error when this was written)."""
     errors = _errors(table)
     for key in [
-        ("held-tiny-sw", "in-memory checkpoint"),  # +12%
-        ("held-tiny-sw", "recovery total local"),  # -8%
-        ("held-tiny-hw", "recovery total peer"),  # -13%
-        ("held-tiny-sw-hw", "recovery total local"),  # -14%
-        ("held-tiny-sw-hw", "recovery total peer"),  # +1%
+        ("held-tiny-sw", "in-memory checkpoint"),  # -13%
+        ("held-tiny-sw", "recovery total local"),  # -11%
+        ("held-tiny-hw", "recovery total peer"),  # +2%
+        ("held-tiny-sw-hw", "retrieval peer"),  # -20%
+        ("held-tiny-sw-hw", "recovery total local"),  # -17%
+        ("held-tiny-sw-hw", "recovery total peer"),  # -9%
     ]:
         assert abs(errors[key]) <= 0.25, (key, errors[key])
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="missed: worst |error| 265% (held-tiny-sw-hw retrieval local: 2.6 ms measured, 9.5 ms predicted;"
-    " the same restore took 1.4-26 ms across runs on this loaded 2-core host), peer retrieval +100%/+66%"
-    " (10-12 ms measured; two fit fetches give α and B without an interval), checkpoint -34%/+36%"
-    " (held-tiny-hw's 4 rounds ran at 2x the others')",
+    reason="missed: worst |error| 113% (held-tiny-sw retrieval local: 1.9 ms measured, 4.0 ms predicted"
+    " from fit restores of 2.9 and 5.1 ms; the same 0.8 MB restore scatters 1.7-5.1 ms on this host),"
+    " peer retrieval +73% (7.4 ms measured; two fit fetches give α and B without an interval), checkpoint"
+    " -33%/-40% (tiny rounds of 17-24 ms under an affine fit that the 5m run's 29 MB rounds dominate)",
 )
 def test_worst_error_target(table) -> None:
     assert summarize_errors(table)["worst_abs_error"] <= 0.25
@@ -142,9 +146,9 @@ def test_worst_error_target(table) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="missed: median |error| 34% over 11 rows; the millisecond rows (checkpoint, retrievals) scatter"
-    " 2-10x between runs of one command on this host, the recovery totals (worker starts of 30-50 s) are"
-    " within 14%",
+    reason="missed: median |error| 19.8% over 11 rows; the millisecond rows (checkpoint, retrievals)"
+    " scatter 2-3x between runs of one command on this host, the recovery totals (worker starts of 8-11 s)"
+    " are within 17%",
 )
 def test_median_error_target(table) -> None:
     assert summarize_errors(table)["median_abs_error"] <= 0.10
@@ -167,6 +171,7 @@ def test_fixed_costs_enter_the_predictions_where_the_simulator_charges_them(cali
     ckpt = scenario.checkpoint
     expected = {
         "in-memory checkpoint": ckpt.transfer_latency_s,
+        "first round of a process": ckpt.transfer_latency_s,
         "retrieval local": ckpt.local_retrieval_latency_s,
         "recovery total local": ckpt.local_retrieval_latency_s,
         "retrieval peer": ckpt.fetch_latency_s,

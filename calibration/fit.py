@@ -1,10 +1,11 @@
 """Fit the simulator's parameters from real runs: one `Parameter` per scenario field, with its 95% CI.
 
 Transfer times follow f(s) = α + s/B: replication rounds → `checkpoint.transfer_latency_s` (once per
-round) and `checkpoint.replication_gbps` (the effective rate while training shares the links); peer
-fetches during a recovery → `cluster.nic_bandwidth_gbps`, given the rounds' fixed cost (the scenario
-has one fixed cost per transfer, and a run has a fetch or two of one size); snapshot copies into CPU memory →
-`checkpoint.local_retrieval_latency_s` and `interleave.gpu_to_cpu_gbps`; persistent saves →
+round) and `checkpoint.replication_gbps` (the effective rate while training shares the links; a
+worker process's first round is left out); peer fetches during a recovery →
+`checkpoint.fetch_latency_s` and `cluster.nic_bandwidth_gbps` (given the rounds' fixed cost when the
+fetches have one size); snapshot copies into CPU memory → `interleave.gpu_to_cpu_gbps`, local restores
+→ `checkpoint.local_retrieval_latency_s`; persistent saves →
 `storage.latency_s` and `storage.bandwidth_gbps` (from the disk baseline's reads when a run has them:
 the test bed's persistent storage is its local disk, not the cluster's).
 α and B are separated only when the sizes differ enough, otherwise α keeps the base scenario's value

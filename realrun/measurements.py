@@ -14,10 +14,10 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from sim.results_io import CONFIG, write_table
+if TYPE_CHECKING:  # workers only write events: pandas (and pyarrow) load where the launcher gathers them
+    import pandas as pd
 
 EVENTS = (
     "snapshot", "replicate", "commit", "detect", "restart", "retrieve", "first_step",
@@ -93,6 +93,8 @@ def engine_paths(info: dict[int, dict]) -> str:
 
 
 def read_events(run_dir: Path) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for path in sorted((run_dir / "events").glob("rank*.jsonl")):
         for line in path.read_text().splitlines():
@@ -113,6 +115,8 @@ def read_events(run_dir: Path) -> pd.DataFrame:
 
 def write_parquet(frame: pd.DataFrame, path: Path, config_json: str) -> Path:
     """`measurements.parquet`: the events with the resolved configuration (and version) in its metadata."""
+    from sim.results_io import CONFIG, write_table
+
     # The run directory is private: so is this file, whatever the caller's umask.
     return write_table(frame, path, {CONFIG: config_json}, private=True)
 
@@ -128,6 +132,8 @@ def _timed(rows: pd.DataFrame) -> dict:
 
 def summarize(frame: pd.DataFrame) -> dict:
     """Headline numbers of a run: what checkpointing cost, and what recovery took, by source."""
+    import pandas as pd
+
     by_event = {event: frame[frame.event == event] for event in EVENTS}
     checkpoint = {e: _timed(by_event[e]) for e in ("snapshot", "replicate", "persist") if len(by_event[e])}
     if len(by_event["skip"]) or len(by_event["snapshot"]):

@@ -257,9 +257,9 @@ def _tracking_overhead(rank: _Rank, pairs: int, work: Path, kind: str) -> dict:
     block = max(1, math.ceil(4 * POLL_S / statistics.median(iteration(False) for _ in range(3))))
     ratios, totals, cpu = [], {False: 0.0, True: 0.0}, {False: 0.0, True: 0.0}
     try:
-        for _ in range(pairs):
+        for pair in range(pairs):
             spent = {}
-            for on in (False, True):
+            for on in (False, True) if pair % 2 == 0 else (True, False):  # a steady drift cancels out
                 before = _cpu_s(follower.pid)
                 spent[on] = sum(iteration(on) for _ in range(block))
                 engine.wait_done()

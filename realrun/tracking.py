@@ -119,6 +119,7 @@ class JobView:
         elif kind == "detect":  # a new round after a failure: what an aborted round held is void
             self._pending = {"failure/detect_s": duration}
             self._failed_t = None
+            self._replicated = -1  # steps are redone from the checkpoint on, and replicated again
         elif kind == "restart" and "failure/detect_s" in self._pending:
             self._pending["failure/restart_s"] = duration
             # restart is logged `duration` after the worker started, which was detect_s after the failure

@@ -4,10 +4,11 @@
   replication  shard sent to a peer and verified (gloo)        vs  raw gloo send/recv bandwidth
   recovery     restart from local memory                       vs  DCP load from fsynced disk, cold and warm cache
   overhead     iteration time, checkpoint every iteration      vs  the same iterations without checkpoints
-  tracking     iteration time, tracked to TensorBoard          vs  the same iterations untracked (alternating)
+  tracking     iteration time while the launcher tracks them   vs  the same iterations untracked (alternating blocks)
 
-Usage: python benchmarks/bench_realrun.py [--gib 1.0] [--pairs 12]. The model is the real GPT
-sized so its shard (fp32 weights + AdamW m, v) is about --gib; one rank holds the whole shard.
+Usage: python benchmarks/bench_realrun.py [--gib 1.0] [--pairs 12] [--track-pairs 6] [--track wandb]
+[--only-tracking]. The model is the real GPT sized so its shard (fp32 weights + AdamW m, v) is about
+--gib; one rank holds the whole shard.
 Run as root, the cold-cache recovery drops the machine's page cache (/proc/sys/vm/drop_caches) and
 says so; otherwise it evicts only the checkpoint's files.
 """
@@ -15,16 +16,21 @@ says so; otherwise it evicts only the checkpoint's files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import socket
 import statistics
 import tempfile
 import time
 import timeit
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +46,7 @@ from realrun.recovery import load_into, plan_recovery, recover, save_persistent
 from realrun.replication import Outgoing, exchange
 from realrun.shard import ShardCodec, make_optimizer
 from realrun.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
-from realrun.tracking import RunTracker
+from realrun.tracking import POLL_S, JobTracker
 from realrun.train import drop_page_cache
 
 GIB = 1024**3
@@ -70,7 +76,22 @@ def _train_step(ddp_model, optimizer, shape, step: int) -> None:
     torch.nn.functional.cross_entropy(logits.reshape(-1, shape.vocab), targets.reshape(-1)).backward()
 
 
-def bench_single(gib: float, pairs: int, work: Path) -> dict:
+@dataclass
+class _Rank:
+    """One rank's training state (world size 1) and its checkpoint engine into shared memory."""
+
+    shape: Any
+    model: torch.nn.Module
+    optimizer: Any
+    codec: ShardCodec
+    shm: ShmStore
+    events: EventLog
+    engine: Checkpointer
+
+
+@contextlib.contextmanager
+def _one_rank(gib: float, work: Path) -> Iterator[_Rank]:
+    """The real GPT sized so its shard is about `gib`, stepped once; torn down (memory, group) after."""
     store_ = dist.TCPStore("127.0.0.1", _free_port(), 1, True, timeout=timedelta(seconds=600))
     dist.init_process_group("gloo", store=store_, rank=0, world_size=1)
     shape = parse_model_size(str(int(gib * GIB / 12)))
@@ -80,79 +101,93 @@ def bench_single(gib: float, pairs: int, work: Path) -> dict:
     _train_step(model, optimizer, shape, 0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    total = codec.plan().nbytes
     print(
-        f"model: {shape.parameters / 1e6:.1f}M parameters, shard {total / GIB:.3f} GiB, {torch.get_num_threads()} threads"
+        f"model: {shape.parameters / 1e6:.1f}M parameters, shard {codec.plan().nbytes / GIB:.3f} GiB, {torch.get_num_threads()} threads"
     )
-
-    src = torch.empty(total, dtype=torch.uint8).fill_(1)
-    dst = torch.empty(total, dtype=torch.uint8).fill_(0)
-
     shm = ShmStore(Path("/dev/shm") / f"gemini-ft-bench-{os.getpid()}", machine=0)
     try:
         events = EventLog(work, "bench", 0, 0, time.time())
         engine = Checkpointer(shm, 0, codec, Route([], []), None, events, CHUNK_BYTES)
-        # The reference (libc memcpy between two preallocated, touched buffers, as numpy's copyto
-        # calls it; torch's copy_ would split it over threads) alternates with the
-        # snapshots, so both see the same machine; the first two snapshots also map the two slots.
-        memcpy_times, copy_times, full_times = [], [], []
-        for step in range(1, 7):
-            memcpy_times.append(_best(partial(np.copyto, dst.numpy(), src.numpy()), 1))
-            start = time.perf_counter()
-            engine.snapshot(step)
-            engine.wait_copied()
-            copied = time.perf_counter() - start
-            engine.wait_done()
-            if step > 2:
-                copy_times.append(copied)
-                full_times.append(time.perf_counter() - start)
-        del src, dst
-        memcpy_s = min(memcpy_times)
-        snapshot_s, committed_s = min(copy_times), min(full_times)
-
-        def local_recovery() -> None:
-            plan = plan_recovery(shm, None, 1, 1, 0, work, [0])
-            assert plan.source == "memory"
-            recover(plan, shm, codec, 0, None, events, work, CHUNK_BYTES)
-
-        local_s = _best(local_recovery, 3)
-        disk = work / "dcp"
-        start = time.perf_counter()
-        save_persistent(codec, 0, disk, 0)
-        disk_save_s = time.perf_counter() - start
-        dropped = _drop_caches(disk)
-        start = time.perf_counter()
-        load_into(codec, 0, disk, 0)
-        cold_s = time.perf_counter() - start
-        warm_s = _best(lambda: load_into(codec, 0, disk, 0), 2)
-
-        def iteration(checkpoint: bool, step: int) -> float:
-            start = time.perf_counter()
-            _train_step(model, optimizer, shape, step)
-            engine.wait_copied()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if checkpoint:
-                engine.snapshot(step)
-            return time.perf_counter() - start
-
-        # Pairs of iterations: one without a checkpoint, then one that overlaps the snapshot of the
-        # state before it (the steady state of checkpointing every iteration) and launches its own.
-        # The overhead is the median ratio within pairs: this VM's speed drifts by more than the
-        # effect over tens of seconds, but hardly between two neighbouring iterations.
-        plain, with_ckpt = [], []
-        step = 100
-        for _ in range(pairs):
-            engine.wait_done()
-            plain.append(iteration(False, step := step + 1))
-            engine.snapshot(step)
-            with_ckpt.append(iteration(True, step := step + 1))
-        engine.wait_done()
-        tracking = _tracking_overhead(engine, events, model, optimizer, shape, pairs, work)
+        yield _Rank(shape, model, optimizer, codec, shm, events, engine)
     finally:
         shm.wipe()
         shm.root.rmdir()
         dist.destroy_process_group()
+
+
+def bench_single(gib: float, pairs: int, work: Path, track_pairs: int, track: str) -> dict:
+    with _one_rank(gib, work) as rank:
+        return _single(rank, pairs, work, track_pairs, track)
+
+
+def bench_tracking(gib: float, work: Path, track_pairs: int, track: str) -> dict:
+    with _one_rank(gib, work) as rank:
+        return _tracking_overhead(rank, track_pairs, work, track)
+
+
+def _single(rank: _Rank, pairs: int, work: Path, track_pairs: int, track: str) -> dict:
+    shape, model, optimizer, codec = rank.shape, rank.model, rank.optimizer, rank.codec
+    shm, events, engine = rank.shm, rank.events, rank.engine
+    total = codec.plan().nbytes
+    src = torch.empty(total, dtype=torch.uint8).fill_(1)
+    dst = torch.empty(total, dtype=torch.uint8).fill_(0)
+    # The reference (libc memcpy between two preallocated, touched buffers, as numpy's copyto
+    # calls it; torch's copy_ would split it over threads) alternates with the
+    # snapshots, so both see the same machine; the first two snapshots also map the two slots.
+    memcpy_times, copy_times, full_times = [], [], []
+    for step in range(1, 7):
+        memcpy_times.append(_best(partial(np.copyto, dst.numpy(), src.numpy()), 1))
+        start = time.perf_counter()
+        engine.snapshot(step)
+        engine.wait_copied()
+        copied = time.perf_counter() - start
+        engine.wait_done()
+        if step > 2:
+            copy_times.append(copied)
+            full_times.append(time.perf_counter() - start)
+    del src, dst
+    memcpy_s = min(memcpy_times)
+    snapshot_s, committed_s = min(copy_times), min(full_times)
+
+    def local_recovery() -> None:
+        plan = plan_recovery(shm, None, 1, 1, 0, work, [0])
+        assert plan.source == "memory"
+        recover(plan, shm, codec, 0, None, events, work, CHUNK_BYTES)
+
+    local_s = _best(local_recovery, 3)
+    disk = work / "dcp"
+    start = time.perf_counter()
+    save_persistent(codec, 0, disk, 0)
+    disk_save_s = time.perf_counter() - start
+    dropped = _drop_caches(disk)
+    start = time.perf_counter()
+    load_into(codec, 0, disk, 0)
+    cold_s = time.perf_counter() - start
+    warm_s = _best(lambda: load_into(codec, 0, disk, 0), 2)
+
+    def iteration(checkpoint: bool, step: int) -> float:
+        start = time.perf_counter()
+        _train_step(model, optimizer, shape, step)
+        engine.wait_copied()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if checkpoint:
+            engine.snapshot(step)
+        return time.perf_counter() - start
+
+    # Pairs of iterations: one without a checkpoint, then one that overlaps the snapshot of the
+    # state before it (the steady state of checkpointing every iteration) and launches its own.
+    # The overhead is the median ratio within pairs: this VM's speed drifts by more than the
+    # effect over tens of seconds, but hardly between two neighbouring iterations.
+    plain, with_ckpt = [], []
+    step = 100
+    for _ in range(pairs):
+        engine.wait_done()
+        plain.append(iteration(False, step := step + 1))
+        engine.snapshot(step)
+        with_ckpt.append(iteration(True, step := step + 1))
+    engine.wait_done()
+    tracking = _tracking_overhead(rank, track_pairs, work, track)
     return {
         "bytes": total, "memcpy_s": memcpy_s, "snapshot_s": snapshot_s, "committed_s": committed_s,
         "local_s": local_s, "disk_save_s": disk_save_s, "cold_s": cold_s, "warm_s": warm_s,
@@ -162,18 +197,51 @@ def bench_single(gib: float, pairs: int, work: Path) -> dict:
     }  # fmt: skip
 
 
-def _tracking_overhead(engine, events, model, optimizer, shape, pairs: int, work: Path) -> dict:
-    """Checkpointed iterations alternately untracked and tracked to TensorBoard, as rank 0 does it."""
-    cfg = RealRunConfig(track="tensorboard", out=work)
-    tracker = RunTracker(cfg, 0, "bench", time.time(), cuda=False)
-    tracked = tracker.wrap(events)
-    tracker.tracker.flush(timeout_s=60)  # the writer is open (its imports done) before the first tracked step
-    plain, with_tracking = [], []
+def _launcher_tracking(run_dir: Path, kind: str, ready, stop) -> None:
+    """What the launcher does with `--track` (in a process of its own, as the launcher is): follow
+    `run_dir`'s events until `stop`, then drain them; exit 1 if the tracker failed or dropped records."""
+    job = JobTracker(RealRunConfig(out=run_dir, track=kind), "bench", time.time())
+    job.tracker.flush(timeout_s=120)  # the backend is open (its imports done) before anything is timed
+    ready.set()
+    stop.wait()
+    raise SystemExit(0 if job.close() else 1)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU time of process `pid`, all its threads (Linux /proc, clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tracking_overhead(rank: _Rank, pairs: int, work: Path, kind: str) -> dict:
+    """Checkpointed iterations in blocks that the launcher's tracking follows or does not, alternating.
+
+    The workers do the same in both (their events and loss are written either way); what tracking
+    adds is the launcher reading those events and the tracker writing them, on the same cores. So a
+    tracking process follows one events directory and the iterations log into it (tracked) or into
+    another that nobody reads (untracked). It polls every POLL_S, so blocks last several polls and
+    each ends with a pause long enough for it to catch up (untimed), and a block's cost is its total,
+    not its median (the cost lands on whichever iterations a poll happens to overlap). The tracking
+    process's CPU time over the tracked blocks (pauses included), per tracked iteration, bounds what
+    it can take from training at all (a W&B service process's own CPU time is not counted).
+    """
+    engine, model, optimizer, shape = rank.engine, rank.model, rank.optimizer, rank.shape
+    logs = {
+        on: EventLog(work / ("tracked" if on else "untracked"), "bench", 0, 0, time.time())
+        for on in (False, True)
+    }
+    context = mp.get_context("spawn")
+    ready, stop = context.Event(), context.Event()
+    follower = context.Process(target=_launcher_tracking, args=(work / "tracked", kind, ready, stop))
+    follower.start()
+    ready.wait(180)
+    previous = engine.events
     step = 1000
-    for index in range(2 * pairs):
-        on = index % 2 == 1
+
+    def iteration(on: bool) -> float:
+        nonlocal step
         engine.wait_done()
-        engine.events = tracked if on else events
+        engine.events = logs[on]  # the snapshot's and commit's events go where the step's go
         start = time.perf_counter()
         inputs, targets = synthetic_batch(0, step := step + 1, 0, 4, shape)
         loss = torch.nn.functional.cross_entropy(model(inputs).reshape(-1, shape.vocab), targets.reshape(-1))
@@ -182,18 +250,49 @@ def _tracking_overhead(engine, events, model, optimizer, shape, pairs: int, work
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         engine.snapshot(step)
-        if on:
-            tracker.end_step(step, loss, None)
-            tracked.log("step", step, duration_s=time.perf_counter() - start)
-        else:
-            events.log("step", step, duration_s=time.perf_counter() - start)
-        (with_tracking if on else plain).append(time.perf_counter() - start)
-    engine.wait_done()
-    engine.events = events
-    tracker.close()
-    ratios = [t / p for t, p in zip(with_tracking, plain, strict=True)]
-    return {"untracked_s": statistics.median(plain), "tracked_s": statistics.median(with_tracking),
-            "tracking_overhead": statistics.median(ratios) - 1}  # fmt: skip
+        duration = time.perf_counter() - start
+        logs[on].log("step", step, duration_s=duration, loss=loss.item())
+        return duration
+
+    block = max(1, math.ceil(4 * POLL_S / statistics.median(iteration(False) for _ in range(3))))
+    ratios, totals, cpu = [], {False: 0.0, True: 0.0}, {False: 0.0, True: 0.0}
+    try:
+        for pair in range(pairs):
+            spent = {}
+            for on in (False, True) if pair % 2 == 0 else (True, False):  # a steady drift cancels out
+                before = _cpu_s(follower.pid)
+                spent[on] = sum(iteration(on) for _ in range(block))
+                engine.wait_done()
+                time.sleep(2 * POLL_S)  # the tracker reads and writes this block's records before the next
+                totals[on] += spent[on]
+                cpu[on] += _cpu_s(follower.pid) - before
+            ratios.append(spent[True] / spent[False])
+    finally:
+        engine.events = previous
+        stop.set()
+        follower.join(120)
+    if follower.exitcode != 0:
+        raise RuntimeError(f"the tracking process failed or dropped records (exit {follower.exitcode})")
+    iterations = pairs * block
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return {"untracked_s": totals[False] / iterations, "tracked_s": totals[True] / iterations,
+            "tracking_overhead": statistics.median(ratios) - 1, "tracking_block": block,
+            "tracking_quartiles": (quartiles[0] - 1, quartiles[2] - 1),
+            "tracking_cpu_s": cpu[True] / iterations, "idle_cpu_s": cpu[False] / iterations}  # fmt: skip
+
+
+def _tracking_lines(result: dict, kind: str, pairs: int) -> None:
+    low, high = result["tracking_quartiles"]
+    _line(
+        f"iteration tracked ({kind}) (s)", result["tracked_s"], result["untracked_s"], "s", "untracked",
+        f"median of {pairs} block pairs ({result['tracking_block']} iterations each) "
+        f"{result['tracking_overhead']:+.2%}, quartiles {low:+.2%} .. {high:+.2%}; target <= +0.5%",
+    )  # fmt: skip
+    _line(
+        "tracking CPU per iteration (s)", result["tracking_cpu_s"], result["untracked_s"], "s",
+        "iteration", f"the launcher's tracking process on any core, an upper bound of its cost; "
+        f"{result['idle_cpu_s']:.4f} s while it has nothing to read",
+    )  # fmt: skip
 
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
@@ -285,12 +384,29 @@ def main() -> int:
         "--pairs", type=int, default=12, help="overhead: iteration pairs without/with checkpoint"
     )
     parser.add_argument(
+        "--track-pairs", type=int, default=6, help="tracking: block pairs untracked/tracked (default 6)"
+    )
+    parser.add_argument(
+        "--track", choices=("tensorboard", "wandb"), default="tensorboard", help="tracking: the tracker"
+    )
+    parser.add_argument(
+        "--only-tracking", action="store_true", help="run only the tracking comparison (no other section)"
+    )
+    parser.add_argument(
         "--in-flight", type=int, default=None, help="replication chunks in flight (default: the engine's)"
     )
     args = parser.parse_args()
+    if args.only_tracking:  # a minute or two, and leaves the page cache alone
+        with tempfile.TemporaryDirectory(prefix="bench-realrun-") as tmp:
+            _tracking_lines(
+                bench_tracking(args.gib, Path(tmp), args.track_pairs, args.track),
+                args.track,
+                args.track_pairs,
+            )
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-realrun-") as tmp:
         work = Path(tmp)
-        single = bench_single(args.gib, args.pairs, work)
+        single = bench_single(args.gib, args.pairs, work, args.track_pairs, args.track)
         nbytes = single["bytes"]
         replication = bench_replication(nbytes, work, args.in_flight)
     gb = nbytes / 1e9
@@ -347,14 +463,7 @@ def main() -> int:
         "no ckpt",
         f"median of pairs {overhead:+.1%}, target <= +5%",
     )
-    _line(
-        "iteration tracked / untracked (s)",
-        single["tracked_s"],
-        single["untracked_s"],
-        "s",
-        "untracked",
-        f"median of pairs {single['tracking_overhead']:+.2%}, target <= +0.5%",
-    )
+    _tracking_lines(single, args.track, args.track_pairs)
     return 0
 
 

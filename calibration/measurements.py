@@ -20,7 +20,7 @@ from realrun.measurements import COLUMNS
 from scenarios.errors import UserError
 from sim.results_io import CONFIG, read_table
 
-OPTIONAL_COLUMNS = ("detail",)
+OPTIONAL_COLUMNS = ("detail", "loss")
 
 # Detect events of one failure share its time (t_s − duration is the failure's clock time on every
 # rank, up to the logging delay); different failures are at least a restart apart.

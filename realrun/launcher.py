@@ -33,6 +33,7 @@ from realrun.faults import parse_failures
 from realrun.model import parse_model_size
 from realrun.rundir import check_out, prepare, write_private
 from realrun.shm_jobs import cleanup_stale_shm, create_job_dir, new_job_id
+from realrun.tracking import JobTracker
 from scenarios.errors import UserError
 from sim.placement import build_placement
 
@@ -114,11 +115,14 @@ def launch(cfg: RealRunConfig) -> RunResult:
         signal.signal(sig, _raise_interrupt)
     testbed = contextlib.ExitStack()  # the network namespaces, when asked for
     store = None
+    tracking = None
 
     def ended(ok: bool, message: str) -> RunResult:
         return RunResult(ok, job_id, run_dir, time.time() - t0, replacements, message)
 
     try:
+        # Tracking lives here, in the one process no failure kills: nothing is lost, one run per job.
+        tracking = JobTracker(cfg, job_id, t0)
         bed = None
         if cfg.netns:
             bed = testbed.enter_context(
@@ -165,6 +169,8 @@ def launch(cfg: RealRunConfig) -> RunResult:
             if agent.poll() is None:
                 _kill_tree(agent.pid)
             agent.wait()
+        if tracking is not None:
+            tracking.close()  # every worker has ended: what they wrote last is tracked too
         shutil.rmtree(shm, ignore_errors=True)
         del store
         try:

@@ -3,7 +3,7 @@
 Workers append one JSON object per event (snapshot, replicate, commit, detect, restart, retrieve,
 first_step, lost_steps, persist, persistent_rejected, step, disk_save, disk_load, skip — a snapshot
 skipped because the previous one was still being copied) to `events/rank<r>.jsonl` (`detail` says why a
-persistent checkpoint was rejected); the launcher
+persistent checkpoint was rejected; `loss` is the rank's training loss on step and first_step); the launcher
 reads them all into one table with the resolved configuration and package version in the Parquet
 schema metadata (`gemini_ft.config`, `gemini_ft.version`).
 """
@@ -26,6 +26,7 @@ EVENTS = (
 SOURCES = ("local", "peer", "persistent", "fresh", "disk")
 COLUMNS = (
     "run_id", "rank", "machine", "event", "step", "bytes", "duration_s", "source", "peer", "t_s", "ok", "detail",
+    "loss",
 )  # fmt: skip
 
 
@@ -49,13 +50,14 @@ class EventLog:
         peer: int | None = None,
         ok: bool = True,
         detail: str | None = None,
+        loss: float | None = None,
     ) -> None:
         if event not in EVENTS or (source is not None and source not in SOURCES):
             raise ValueError(f"unknown event {event!r} or source {source!r}")
         record = {
             **self.base, "event": event, "step": step, "bytes": nbytes, "duration_s": duration_s,
             "source": source, "peer": peer, "t_s": time.time() - self.t0, "ok": ok,
-            "detail": detail,
+            "detail": detail, "loss": loss,
         }  # fmt: skip
         line = json.dumps(record) + "\n"
         # One write per line on an O_APPEND descriptor, so a kill never leaves a half line behind.
@@ -109,6 +111,7 @@ def read_events(run_dir: Path) -> pd.DataFrame:
             "bytes": "int64",
             "duration_s": "float64",
             "t_s": "float64",
+            "loss": "float64",
         }
     ).astype({"peer": "Int64", "ok": "bool"})
 

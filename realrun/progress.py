@@ -24,8 +24,11 @@ class EventFollower:
         for path in sorted(self.events_dir.glob("rank*.jsonl")):
             offset = self._offsets.get(path, 0)
             try:
-                if path.stat().st_size < offset:  # the launcher cleared a previous run's events
+                size = path.stat().st_size
+                if size < offset:  # the launcher cleared a previous run's events
                     offset = 0
+                elif size == offset:  # nothing new: most polls, so no open and read
+                    continue
                 with path.open("rb") as handle:
                     handle.seek(offset)
                     data = handle.read()

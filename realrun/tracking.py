@@ -1,31 +1,32 @@
-"""Rank 0's view of a real run in TensorBoard or W&B: steps, checkpoints, failures and the configuration.
+"""The job's view in TensorBoard or W&B: steps, checkpoints, failures and the configuration.
 
-Every rank keeps its own JSONL events (`realrun.measurements`); with `--track`, `TrackedEventLog`
-also hands each event rank 0 logs to a `sim.tracking.Tracker`, whose thread writes it. After a
-recovery all ranks gather their retrieval times once, so rank 0 logs the job's recovery by source.
-Each job is one TensorBoard run / one W&B run (`track_dir/<start time>-<job>`); every restarted
-round of rank 0 appends to it. Metric names: see `METRICS`.
+Workers do no tracking. Every rank writes its JSONL events (`realrun.measurements`) as always, and
+the launcher — the one process every failure spares — follows those files and the fired-failure
+markers from a thread (`JobTracker`), turns them into scalars (`JobView`) and hands them to a
+`sim.tracking.Tracker`, whose own thread writes them. So a dying worker loses no record, training
+pays nothing, and each job is one TensorBoard run / one W&B run (`track_dir/<start time>-<job>`).
+When the job has ended the follower reads the files once more, so the last events are tracked too.
+`track_finished_run` tracks a finished run directory the same way. Metric names: see `METRICS`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.distributed as dist
-
 from realrun.config import RealRunConfig
-from realrun.measurements import EventLog
+from realrun.faults import parse_failures
+from realrun.progress import EventFollower
 from sim.tracking import Tracker, open_tracker
 
 SOURCES = ("local", "peer", "persistent")
 METRICS = {
     "train/loss": "rank 0's training loss, per step",
-    "train/iteration_s": "iteration time on the host clock, per step (the events' step duration)",
-    "train/iteration_gpu_s": "iteration time between CUDA events, per step (CUDA only)",
+    "train/iteration_s": "iteration time, per step (the events' step duration; on CUDA after a stream sync)",
     "ckpt/snapshot_s": "copy of rank 0's shard into shared memory, per checkpoint",
     "ckpt/snapshot_gbps": "its bandwidth in GB/s",
     "ckpt/commit_s": "snapshot start to local commit (copy + checksum + manifest)",
@@ -45,8 +46,10 @@ METRICS = {
     "recovery/shards_<source>": "shards restored from that source",
     "recovery/first_step_s": "the first step after recovery",
     "recovery/time_to_first_step_s": "failure to the end of the first step after recovery",
+    "disk/save_s": "the disk baseline's DCP save (with disk/save_gbps); disk/load_s, disk/load_gbps",
 }
 HPARAM_TAGS = ("train/loss", "train/iteration_s", "recovery/time_to_first_step_s")
+POLL_S = 0.5  # how often the launcher reads new events: records reach the tracker this late at most
 
 
 def track_directory(cfg: RealRunConfig, job: str, t0: float) -> tuple[Path, str]:
@@ -55,148 +58,184 @@ def track_directory(cfg: RealRunConfig, job: str, t0: float) -> tuple[Path, str]
     return (cfg.track_dir or cfg.out / "track") / name, name
 
 
-class RunTracker:
-    """The job's view for rank 0 (a no-op tracker elsewhere); every rank joins the recovery gather."""
+class JobView:
+    """Rank 0's view of the job, and the recovery of every rank, from the events as tracker calls.
 
-    def __init__(self, cfg: RealRunConfig, rank: int, job: str, t0: float, cuda: bool) -> None:
-        self.enabled = cfg.track != "none"
-        directory, name = track_directory(cfg, job, t0)
-        kind = cfg.track if rank == 0 else "none"
-        config = cfg.model_dump(mode="json")
-        self.tracker: Tracker = open_tracker(
-            kind, directory, name=name, config=config, online=cfg.track_online, run_id=job
-        )
-        self.tracker.hparams(config, tags=HPARAM_TAGS)
-        self.cuda = cuda and self.tracker.active
-        self.run_dir = cfg.out
-        self.last_retrieve = (0.0, 0, -1)  # this rank's (duration, bytes, source index)
-        # detect/restart/lost steps, placed once the resume step is known
-        self._pending: dict[str, float] = {}
+    Events must come in time order per rank (as `EventFollower` yields them); rank 0's events
+    after a failure (detect, restart, lost_steps) are held back and logged with its first step after
+    the recovery, beside every rank's retrieval: that step's collectives mean every rank had
+    finished (and logged) its retrieval before rank 0 could log it.
+    """
+
+    def __init__(self, tracker: Tracker, cfg: RealRunConfig) -> None:
+        self.tracker = tracker
+        self.cfg = cfg
+        self._pending: dict[str, float] = {}  # rank 0's detect, restart and lost steps of this round
+        self._failed_t: float | None = None  # the failure, on the events' clock (t_s)
+        self._retrieves: dict[int, dict[str, Any]] = {}  # every rank's latest retrieval
         self._replicated = -1
-        self._failed_at: float | None = None
 
-    def wrap(self, events: EventLog) -> EventLog:
-        return TrackedEventLog(events, self) if self.enabled else events
+    def events(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            if event.get("event") == "retrieve":
+                self._retrieves[int(event["rank"])] = event
+            elif event.get("rank") == 0:
+                self._rank0(event)
 
-    def start_step(self) -> Any:
-        if not self.cuda:
-            return None
-        start = torch.cuda.Event(enable_timing=True)
-        start.record()
-        return start
+    def failure(self, spec: str) -> None:
+        """A fired failure marker's spec (`realrun.faults`): a marker at the step it struck."""
+        (failure,) = parse_failures([spec], self.cfg.machines, self.cfg.procs_per_machine, self.cfg.steps)
+        if failure.kind in ("sw", "hw"):
+            kind = "software" if failure.kind == "sw" else "hardware"
+            self.tracker.scalars(failure.step, {f"marker/{kind}_failure": 1.0})
 
-    def end_step(self, step: int, loss: torch.Tensor, start: Any) -> None:
-        """Queue the loss (read by the tracker's thread) and, on CUDA, the step's device time."""
-        if not self.tracker.active:
-            return
-        values: dict[str, Any] = {"train/loss": loss.detach()}
-        if start is not None:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            values["train/iteration_gpu_s"] = lambda: _elapsed_s(start, end)
-        self.tracker.scalars(step, values)
+    def _rank0(self, event: dict[str, Any]) -> None:
+        kind, step = event["event"], int(event["step"])
+        duration, nbytes = float(event.get("duration_s") or 0.0), int(event.get("bytes") or 0)
+        source = event.get("source")
+        gbps = nbytes / duration / 1e9 if duration > 0 and nbytes else None
+        values: dict[str, float | None] = {}
+        if kind in ("step", "first_step"):
+            values["train/iteration_s"] = duration
+            values["train/loss"] = event.get("loss")
+            if kind == "first_step":
+                values.update(self._recovery(step, event))
+        elif kind == "snapshot":
+            values["ckpt/snapshot_s"] = duration
+            values["ckpt/snapshot_gbps"] = gbps
+        elif kind == "commit" and source == "local":
+            values["ckpt/commit_s"] = duration
+        elif kind == "commit":
+            values["ckpt/replica_received_s"] = duration
+            values["ckpt/replica_ok"] = float(bool(event.get("ok", True)))
+        elif kind == "replicate" and step != self._replicated:  # one record per peer, same timing
+            self._replicated = step
+            values["ckpt/replicate_s"] = duration
+            values["ckpt/replicate_gbps"] = gbps
+        elif kind in ("persist", "disk_save", "disk_load"):
+            prefix = "ckpt/persist" if kind == "persist" else f"disk/{kind.removeprefix('disk_')}"
+            values[f"{prefix}_s"] = duration
+            values[f"{prefix}_gbps"] = gbps
+        elif kind == "detect":  # a new round after a failure: what an aborted round held is void
+            self._pending = {"failure/detect_s": duration}
+            self._failed_t = None
+            self._replicated = -1  # steps are redone from the checkpoint on, and replicated again
+        elif kind == "restart" and "failure/detect_s" in self._pending:
+            self._pending["failure/restart_s"] = duration
+            # restart is logged `duration` after the worker started, which was detect_s after the failure
+            self._failed_t = float(event["t_s"]) - duration - self._pending["failure/detect_s"]
+        elif kind == "lost_steps":
+            self._pending["failure/lost_steps"] = step  # its step column counts the steps to redo
+        numbers = {k: float(v) for k, v in values.items() if v is not None}
+        if numbers:
+            self.tracker.scalars(step, numbers)
 
-    def recovered(self, group: dist.ProcessGroup | None, world: int, plan_step: int, source: str,
-                  failed_at: float | None) -> None:  # fmt: skip
-        """After `recover`: gather every rank's retrieval (collective) and log the job's recovery."""
-        if not self.enabled or source == "fresh":
-            return
-        mine = torch.tensor(self.last_retrieve, dtype=torch.float64)
-        gathered = [torch.empty_like(mine) for _ in range(world)]
-        dist.all_gather(gathered, mine, group=group)
-        if not self.tracker.active:
-            return
-        self._failed_at = failed_at
-        at = plan_step + 1
-        values: dict[str, float] = {"marker/recovery": 1.0, "failure/resumed_from_step": plan_step}
-        values.update(self._pending)
-        self._pending.clear()
-        for index, name in enumerate(SOURCES):
-            rows = [row for row in gathered if int(row[2]) == index]
-            if rows:
-                slowest = max(float(row[0]) for row in rows)
-                moved = sum(float(row[1]) for row in rows)
+    def _recovery(self, step: int, event: dict[str, Any]) -> dict[str, float]:
+        """The record of the recovery that ends with rank 0's first step `step` (resumed at step − 1)."""
+        resumed = step - 1
+        values = {"marker/recovery": 1.0, "failure/resumed_from_step": float(resumed), **self._pending}
+        values["recovery/first_step_s"] = float(event.get("duration_s") or 0.0)
+        if self._failed_t is not None:
+            values["recovery/time_to_first_step_s"] = float(event["t_s"]) - self._failed_t
+        rows = [e for e in self._retrieves.values() if int(e["step"]) == resumed]
+        for name in SOURCES:
+            mine = [e for e in rows if e.get("source") == name]
+            if mine:
+                slowest = max(float(e.get("duration_s") or 0.0) for e in mine)
+                moved = sum(int(e.get("bytes") or 0) for e in mine)
                 values[f"recovery/retrieve_{name}_s"] = slowest
-                values[f"recovery/shards_{name}"] = len(rows)
+                values[f"recovery/shards_{name}"] = float(len(mine))
                 if slowest > 0:
                     values[f"recovery/retrieve_{name}_gbps"] = moved / slowest / 1e9
-        fired = newest_failure(self.run_dir)
-        if failed_at is not None and fired is not None:
-            kind, step = fired
-            self.tracker.scalars(step, {f"marker/{kind}_failure": 1.0})
-        self.tracker.scalars(at, values)
+        self._pending, self._failed_t, self._retrieves = {}, None, {}
+        return values
 
-    def event(
-        self, event: str, step: int, nbytes: int, duration_s: float, source: str | None, ok: bool
-    ) -> None:
-        """One EventLog record (rank 0's) as scalars."""
-        if event == "retrieve":
-            self.last_retrieve = (duration_s, nbytes, SOURCES.index(source) if source in SOURCES else -1)
-        if not self.tracker.active:
+
+class FiredFailures:
+    """The specs of failure markers (`faults/fired*.json`) not seen before."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.faults_dir = run_dir / "faults"
+        self._seen: set[str] = set()
+
+    def new_specs(self) -> list[str]:
+        specs = []
+        for path in sorted(self.faults_dir.glob("fired*.json")):
+            if path.name in self._seen:
+                continue
+            try:
+                spec = json.loads(path.read_text())["spec"]
+            except (OSError, ValueError, KeyError):
+                continue  # created but not yet written (O_EXCL, then the JSON): read it next time
+            self._seen.add(path.name)
+            specs.append(spec)
+        return specs
+
+
+def _open(cfg: RealRunConfig, kind: str, directory: Path, name: str, job: str) -> Tracker:
+    config = cfg.model_dump(mode="json")
+    tracker = open_tracker(kind, directory, name=name, config=config, online=cfg.track_online, run_id=job)
+    tracker.hparams(config, tags=HPARAM_TAGS)
+    return tracker
+
+
+class JobTracker:
+    """The launcher's side: follows a running job's files from a thread and tracks them (`--track`)."""
+
+    def __init__(self, cfg: RealRunConfig, job: str, t0: float, poll_s: float = POLL_S) -> None:
+        self.enabled = cfg.track != "none"
+        self.directory: Path | None = None
+        self._thread: threading.Thread | None = None
+        if not self.enabled:
             return
-        gbps = nbytes / duration_s / 1e9 if duration_s > 0 and nbytes else None
-        values: dict[str, float] = {}
-        if event == "step":
-            values["train/iteration_s"] = duration_s
-        elif event == "first_step":
-            values["train/iteration_s"] = values["recovery/first_step_s"] = duration_s
-            if self._failed_at is not None:
-                values["recovery/time_to_first_step_s"] = time.time() - self._failed_at
-                self._failed_at = None
-        elif event == "snapshot":
-            values["ckpt/snapshot_s"] = duration_s
-            values["ckpt/snapshot_gbps"] = gbps
-        elif event == "commit" and source == "local":
-            values["ckpt/commit_s"] = duration_s
-        elif event == "commit":
-            values["ckpt/replica_received_s"] = duration_s
-            values["ckpt/replica_ok"] = float(ok)
-        elif event == "replicate" and step != self._replicated:  # one record per peer, same timing
-            self._replicated = step
-            values["ckpt/replicate_s"] = duration_s
-            values["ckpt/replicate_gbps"] = gbps
-        elif event in ("persist", "disk_save", "disk_load"):
-            prefix = "ckpt/persist" if event == "persist" else f"disk/{event.removeprefix('disk_')}"
-            values[f"{prefix}_s"] = duration_s
-            values[f"{prefix}_gbps"] = gbps
-        elif event in ("detect", "restart"):
-            self._pending[f"failure/{event}_s"] = duration_s
-        elif event == "lost_steps":
-            self._pending["failure/lost_steps"] = step  # placed with the next recovery record
-        values = {k: v for k, v in values.items() if v is not None}
-        if values:
-            self.tracker.scalars(step, values)
+        self.directory, name = track_directory(cfg, job, t0)
+        self.tracker = _open(cfg, cfg.track, self.directory, name, job)
+        self.view = JobView(self.tracker, cfg)
+        self.events = EventFollower(cfg.out)
+        self.fired = FiredFailures(cfg.out)
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._failed = False
+        self._thread = threading.Thread(target=self._follow, name="track-job", daemon=True)
+        self._thread.start()
 
-    def flush(self) -> None:
-        self.tracker.flush()
+    def poll(self) -> None:
+        """Track what was written since the last poll (events first: markers carry no time order)."""
+        if self._failed:
+            return
+        try:
+            self.view.events(self.events.new_events())
+            for spec in self.fired.new_specs():
+                self.view.failure(spec)
+        except Exception as exc:  # tracking must never take the launcher (and so the job) down
+            self._failed = True
+            print(f"gemini-ft: warning: tracking stopped following the job: {exc!r}", file=sys.stderr)
 
-    def close(self) -> None:
-        self.tracker.close()
+    def close(self) -> bool:
+        """After the job's processes have ended: read everything they wrote, then close the tracker."""
+        if self._thread is None:
+            return True
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        self.poll()  # the drain: events written since the last poll, up to each file's end
+        return self.tracker.close() and not self._failed
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.poll()
 
 
-class TrackedEventLog(EventLog):
-    """An EventLog that also tells the run's tracker about every event it writes."""
-
-    def __init__(self, inner: EventLog, tracker: RunTracker) -> None:  # shares inner's file
-        self.__dict__.update(inner.__dict__)
-        self._tracker = tracker
-
-    def log(self, event: str, step: int, *, nbytes: int = 0, duration_s: float = 0.0,
-            source: str | None = None, peer: int | None = None, ok: bool = True) -> None:  # fmt: skip
-        super().log(event, step, nbytes=nbytes, duration_s=duration_s, source=source, peer=peer, ok=ok)
-        self._tracker.event(event, step, nbytes, duration_s, source, ok)
-
-
-def newest_failure(run_dir: Path) -> tuple[str, int] | None:
-    """("software" | "hardware", step) of the newest fired failure marker, if any."""
-    fired = sorted((run_dir / "faults").glob("fired*.json"), key=lambda p: p.stat().st_mtime)
-    if not fired:
-        return None
-    spec = json.loads(fired[-1].read_text())["spec"]
-    kind = "software" if spec.startswith("sw") else "hardware"
-    return kind, int(spec.split("step=")[1].split(":")[0])
-
-
-def _elapsed_s(start: torch.cuda.Event, end: torch.cuda.Event) -> float:
-    end.synchronize()  # in the tracker's thread: the training thread never waits for the device
-    return start.elapsed_time(end) / 1e3
+def track_finished_run(run_dir: Path, kind: str, directory: Path, *, online: bool = False) -> Path:
+    """Track the run in `run_dir` after the fact, as its launcher would have: one run in `directory`."""
+    run_dir = Path(run_dir)
+    cfg = RealRunConfig.model_validate_json((run_dir / "config.json").read_text())
+    events = EventFollower(run_dir).new_events()
+    job = str(events[0].get("run_id", "job")) if events else "job"
+    tracker = _open(cfg.model_copy(update={"track_online": online}), kind, Path(directory), job, job)
+    view = JobView(tracker, cfg)
+    view.events(events)
+    for spec in FiredFailures(run_dir).new_specs():
+        view.failure(spec)
+    tracker.close()
+    return Path(directory)

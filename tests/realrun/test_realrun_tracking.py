@@ -1,9 +1,12 @@
-"""Real runs tracked in TensorBoard and W&B, read back with the tools' own readers.
+"""Real runs tracked in TensorBoard and W&B by the launcher, read back with the tools' own readers.
 
-Two machines, a tiny GPT, six steps: a software failure of rank 1 at step 3 (resume from local
-memory at 2) and a hardware failure of machine 1 at step 5 (rank 0 local, rank 1 from its peer, at 4).
+One real run feeds both trackers' checks: two machines, a tiny GPT, six steps, a software failure of
+rank 1 at step 3 (resume from local memory at 2) and a hardware failure of machine 1 at step 5
+(rank 0 local, rank 1 from its peer, at 4). The launcher tracks it live to W&B (TensorBoard when
+wandb is missing); the other tracker gets the same run through `track_finished_run`.
 """
 
+import importlib.util
 import socket
 from pathlib import Path
 
@@ -13,7 +16,8 @@ from tracking_readers import tensorboard_hparams, tensorboard_scalars, wandb_his
 
 from realrun.config import RealRunConfig
 from realrun.launcher import launch
-from realrun.measurements import read_events
+from realrun.measurements import EventLog, read_events
+from realrun.tracking import JobTracker, track_finished_run
 from scenarios.errors import UserError
 from sim import tracking
 
@@ -29,16 +33,24 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _run(out: Path, track: str, failures: tuple[str, ...]) -> tuple[Path, pd.DataFrame]:
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory) -> tuple[Path, str, Path, pd.DataFrame]:
+    """The run directory, the tracker its launcher used, that tracker's job directory, rank 0's events."""
+    track = "wandb" if importlib.util.find_spec("wandb") else "tensorboard"
+    pytest.importorskip(track)
+    out = tmp_path_factory.mktemp("failed-run")
     cfg = RealRunConfig(
         machines=2, replicas=2, steps=6, persist_every=3, chunk_mib=0.05, disk_baseline=False,
-        failures=failures, out=out, port=_free_port(), track=track, time_limit_s=280,
+        failures=FAILURES, out=out, port=_free_port(), track=track, time_limit_s=280,
     )  # fmt: skip
-    result = launch(cfg)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DIR", str(out))):
+            env.setenv(name, value)
+        result = launch(cfg)
     assert result.ok, (out / "logs" / "machine0.log").read_text()[-3000:]
-    (job,) = list((out / "track").iterdir())
+    (job,) = list((out / "track").iterdir())  # one tracked run for the whole job
     events = read_events(out)
-    return job, events[events["rank"] == 0]
+    return out, track, job, events[events["rank"] == 0]
 
 
 def _count(events: pd.DataFrame, event: str, source: str | None = None) -> int:
@@ -54,13 +66,9 @@ def test_config_refuses_a_missing_tracker_and_online_without_wandb(monkeypatch, 
         RealRunConfig(track="tensorboard")
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_tensorboard_shows_steps_checkpoints_and_both_failures(tmp_path):
-    pytest.importorskip("tensorboard")
-    job, events = _run(tmp_path, "tensorboard", FAILURES)
-    scalars = tensorboard_scalars(job)
-    steps = {tag: sorted(step for step, _ in points) for tag, points in scalars.items()}
+def _check_job_view(points: dict[str, list[tuple[int, float]]], events: pd.DataFrame) -> None:
+    """Every metric of the failed run with the right number of points, at the right steps."""
+    steps = {tag: sorted(step for step, _ in series) for tag, series in points.items()}
     for tag in PER_STEP:
         assert steps[tag] == [1, 2, 3, 4, 5, 6], tag  # no step is lost or redone
     # Per checkpoint: exactly what rank 0 measured (its events file), at least one per step.
@@ -79,37 +87,56 @@ def test_tensorboard_shows_steps_checkpoints_and_both_failures(tmp_path):
         assert steps[tag] == [3, 5], tag
     assert steps["recovery/retrieve_peer_s"] == [5] and steps["recovery/shards_peer"] == [5]
     assert "recovery/retrieve_persistent_s" not in steps
-    values = {tag: dict(points) for tag, points in scalars.items()}
+    values = {tag: dict(series) for tag, series in points.items()}
     assert values["failure/resumed_from_step"] == {3: 2.0, 5: 4.0}
     assert values["recovery/shards_local"] == {3: 2.0, 5: 1.0} and values["recovery/shards_peer"] == {5: 1.0}
     assert values["failure/lost_steps"] == {3: 0.0, 5: 0.0}
-    assert all(
-        v > 0 for tag in ("failure/detect_s", "recovery/time_to_first_step_s") for v in values[tag].values()
-    )
+    losses = events[events.event.isin(["step", "first_step"])].set_index("step").loss
+    assert values["train/loss"] == pytest.approx(losses.to_dict())
+    for tag in ("failure/detect_s", "recovery/time_to_first_step_s"):
+        assert all(v > 0 for v in values[tag].values()), tag
+    for step in (3, 5):  # the failure to the end of the first step covers detection and restart
+        assert values["recovery/time_to_first_step_s"][step] > (
+            values["failure/detect_s"][step] + values["failure/restart_s"][step]
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_tensorboard_shows_steps_checkpoints_and_both_failures(failed_run, tmp_path):
+    pytest.importorskip("tensorboard")
+    run_dir, track, job, events = failed_run
+    if track != "tensorboard":
+        job = track_finished_run(run_dir, "tensorboard", tmp_path / "tensorboard")
+    _check_job_view(tensorboard_scalars(job), events)
     hparams, metric_tags = tensorboard_hparams(job)
-    assert (
-        hparams["failures"] == ",".join(FAILURES)
-        and hparams["machines"] == 2
-        and hparams["track"] == "tensorboard"
-    )
+    assert hparams["failures"] == ",".join(FAILURES) and hparams["machines"] == 2
+    assert hparams["track"] == track  # the run's own configuration
     assert {"train/loss", "train/iteration_s"} <= set(metric_tags)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_wandb_offline_run_holds_every_step_and_checkpoint(tmp_path, monkeypatch):
-    # Without failures: a worker stopped by a failure takes W&B's service process with it, and
-    # that round's records with it (see docs-tracking.md); TensorBoard's files keep them.
+def test_wandb_offline_run_holds_every_step_checkpoint_and_both_failures(failed_run):
     pytest.importorskip("wandb")
-    for name, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DIR", str(tmp_path))):
-        monkeypatch.setenv(name, value)
-    job, events = _run(tmp_path, "wandb", ())
-    (run,) = wandb_runs(job)
+    _, track, job, events = failed_run
+    assert track == "wandb"  # the launcher tracked it live, through both failures
+    (run,) = wandb_runs(job)  # one W&B run for the whole job, every round of it
     history, config = wandb_history([run])
-    steps = {tag: sorted(step for step, _ in points) for tag, points in history.items()}
-    for tag in PER_STEP:
-        assert steps[tag] == [1, 2, 3, 4, 5, 6], tag
-    for tag in PER_CHECKPOINT:
-        assert len(steps[tag]) == _count(events, "snapshot") == 6, tag
-    assert steps["ckpt/persist_s"] == [3, 6]
-    assert config["track"] == "wandb" and config["machines"] == 2 and config["steps"] == 6
+    _check_job_view(history, events)
+    # The hyperparameters as TensorBoard has them (flattened: a list as comma-separated text).
+    assert config["failures"] == ",".join(FAILURES) and config["machines"] == 2 and config["track"] == "wandb"
+
+
+def test_closing_tracks_what_was_written_after_the_last_poll(tmp_path):
+    # The launcher closes its tracker once the workers have ended; their last lines must not be lost.
+    pytest.importorskip("tensorboard")
+    cfg = RealRunConfig(out=tmp_path, steps=3, track="tensorboard")
+    job = JobTracker(cfg, "job", 0.0, poll_s=3600)  # never polls on its own
+    log = EventLog(tmp_path, "job", 0, 0, 0.0)
+    for step in (1, 2, 3):
+        log.log("step", step, duration_s=0.1, loss=4.0 - step)
+    assert job.close()
+    scalars = tensorboard_scalars(job.directory)
+    assert scalars["train/loss"] == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    assert [step for step, _ in scalars["train/iteration_s"]] == [1, 2, 3]

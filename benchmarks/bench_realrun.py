@@ -31,17 +31,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from realrun import replication
-from realrun.checkpointer import Checkpointer, Route
 from realrun.config import RealRunConfig
+from realrun.engine import replication
+from realrun.engine.checkpointer import Checkpointer, Route
+from realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
+from realrun.engine.replication import Outgoing, exchange
+from realrun.engine.shard import ShardCodec, make_optimizer
+from realrun.engine.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
 from realrun.measurements import EventLog
-from realrun.model import build_model, parse_model_size, synthetic_batch
-from realrun.recovery import load_into, plan_recovery, recover, save_persistent
-from realrun.replication import Outgoing, exchange
-from realrun.shard import ShardCodec, make_optimizer
-from realrun.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
 from realrun.tracking import RunTracker
-from realrun.train import drop_page_cache
+from realrun.worker.model import build_model, parse_model_size, synthetic_batch
+from realrun.worker.train import drop_page_cache
 
 GIB = 1024**3
 CHUNK_BYTES = int(RealRunConfig().chunk_mib * 2**20)  # the engine's default replication chunk

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from realrun.checkpointer import Checkpointer, Route
+from realrun.engine.checkpointer import Checkpointer, Route
+from realrun.engine.shard import plan_shard
+from realrun.engine.shm_store import ShmStore
 from realrun.measurements import EventLog
-from realrun.shard import plan_shard
-from realrun.shm_store import ShmStore
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30

@@ -74,7 +74,8 @@ class RealRunConfig(BaseModel):
         "auto", description="cuda (NCCL) when available, else cpu (gloo)."
     )
     netns: bool = Field(
-        False, description="Each machine in its own network namespace on a bridge (root; realrun.netns)."
+        False,
+        description="Each machine in its own network namespace on a bridge (root; realrun.testbed.netns).",
     )
     link_gbps: float | None = Field(
         None,

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from realrun.persistent import damage_newest
+from realrun.engine.persistent import damage_newest
 from scenarios.errors import UserError
 
 PHASES = ("step", "snapshot", "replicate")

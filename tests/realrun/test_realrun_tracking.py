@@ -12,8 +12,8 @@ import pytest
 from tracking_readers import tensorboard_hparams, tensorboard_scalars, wandb_history, wandb_runs
 
 from realrun.config import RealRunConfig
-from realrun.launcher import launch
 from realrun.measurements import read_events
+from realrun.testbed.launcher import launch
 from scenarios.errors import UserError
 from sim import tracking
 

@@ -19,8 +19,8 @@ import pytest
 
 from gemini_ft.cli import main
 from realrun.config import RealRunConfig
-from realrun.launcher import validate
 from realrun.measurements import summarize
+from realrun.testbed.launcher import validate
 from sim.results_io import read_metadata
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

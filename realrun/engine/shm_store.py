@@ -16,6 +16,7 @@ import json
 import mmap
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,8 +24,6 @@ from pathlib import Path
 
 import crc32c
 import numpy as np
-
-from realrun.shm_jobs import open_private_dir
 
 FORMAT = 1
 ALIGN = 64
@@ -115,6 +114,31 @@ def parse_manifest(raw: bytes) -> dict | None:
     ):
         return None
     return manifest
+
+
+class ShmDirRefused(RuntimeError):
+    """A shared-memory directory that is not the job's own."""
+
+
+def check_private(path: Path) -> None:
+    """Raise ShmDirRefused unless `path` is a real directory owned by us, closed to everyone else."""
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise ShmDirRefused(f"{path} is not a directory (a symlink or a file)")
+    if info.st_uid != os.geteuid():
+        raise ShmDirRefused(f"{path} belongs to uid {info.st_uid}, not to us (uid {os.geteuid()})")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        raise ShmDirRefused(f"{path} has mode {stat.S_IMODE(info.st_mode):o}; it must be 700")
+
+
+def open_private_dir(path: Path) -> None:
+    """Make sure `path` exists as our private directory: create it (0700) or check the one there."""
+    try:
+        path.mkdir(mode=0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    except FileExistsError:
+        pass
+    check_private(path)
 
 
 class ShmStore:

@@ -6,7 +6,7 @@ a hardware failure struck (kill its agent and workers, wipe its memory, start a 
 always removes its processes and shared memory — on success, error, Ctrl-C or SIGTERM (exit 143).
 Everything listens on loopback: the store on a socket the launcher binds to 127.0.0.1 itself (torch's
 TCPStore would bind every interface), gloo on `lo`, and the agents host no store (`is_host=false`).
-With `netns`, every machine runs in its own network namespace behind a shaped link (`realrun.netns`);
+With `netns`, every machine runs in its own network namespace behind a shaped link (`realrun.testbed.netns`);
 the store listens on the bridge address only, and the namespaces, veths and bridge are removed the
 same way. The c10d store is unauthenticated: a multi-host run must keep it on a trusted network.
 """
@@ -26,13 +26,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from realrun import netns
 from realrun.config import RealRunConfig
 from realrun.devices import check_devices, gpu_sharing, visible_gpus
 from realrun.faults import parse_failures
-from realrun.model import parse_model_size
-from realrun.rundir import check_out, prepare, write_private
-from realrun.shm_jobs import cleanup_stale_shm, create_job_dir, new_job_id
+from realrun.testbed import netns
+from realrun.testbed.rundir import check_out, prepare, write_private
+from realrun.testbed.shm_jobs import cleanup_stale_shm, create_job_dir, new_job_id
+from realrun.worker.model import parse_model_size
 from scenarios.errors import UserError
 from sim.placement import build_placement
 
@@ -193,7 +193,7 @@ def _start_agent(
     # torch 2.13's c10d handler caches the bootstrap store of its first round, so a replacement agent
     # joining survivors would wait forever for MASTER_ADDR; workers use the launcher's store instead,
     # and rank assignment skips the per-round role exchange (every machine runs the same procs).
-    repo_root = str(Path(__file__).resolve().parent.parent)
+    repo_root = str(Path(__file__).resolve().parents[2])
     env.update(
         TORCH_ELASTIC_WORKER_IDENTICAL="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1", GEMINI_FT_STORE=f"{store_host}:{cfg.port}", GEMINI_FT_MACHINE=str(machine), GEMINI_FT_SHM=str(shm), GEMINI_FT_T0=repo_float(t0), GEMINI_FT_JOB=job_id,
         PYTHONPATH=os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")])),
@@ -208,7 +208,7 @@ def _start_agent(
         "--rdzv-conf=is_host=false,join_timeout=120,"
         f"keep_alive_interval={cfg.keep_alive_s},keep_alive_max_attempt=2",
         f"--max-restarts={cfg.max_restarts}",
-        "--monitor-interval=0.1", "-m", "realrun.train", "--config", str(cfg.out / "config.json"),
+        "--monitor-interval=0.1", "-m", "realrun.worker.train", "--config", str(cfg.out / "config.json"),
     ]  # fmt: skip
     log = open(cfg.out / "logs" / f"machine{machine}.log", "ab")  # noqa: SIM115 - owned by the child
     try:

@@ -3,7 +3,7 @@
 Each worker joins the job with a stable logical rank (machine × procs + local rank, so a machine's
 shared memory always holds the same shards), recovers from the newest complete in-memory checkpoint
 (or the persistent one), trains to `--steps`, snapshots every `ckpt_every` steps and persists every
-`persist_every`. Run `python -m realrun.train --config run/config.json` under torchrun; the launcher
+`persist_every`. Run `python -m realrun.worker.train --config run/config.json` under torchrun; the launcher
 sets GEMINI_FT_MACHINE, GEMINI_FT_SHM and GEMINI_FT_T0 (the same works on a real cluster).
 """
 
@@ -20,17 +20,17 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from realrun.checkpointer import Checkpointer, Route
 from realrun.config import RealRunConfig
 from realrun.devices import TESTBED_ENV, device_for, gpu_sharing, visible_gpus
+from realrun.engine.checkpointer import Checkpointer, Route
+from realrun.engine.persistent import persistent_dir
+from realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
+from realrun.engine.shard import ShardCodec, make_optimizer
+from realrun.engine.shm_store import ShmStore
 from realrun.faults import FaultInjector, last_failure_time, parse_failures
 from realrun.measurements import EventLog, write_engine_info
-from realrun.model import build_model, ordered_allreduce_hook, parse_model_size, synthetic_batch
-from realrun.persistent import persistent_dir
-from realrun.recovery import load_into, plan_recovery, recover, save_persistent
-from realrun.shard import ShardCodec, make_optimizer
-from realrun.shm_store import ShmStore
 from realrun.tracking import RunTracker
+from realrun.worker.model import build_model, ordered_allreduce_hook, parse_model_size, synthetic_batch
 from sim.placement import build_placement
 
 

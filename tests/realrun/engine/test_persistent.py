@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from realrun.persistent import (
+from realrun.engine.persistent import (
     MANIFEST,
     commit,
     committed_steps,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from realrun.rundir import MARKER, check_out, prepare
+from realrun.testbed.rundir import MARKER, check_out, prepare
 from scenarios.errors import UserError
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from realrun.shm_store import ShmStore, checksum, parse_manifest
+from realrun.engine.shm_store import ShmStore, checksum, parse_manifest
 
 # 16 × 4 MiB posted ahead keeps gloo streaming while the receiver hashes (on the 2-core testbed
 # 4 in flight reached ~0.8x of raw gloo bandwidth, 16 ~0.95x); the receives land in shm directly.

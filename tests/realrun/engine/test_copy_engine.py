@@ -10,12 +10,12 @@ import time
 import pytest
 import torch
 
-import realrun.checkpointer as checkpointer_module
-from realrun.checkpointer import Checkpointer, Route
-from realrun.copy_engine import HostCopier, split_chunks
+import realrun.engine.checkpointer as checkpointer_module
+from realrun.engine.checkpointer import Checkpointer, Route
+from realrun.engine.copy_engine import HostCopier, split_chunks
+from realrun.engine.shard import Region, plan_shard
+from realrun.engine.shm_store import CHECKSUM_CHUNK, ShmStore
 from realrun.measurements import EventLog, read_events
-from realrun.shard import Region, plan_shard
-from realrun.shm_store import CHECKSUM_CHUNK, ShmStore
 
 MIB = 1 << 20
 
@@ -202,7 +202,7 @@ class CudaCodec(FakeCodec):
 @pytest.mark.parametrize("gpu_snapshot", ["off", "on"])
 @pytest.mark.parametrize("register", [True, False])
 def test_cuda_copy_lands_in_shm_by_every_path(tmp_path, monkeypatch, gpu_snapshot, register):
-    from realrun.copy_engine import CudaCopier
+    from realrun.engine.copy_engine import CudaCopier
 
     if not register:  # the fallback: a pinned staging buffer and a host memcpy per chunk
         monkeypatch.setattr(CudaCopier, "register", lambda self, flat: False)
@@ -228,7 +228,7 @@ def test_cuda_copy_lands_in_shm_by_every_path(tmp_path, monkeypatch, gpu_snapsho
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_device_snapshot_frees_the_state_before_the_d2h_copy(tmp_path):
     # The state changes right after wait_copied(); the committed bytes are still those of the snapshot.
-    from realrun.copy_engine import CudaCopier
+    from realrun.engine.copy_engine import CudaCopier
 
     codec = CudaCodec()
     engine, store, _ = _engine(tmp_path, CudaCopier(torch.device("cuda", 0), "on", CHECKSUM_CHUNK), codec)

@@ -6,8 +6,8 @@ import stat
 import numpy as np
 import pytest
 
-from realrun.recovery import local_inventory
-from realrun.shm_store import (
+from realrun.engine.recovery import local_inventory
+from realrun.engine.shm_store import (
     ShmStore,
     build_layout,
     chunk_checksums,

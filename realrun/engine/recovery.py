@@ -4,7 +4,7 @@ Each rank reports the verified committed steps its machine holds for the shards 
 index (an int64 tensor, gathered with all_gather — no pickling). The newest step for which every
 shard has a valid copy wins; a shard whose owner's machine lost it is fetched from a holder over the
 checkpoint group. Without such a step, all ranks load the newest persistent checkpoint (DCP) that
-every rank verified against its manifest (`realrun.persistent`); one that fails is reported and the
+every rank verified against its manifest (`realrun.engine.persistent`); one that fails is reported and the
 next older one tried, then a fresh start. DCP never opens a directory that did not verify.
 """
 
@@ -18,11 +18,11 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from realrun.engine.persistent import commit, committed_steps, persistent_dir, uncommit, verify
+from realrun.engine.replication import Outgoing, exchange
+from realrun.engine.shard import ShardCodec
+from realrun.engine.shm_store import ShmStore, manifest_entries
 from realrun.measurements import EventLog
-from realrun.persistent import commit, committed_steps, persistent_dir, uncommit, verify
-from realrun.replication import Outgoing, exchange
-from realrun.shard import ShardCodec
-from realrun.shm_store import ShmStore, manifest_entries
 
 SLOT_COUNT = 2
 

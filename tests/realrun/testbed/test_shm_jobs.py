@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from realrun.shard import torch_dtype
-from realrun.shm_jobs import (
+from realrun.engine.shard import torch_dtype
+from realrun.engine.shm_store import ShmStore, parse_manifest
+from realrun.testbed.shm_jobs import (
     OWNER_FILE,
     ShmDirRefused,
     check_private,
@@ -16,7 +17,6 @@ from realrun.shm_jobs import (
     create_job_dir,
     new_job_id,
 )
-from realrun.shm_store import ShmStore, parse_manifest
 
 
 def _dead_pid() -> int:

@@ -5,7 +5,7 @@ directory to DCP before its bytes are known to be the ones this job wrote. After
 lists every file of the directory with its size and CRC-32C in `gemini-ft-manifest.json`, written
 last and atomically (temp file, fsync, rename, fsync of the directory): a directory without a
 manifest was never committed. `verify` re-reads every file against it. The directory is private to
-the job (0700, see `realrun.rundir`), so the checksum guards against accidents (a torn write, a bad
+the job (0700, see `realrun.testbed.rundir`), so the checksum guards against accidents (a torn write, a bad
 disk, a stray edit); it is not a signature. This module also damages checkpoints on purpose, for
 fault injection (`disk@step=N:how=...`). torch-free, so the launcher may import it.
 """

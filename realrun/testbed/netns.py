@@ -8,7 +8,7 @@ two machines is delayed by `latency_ms` (half on the sender's uplink, half on th
 
 Root only. Every name carries the job's short id, so the module only ever touches what it created,
 and the context manager removes all of it on success, error, Ctrl-C or SIGTERM. Leftovers of a
-launcher that died by SIGKILL are listed and removed with `python -m realrun.netns list|remove <id>`.
+launcher that died by SIGKILL are listed and removed with `python -m realrun.testbed.netns list|remove <id>`.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def testbed(job_id: str, machines: int, gbps: float | None, latency_ms: float) -
     try:
         run(["ip", "link", "add", bridge, "type", "bridge"])
         created_links.append(bridge)
-        # The alias records the owner, so `python -m realrun.netns list` can tell dead jobs from live.
+        # The alias records the owner, so `python -m realrun.testbed.netns list` can tell dead jobs from live.
         run(["ip", "link", "set", "dev", bridge, "alias", f"gemini-ft {job_id} pid {os.getpid()}"])
         subnet = _claim_subnet(bridge, sid)
         run(["ip", "link", "set", bridge, "up"])
@@ -314,7 +314,7 @@ def remove_leftovers(sid: str) -> dict[str, list[str]]:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m realrun.netns list` or `python -m realrun.netns remove <id>`."""
+    """`python -m realrun.testbed.netns list` or `python -m realrun.testbed.netns remove <id>`."""
     if argv[:1] == ["list"] and len(argv) == 1:
         print(json.dumps(find_leftovers(), indent=2))
         return 0
@@ -322,10 +322,10 @@ def main(argv: list[str]) -> int:
         try:
             print(json.dumps(remove_leftovers(argv[1]), indent=2))
         except (UserError, NetnsError) as exc:
-            print(f"realrun.netns: error: {exc}", file=sys.stderr)
+            print(f"realrun.testbed.netns: error: {exc}", file=sys.stderr)
             return 2
         return 0
-    print("usage: python -m realrun.netns list | remove <six-hex-digit job id>", file=sys.stderr)
+    print("usage: python -m realrun.testbed.netns list | remove <six-hex-digit job id>", file=sys.stderr)
     return 2
 
 

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-from realrun.shm_store import ALIGN, DTYPES, Entry
+from realrun.engine.shm_store import ALIGN, DTYPES, Entry
 
 _TORCH_DTYPES = {
     "float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,

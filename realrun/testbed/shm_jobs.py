@@ -14,18 +14,15 @@ import os
 import re
 import secrets
 import shutil
-import stat
 from pathlib import Path
+
+from realrun.engine.shm_store import ShmDirRefused, check_private
 
 SHM_ROOT = Path("/dev/shm")
 PREFIX = "gemini-ft-"
 OWNER_FILE = "launcher.json"
 # Directories of the launcher's naming scheme, `gemini-ft-<launcher pid>-<random hex>`.
 _LAUNCHER_NAME = re.compile(r"gemini-ft-(\d+)-[0-9a-f]+")
-
-
-class ShmDirRefused(RuntimeError):
-    """A shared-memory directory that is not the job's own."""
 
 
 def new_job_id() -> str:
@@ -40,27 +37,6 @@ def create_job_dir(job_id: str, root: Path = SHM_ROOT) -> Path:
     with os.fdopen(fd, "w") as handle:
         json.dump({"pid": os.getpid(), "start": _start_time(os.getpid())}, handle)
     return path
-
-
-def check_private(path: Path) -> None:
-    """Raise ShmDirRefused unless `path` is a real directory owned by us, closed to everyone else."""
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode):
-        raise ShmDirRefused(f"{path} is not a directory (a symlink or a file)")
-    if info.st_uid != os.geteuid():
-        raise ShmDirRefused(f"{path} belongs to uid {info.st_uid}, not to us (uid {os.geteuid()})")
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        raise ShmDirRefused(f"{path} has mode {stat.S_IMODE(info.st_mode):o}; it must be 700")
-
-
-def open_private_dir(path: Path) -> None:
-    """Make sure `path` exists as our private directory: create it (0700) or check the one there."""
-    try:
-        path.mkdir(mode=0o700)
-        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
-    except FileExistsError:
-        pass
-    check_private(path)
 
 
 def _start_time(pid: int) -> int | None:

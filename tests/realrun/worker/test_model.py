@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from realrun.model import build_model, parse_model_size, synthetic_batch
-from realrun.recovery import choose
+from realrun.engine.recovery import choose
+from realrun.worker.model import build_model, parse_model_size, synthetic_batch
 from scenarios.errors import UserError
 
 

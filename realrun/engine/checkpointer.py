@@ -1,7 +1,7 @@
 """The in-memory checkpoint engine of one rank: its ZeRO shard snapshotted asynchronously.
 
-`Checkpointer.snapshot(step)` hands the copy of the shard's regions (see `realrun.shard`) to a
-copier (`realrun.copy_engine`) and a background thread; the training loop calls `wait_copied()`
+`Checkpointer.snapshot(step)` hands the copy of the shard's regions (see `realrun.engine.shard`) to a
+copier (`realrun.engine.copy_engine`) and a background thread; the training loop calls `wait_copied()`
 before the optimizer mutates the state. The copy goes in chunks, and the thread checksums each
 chunk as soon as it is copied, then commits locally and replicates to the placement's peers. On
 CUDA the chunks go device→host straight into the page-locked shm slot on a side stream, after an
@@ -22,11 +22,10 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
-from realrun.copy_engine import Copier, CopyJob, CudaCopier, HostCopier
-from realrun.measurements import EventLog
-from realrun.replication import Outgoing, exchange
-from realrun.shard import ShardCodec
-from realrun.shm_store import (
+from realrun.engine.copy_engine import Copier, CopyJob, CudaCopier, HostCopier
+from realrun.engine.replication import Outgoing, exchange
+from realrun.engine.shard import ShardCodec
+from realrun.engine.shm_store import (
     CHECKSUM_CHUNK,
     CHECKSUM_POOL,
     ShmStore,
@@ -34,6 +33,7 @@ from realrun.shm_store import (
     chunk_checksums,
     make_manifest,
 )
+from realrun.measurements import EventLog
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from realrun.replication import Outgoing, exchange
-from realrun.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
+from realrun.engine.replication import Outgoing, exchange
+from realrun.engine.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
 
 pytestmark = pytest.mark.slow
 

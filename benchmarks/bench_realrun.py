@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from realrun.config import RealRunConfig
+from realrun.config import RealRunConfig, parse_model_size
 from realrun.engine import replication
 from realrun.engine.checkpointer import Checkpointer, Route
 from realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
@@ -40,7 +40,7 @@ from realrun.engine.shard import ShardCodec, make_optimizer
 from realrun.engine.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
 from realrun.measurements import EventLog
 from realrun.tracking import RunTracker
-from realrun.worker.model import build_model, parse_model_size, synthetic_batch
+from realrun.worker.model import build_model, synthetic_batch
 from realrun.worker.train import drop_page_cache
 
 GIB = 1024**3

@@ -5,9 +5,9 @@ directory to DCP before its bytes are known to be the ones this job wrote. After
 lists every file of the directory with its size and CRC-32C in `gemini-ft-manifest.json`, written
 last and atomically (temp file, fsync, rename, fsync of the directory): a directory without a
 manifest was never committed. `verify` re-reads every file against it. The directory is private to
-the job (0700, see `realrun.testbed.rundir`), so the checksum guards against accidents (a torn write, a bad
-disk, a stray edit); it is not a signature. This module also damages checkpoints on purpose, for
-fault injection (`disk@step=N:how=...`). torch-free, so the launcher may import it.
+the job (0700, see `realrun.testbed.rundir`), so the checksum guards against accidents (a torn write,
+a bad disk, a stray edit); it is not a signature. torch-free (`realrun.faults` damages checkpoints on
+purpose through `data_files`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _file_crc(path: Path) -> tuple[int, int]:
     return size, value
 
 
-def _data_files(directory: Path) -> list[Path]:
+def data_files(directory: Path) -> list[Path]:
     return sorted(
         p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")
     )
@@ -57,7 +57,7 @@ def uncommit(directory: Path) -> None:
 def commit(directory: Path, step: int) -> dict:
     """Write the manifest of `directory` (after every rank's files are on disk); returns it."""
     files = []
-    for path in _data_files(directory):
+    for path in data_files(directory):
         size, value = _file_crc(path)
         files.append({"path": path.relative_to(directory).as_posix(), "bytes": size, "crc32c": value})
     manifest = {"format": FORMAT, "step": step, "checksum": "crc32c", "files": files}
@@ -121,28 +121,3 @@ def verify(directory: Path, step: int | None = None) -> str | None:
         if _file_crc(path) != (size, value):
             return f"{relative} fails its CRC-32C"
     return None
-
-
-def damage_newest(run_dir: Path, how: str) -> Path | None:
-    """Fault injection: damage the newest committed persistent checkpoint; returns the file hit."""
-    steps = committed_steps(run_dir)
-    if not steps:
-        return None
-    directory = persistent_dir(run_dir, steps[0])
-    data = [p for p in _data_files(directory) if p.name != ".metadata"]
-    if how == "metadata":
-        target = directory / ".metadata"
-        os.truncate(target, target.stat().st_size // 2)
-        return target
-    target = max(data, key=lambda p: (p.stat().st_size, p.name))
-    if how == "missing":
-        target.unlink()
-    elif how == "truncate":
-        os.truncate(target, target.stat().st_size - 1)
-    else:  # flip one bit in the middle: same size, only the checksum can tell
-        with open(target, "r+b") as handle:
-            handle.seek(target.stat().st_size // 2)
-            byte = handle.read(1)
-            handle.seek(-1, os.SEEK_CUR)
-            handle.write(bytes([byte[0] ^ 0x10]))
-    return target

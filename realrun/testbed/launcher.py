@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -26,18 +25,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from realrun.config import RealRunConfig
+from realrun import markers
+from realrun.config import RealRunConfig, parse_model_size
 from realrun.devices import check_devices, gpu_sharing, visible_gpus
 from realrun.faults import parse_failures
 from realrun.testbed import netns
 from realrun.testbed.rundir import check_out, prepare, write_private
 from realrun.testbed.shm_jobs import cleanup_stale_shm, create_job_dir, new_job_id
-from realrun.worker.model import parse_model_size
 from scenarios.errors import UserError
 from sim.placement import build_placement
 
 LOOPBACK = "127.0.0.1"
-_HW_REQUEST = re.compile(r"hw-machine(\d+)\.request")
 
 
 class Terminated(KeyboardInterrupt):
@@ -139,11 +137,7 @@ def launch(cfg: RealRunConfig) -> RunResult:
         while len(done) < cfg.machines:
             if time.time() - t0 > cfg.time_limit_s:
                 return ended(False, f"time limit {cfg.time_limit_s:g} s reached")
-            for request in sorted((run_dir / "faults").glob("hw-machine*.request")):
-                match = _HW_REQUEST.fullmatch(request.name)
-                if match is None or int(match.group(1)) not in agents:
-                    continue  # not one a worker writes (workers only name their own machine): ignore
-                machine = int(match.group(1))
+            for machine, request in markers.machine_kill_requests(run_dir, cfg.machines):
                 _kill_tree(agents[machine].pid)
                 agents[machine].wait()
                 shutil.rmtree(shm / f"machine{machine}", ignore_errors=True)  # the machine's memory is gone
@@ -155,7 +149,7 @@ def launch(cfg: RealRunConfig) -> RunResult:
                 code = agent.poll()
                 if code == 0:
                     done.add(machine)
-                elif code is not None and not any((run_dir / "faults").glob(f"hw-machine{machine}.request")):
+                elif code is not None and not markers.machine_kill_requested(run_dir, machine):
                     log = run_dir / "logs" / f"machine{machine}.log"
                     return ended(False, f"machine {machine} agent exited with {code}; see {log}")
             time.sleep(0.05)

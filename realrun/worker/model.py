@@ -1,55 +1,18 @@
 """A small GPT-style model whose size is a flag, deterministic synthetic data, and a deterministic
 gradient all-reduce for DDP.
 
-Sizes: `tiny` (~0.2M parameters), or a count such as `1m`, `25m`, `1b` (about 1M to 1B): the width
-is picked by size and the depth fills the rest. Batches are generated from (seed, step, rank), so a
-resumed run sees exactly the data an uninterrupted one sees.
+The shape comes from `realrun.config.parse_model_size` (the flag is validated with the rest of the
+run's configuration, without torch). Batches are generated from (seed, step, rank), so a resumed run
+sees exactly the data an uninterrupted one sees.
 """
 
 import math
-import re
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from scenarios.errors import UserError
-
-VOCAB = 256
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmb]?)$")
-_UNITS = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9}
-
-
-@dataclass(frozen=True)
-class GPTShape:
-    """Width, depth and context of the model; parameters ≈ 12·layers·width² + 2·vocab·width."""
-
-    width: int
-    layers: int
-    heads: int
-    context: int
-    vocab: int = VOCAB
-
-    @property
-    def parameters(self) -> int:
-        w = self.width
-        block = 12 * w * w + 13 * w
-        return self.layers * block + 2 * self.vocab * w + self.context * w + 2 * w
-
-
-def parse_model_size(text: str) -> GPTShape:
-    """`tiny` or a parameter count with an optional k/m/b suffix, between 100k and 2b."""
-    text = text.strip().lower()
-    if text == "tiny":
-        return GPTShape(width=64, layers=2, heads=2, context=32)
-    match = _SIZE.match(text)
-    target = float(match.group(1)) * _UNITS[match.group(2)] if match else -1
-    if not 1e5 <= target <= 2e9:
-        raise UserError("model_size", text, "'tiny' or a parameter count from 100k to 2b, e.g. 1m, 50m, 1b")
-    width = 128 if target < 3e6 else 256 if target < 3e7 else 768 if target < 3e8 else 2048
-    layers = max(1, round((target - 2 * VOCAB * width) / (12 * width * width)))
-    return GPTShape(width=width, layers=layers, heads=max(1, width // 64), context=64)
+from realrun.config import GPTShape
 
 
 class Block(nn.Module):

@@ -10,7 +10,6 @@ sets GEMINI_FT_MACHINE, GEMINI_FT_SHM and GEMINI_FT_T0 (the same works on a real
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from datetime import timedelta
@@ -20,17 +19,18 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from realrun.config import RealRunConfig
+from realrun.config import RealRunConfig, parse_model_size
 from realrun.devices import TESTBED_ENV, device_for, gpu_sharing, visible_gpus
 from realrun.engine.checkpointer import Checkpointer, Route
 from realrun.engine.persistent import persistent_dir
 from realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
 from realrun.engine.shard import ShardCodec, make_optimizer
 from realrun.engine.shm_store import ShmStore
-from realrun.faults import FaultInjector, last_failure_time, parse_failures
+from realrun.faults import FaultInjector, parse_failures
+from realrun.markers import last_failure_time, newest_failure
 from realrun.measurements import EventLog, write_engine_info
 from realrun.tracking import RunTracker
-from realrun.worker.model import build_model, ordered_allreduce_hook, parse_model_size, synthetic_batch
+from realrun.worker.model import build_model, ordered_allreduce_hook, synthetic_batch
 from sim.placement import build_placement
 
 
@@ -112,11 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     store = ShmStore(os.environ["GEMINI_FT_SHM"], machine)
     faults = FaultInjector(
         parse_failures(list(cfg.failures), cfg.machines, cfg.procs_per_machine, cfg.steps),
-        run_dir,
-        rank,
-        machine,
-        local_rank,
-    )
+        run_dir, rank=rank, machine=machine, local_rank=local_rank,
+    )  # fmt: skip
     rank_machine = [r // cfg.procs_per_machine for r in range(cfg.world_size)]
 
     plan = plan_recovery(
@@ -124,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     recover(plan, store, codec, rank, ckpt_group, events, run_dir, cfg.chunk_bytes)
     if failed_at is not None:
-        failed_step = _failed_step(run_dir)
+        fired = newest_failure(run_dir)
         # The step column of a lost_steps event is the number of completed steps that must be redone.
-        events.log("lost_steps", max(0, failed_step - 1 - plan.step) if failed_step else 0)
+        events.log("lost_steps", max(0, fired.step - 1 - plan.step) if fired else 0)
     tracker.recovered(ckpt_group, cfg.world_size, plan.step, plan.source, failed_at)
 
     checkpointer = Checkpointer(
@@ -185,14 +182,6 @@ def _persist(
     start = time.perf_counter()
     nbytes = save_persistent(codec, rank, persistent_dir(run_dir, step), step)
     events.log("persist", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="persistent")
-
-
-def _failed_step(run_dir: Path) -> int | None:
-    fired = sorted((run_dir / "faults").glob("fired*.json"), key=lambda p: p.stat().st_mtime)
-    if not fired:
-        return None
-    spec = json.loads(fired[-1].read_text())["spec"]
-    return int(spec.split("step=")[1].split(":")[0])
 
 
 def _write_final(run_dir: Path, rank: int, model: torch.nn.Module) -> None:

@@ -9,11 +9,12 @@ import torch
 import torch.distributed as dist
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
+from realrun.config import parse_model_size
 from realrun.engine.checkpointer import Checkpointer, Route
 from realrun.engine.shard import ShardCodec, make_optimizer
 from realrun.engine.shm_store import Entry, ShmStore, build_layout, manifest_entries
 from realrun.measurements import EventLog
-from realrun.worker.model import build_model, parse_model_size, synthetic_batch
+from realrun.worker.model import build_model, synthetic_batch
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from realrun.engine.persistent import (
     MANIFEST,
     commit,
     committed_steps,
-    damage_newest,
     persistent_dir,
     uncommit,
     verify,
 )
+from realrun.faults import damage_newest
 
 
 def _checkpoint(run_dir, step, payload=b"x" * 5000):

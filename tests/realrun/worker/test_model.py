@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from realrun.config import parse_model_size
 from realrun.engine.recovery import choose
-from realrun.worker.model import build_model, parse_model_size, synthetic_batch
+from realrun.worker.model import build_model, synthetic_batch
 from scenarios.errors import UserError
 
 

@@ -27,8 +27,8 @@ from typing import Literal, Protocol
 
 import torch
 
+from realrun.engine.checksums import CHECKSUM_CHUNK
 from realrun.engine.shard import Region, host_copy
-from realrun.engine.shm_store import CHECKSUM_CHUNK
 
 # 64 MiB: large enough that a chunk's event and launch cost nothing beside its transfer (~1 ms at
 # 55 GB/s), small enough that checksumming follows the copy closely; a multiple of the checksum chunk.

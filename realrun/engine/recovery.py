@@ -3,9 +3,10 @@
 Each rank reports the verified committed steps its machine holds for the shards with its local
 index (an int64 tensor, gathered with all_gather — no pickling). The newest step for which every
 shard has a valid copy wins; a shard whose owner's machine lost it is fetched from a holder over the
-checkpoint group. Without such a step, all ranks load the newest persistent checkpoint (DCP) that
-every rank verified against its manifest (`realrun.engine.persistent`); one that fails is reported and the
-next older one tried, then a fresh start. DCP never opens a directory that did not verify.
+checkpoint transport. Without such a step, all ranks load the newest persistent checkpoint (DCP)
+that every rank verified against its manifest (`realrun.engine.persistent`); one that fails is
+reported and the next older one tried, then a fresh start. DCP never opens a directory that did not
+verify.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from realrun.engine.config import RecoveryConfig
 from realrun.engine.persistent import commit, committed_steps, persistent_dir, uncommit, verify
-from realrun.engine.replication import Outgoing, exchange
+from realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
 from realrun.engine.shard import ShardCodec
-from realrun.engine.shm_store import ShmStore, manifest_entries
+from realrun.engine.shm_store import ShmStore
+from realrun.engine.transport import ShardTransport
 from realrun.measurements import EventLog
 
 SLOT_COUNT = 2
@@ -48,8 +51,8 @@ def local_inventory(
     for owner in range(local_rank, world, procs):
         steps = []
         for _, manifest in store.committed(owner):  # newest first
-            if store.read(owner, manifest["step"]) is not None:
-                steps.append(manifest["step"])
+            if store.read(owner, manifest.step) is not None:
+                steps.append(manifest.step)
                 if not deep:
                     break
         for column, step in enumerate(steps[:SLOT_COUNT]):
@@ -57,7 +60,7 @@ def local_inventory(
     return table
 
 
-def choose(inventory: torch.Tensor, rank_machine: list[int]) -> tuple[int, list[int]] | None:
+def choose(inventory: torch.Tensor) -> tuple[int, list[int]] | None:
     """Newest step every shard has a copy of, and per shard the reporting rank to take it from.
 
     `inventory[q, o]` lists the steps rank q's machine holds of shard o; the owner's own copy is
@@ -73,25 +76,19 @@ def choose(inventory: torch.Tensor, rank_machine: list[int]) -> tuple[int, list[
     return None
 
 
-def plan_recovery(
-    store: ShmStore,
-    group: dist.ProcessGroup | None,
-    world: int,
-    procs: int,
-    local_rank: int,
-    run_dir: Path,
-    rank_machine: list[int],
-) -> Plan:
+def plan_recovery(config: RecoveryConfig, store: ShmStore, group: dist.ProcessGroup | None) -> Plan:
+    """The plan every rank agrees on (collective on `group`): the step, its source, the holders."""
+    world, procs, local_rank = config.world_size, config.procs_per_machine, config.local_rank
     # Verifying a copy reads all its bytes, so first verify only the newest copies; look at older
     # ones only when the newest cannot give the best step from local memory (all ranks see one table).
     inventory = _gather(local_inventory(store, world, procs, local_rank, deep=False), group, world)
-    chosen = choose(inventory, rank_machine)
+    chosen = choose(inventory)
     local_everywhere = chosen is not None and all(h == o for o, h in enumerate(chosen[1]))
     if chosen is None or chosen[0] < _upper_bound(inventory) or not local_everywhere:
         inventory = _gather(local_inventory(store, world, procs, local_rank, deep=True), group, world)
-        chosen = choose(inventory, rank_machine)
+        chosen = choose(inventory)
     in_memory = chosen[0] if chosen is not None else -1
-    persistent, rejected = verified_persistent(run_dir, group, newer_than=in_memory)
+    persistent, rejected = verified_persistent(config.run_dir, group, newer_than=in_memory)
     if chosen is not None and (persistent is None or chosen[0] >= persistent):
         return Plan(chosen[0], "memory", chosen[1], rejected)
     if persistent is not None:
@@ -133,15 +130,14 @@ def _upper_bound(inventory: torch.Tensor) -> int:
 
 def recover(
     plan: Plan,
+    config: RecoveryConfig,
     store: ShmStore,
     codec: ShardCodec,
-    rank: int,
-    group: dist.ProcessGroup | None,
+    transport: ShardTransport,
     events: EventLog,
-    run_dir: Path,
-    chunk_bytes: int,
 ) -> None:
     """Carry out `plan`: fetch shards whose owners lack them, load them, sync parameters."""
+    rank, run_dir = config.rank, config.run_dir
     for step, why in plan.rejected:
         events.log("persistent_rejected", step, source="persistent", ok=False, detail=why)
     if plan.source == "fresh":
@@ -161,15 +157,16 @@ def recover(
         if holder == rank and owner != rank:
             found = store.read(owner, plan.step, verify=False)  # verified by local_inventory
             assert found is not None
-            sends.append(Outgoing(owner, found[0], found[1]))
+            sends.append(Outgoing(owner, CommittedShard(*found)))
     fetch_from = plan.holder[rank] if plan.holder[rank] != rank else None
-    received = exchange(store, sends, [fetch_from] if fetch_from is not None else [], group, chunk_bytes)
+    fetches = [Incoming(fetch_from, rank)] if fetch_from is not None else []
+    received = exchange(store, transport, sends, fetches, config.chunk_bytes)
     if received and not received[0].ok:
         raise RuntimeError(f"shard {rank} of step {plan.step} from rank {fetch_from} failed its checksum")
     found = store.read(rank, plan.step, verify=False)
     assert found is not None
     manifest, data = found
-    codec.load(manifest_entries(manifest), data)
+    codec.load(manifest.entries, data)
     source = "local" if fetch_from is None else "peer"
     events.log(
         "retrieve",

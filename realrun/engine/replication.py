@@ -1,36 +1,101 @@
-"""Shard transfer over torch.distributed on the checkpoint process group: header, JSON manifest, chunks.
+"""One replication round: every rank streams shards to some peers and receives others' into its shm.
 
-`exchange` runs one round in which every rank sends its shards to some ranks and receives others'
-shards straight into its machine's shared memory (no staging copy). A received shard is committed
-only when every byte arrived and each chunk's CRC-32C matches the sender's manifest; otherwise its
-slot stays uncommitted and the last committed copy remains the valid one. Nothing is pickled: the
-manifest travels as UTF-8 JSON bytes in a uint8 tensor.
+Between a sender and a receiver a round is four parts, in this order, over a `ShardTransport`:
+
+1. a header — format, owner, step, size, checksum chunk (five little-endian int64);
+2. the shard's bytes in messages of `chunk_bytes`, each sent as soon as the sender's copy of it is
+   final and checksummed (`ShardSource.wait_verified`): a snapshot starts replicating while it is
+   still being copied;
+3. the manifest's length, and 4. the manifest (UTF-8 JSON), sent once the sender committed the shard
+   locally — so a replica is never newer than its owner's own commit.
+
+The receiver writes the chunks straight into the slot `ShmStore.begin` gives it (the one not holding
+the owner's newest copy), hashes each as it lands while later ones are in flight, and commits only
+when the manifest validates, agrees with the header and lists exactly the checksums it computed.
+A round that breaks mid-stream (`TransportError`: the sender or the link died) raises and leaves that
+slot uncommitted, the previous copy committed. Nothing is pickled.
 """
 
 from __future__ import annotations
 
-import json
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-import torch
-import torch.distributed as dist
-
-from realrun.engine.shm_store import ShmStore, checksum, parse_manifest
+from realrun.engine.checksums import checksum
+from realrun.engine.manifest import FORMAT, Manifest
+from realrun.engine.shm_store import ShmStore
+from realrun.engine.transport import ShardTransport, Transfer, TransportError
 
 # 16 × 4 MiB posted ahead keeps gloo streaming while the receiver hashes (on the 2-core testbed
 # 4 in flight reached ~0.8x of raw gloo bandwidth, 16 ~0.95x); the receives land in shm directly.
 IN_FLIGHT = 16
+_HEADER = struct.Struct("<5q")
+_LENGTH = struct.Struct("<q")
+# A manifest lists every tensor and a checksum per 4 MiB: a 2B-parameter model needs a few hundred KiB.
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_CHECKSUM_CHUNK = 1 << 30
+
+
+class ShardSource(Protocol):
+    """A shard to send: its bytes, and when they (and its manifest) are final."""
+
+    owner: int
+    step: int
+    data: memoryview
+    checksum_chunk: int
+
+    def wait_verified(self, end: int) -> None:
+        """Block until bytes [0, end) are final and checksummed; raise if they never will be."""
+        ...
+
+    def final_manifest(self) -> Manifest:
+        """Block until the shard is committed locally; its manifest."""
+        ...
+
+
+@dataclass(frozen=True)
+class CommittedShard:
+    """A shard already committed (and verified) in a store: final from the start."""
+
+    manifest: Manifest
+    data: memoryview
+
+    @property
+    def owner(self) -> int:
+        return self.manifest.owner
+
+    @property
+    def step(self) -> int:
+        return self.manifest.step
+
+    @property
+    def checksum_chunk(self) -> int:
+        return self.manifest.checksum_chunk
+
+    def wait_verified(self, end: int) -> None:
+        return None
+
+    def final_manifest(self) -> Manifest:
+        return self.manifest
 
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A committed shard to send to `dst`."""
+    """A shard to send to `dst`."""
 
     dst: int
-    manifest: dict
-    data: memoryview
+    shard: ShardSource
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A shard to receive from `src`: `owner`'s (anything else the sender claims is refused)."""
+
+    src: int
+    owner: int
 
 
 @dataclass(frozen=True)
@@ -47,125 +112,154 @@ class Received:
 
 def exchange(
     store: ShmStore,
+    transport: ShardTransport,
     sends: list[Outgoing],
-    recvs: list[int],
-    group: dist.ProcessGroup | None,
+    recvs: list[Incoming],
     chunk_bytes: int,
     on_chunk: Callable[[int], None] | None = None,
 ) -> list[Received]:
-    """Send `sends` and receive one shard from each rank in `recvs`; returns what was received.
+    """Send `sends` and receive one shard per entry of `recvs`; returns what was received.
 
-    Every rank of a round must call this with matching pairs. `on_chunk(i)` runs after chunk i was
-    sent, so fault injection can strike mid-replication.
+    Every rank of a round must call this with matching pairs and the same `chunk_bytes`.
+    `on_chunk(i)` runs once chunk i of every stream went out and arrived, so fault injection can
+    strike mid-replication.
     """
     start = time.perf_counter()
-    headers = [torch.empty(2, dtype=torch.int64) for _ in recvs]
+    headers = [bytearray(_HEADER.size) for _ in recvs]
     _wait(
-        [dist.isend(_header(o), o.dst, group=group) for o in sends]
-        + [dist.irecv(h, src, group=group) for h, src in zip(headers, recvs, strict=True)]
+        [transport.recv(r.src, memoryview(h)) for r, h in zip(recvs, headers, strict=True)]
+        + [transport.send(o.dst, memoryview(bytearray(_header(o.shard)))) for o in sends]
     )
-    blobs = [torch.empty(int(h[0]), dtype=torch.uint8) for h in headers]
-    _wait(
-        [dist.isend(_json_tensor(o.manifest), o.dst, group=group) for o in sends]
-        + [dist.irecv(b, src, group=group) for b, src in zip(blobs, recvs, strict=True)]
-    )
-    manifests = [parse_manifest(bytes(b.numpy())) for b in blobs]
-    # Receive into the slot that does not hold the newest committed copy of that owner's shard.
-    targets = []
-    for manifest, header in zip(manifests, headers, strict=True):
-        size = int(header[1])
-        if manifest is None or int(manifest["nbytes"]) != size:
-            targets.append((None, torch.empty(size, dtype=torch.uint8)))  # drain, never commit
-            continue
-        slot, buffer = store.begin(int(manifest["owner"]), size)
-        targets.append(
-            (slot, torch.frombuffer(buffer, dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8))
-        )
-    out_tensors = [
-        torch.frombuffer(o.data, dtype=torch.uint8) if len(o.data) else torch.empty(0, dtype=torch.uint8)
-        for o in sends
-    ]
-    verifiers = [_Verifier(t, m) for (_, t), m in zip(targets, manifests, strict=True)]
-    longest = max([len(o.data) for o in sends] + [int(h[1]) for h in headers] + [0])
+    streams = [_Stream.open(store, r, h) for r, h in zip(recvs, headers, strict=True)]
+    longest = max([len(o.shard.data) for o in sends] + [s.nbytes for s in streams] + [0])
 
     # Keep a few chunks in flight so the link never idles between chunks; complete them in order.
-    def post(offset: int) -> list:
+    # Receives are posted first: a send may wait for the local copy, a peer's chunks need not.
+    def post(offset: int) -> list[Transfer]:
         ops = [
-            dist.isend(t[offset : offset + chunk_bytes], o.dst, group=group)
-            for t, o in zip(out_tensors, sends, strict=True)
-            if offset < len(t)
+            transport.recv(s.src, s.buffer[offset : offset + chunk_bytes])
+            for s in streams
+            if offset < s.nbytes
         ]
-        return ops + [
-            dist.irecv(t[offset : offset + chunk_bytes], src, group=group)
-            for (_, t), src in zip(targets, recvs, strict=True)
-            if offset < len(t)
-        ]
+        for outgoing in sends:
+            size = len(outgoing.shard.data)
+            if offset < size:
+                end = min(offset + chunk_bytes, size)
+                outgoing.shard.wait_verified(end)
+                ops.append(transport.send(outgoing.dst, outgoing.shard.data[offset:end]))
+        return ops
 
     offsets = list(range(0, longest, chunk_bytes))
     pending = [post(offset) for offset in offsets[:IN_FLIGHT]]
     for index, offset in enumerate(offsets):
         _wait(pending[index])
-        # Checksum what has fully arrived while later chunks are on the wire.
-        for verifier in verifiers:
-            verifier.advance(offset + chunk_bytes)
+        pending[index] = []
+        for stream in streams:  # checksum what has fully arrived while later chunks are on the wire
+            stream.advance(offset + chunk_bytes)
         if on_chunk is not None:
             on_chunk(index)
         if index + IN_FLIGHT < len(offsets):
             pending.append(post(offsets[index + IN_FLIGHT]))
+
+    # The commit point: each sender's manifest, once its shard is committed locally.
+    blobs = [bytearray(o.shard.final_manifest().to_json()) for o in sends]
+    lengths = [bytearray(_LENGTH.size) for _ in streams]
+    _wait(
+        [transport.recv(s.src, memoryview(n)) for s, n in zip(streams, lengths, strict=True)]
+        + [
+            transport.send(o.dst, memoryview(bytearray(_LENGTH.pack(len(b)))))
+            for o, b in zip(sends, blobs, strict=True)
+        ]
+    )
+    manifests = [bytearray(_manifest_length(s, n)) for s, n in zip(streams, lengths, strict=True)]
+    _wait(
+        [transport.recv(s.src, memoryview(m)) for s, m in zip(streams, manifests, strict=True)]
+        + [transport.send(o.dst, memoryview(b)) for o, b in zip(sends, blobs, strict=True)]
+    )
     results = []
-    for manifest, (slot, tensor), src, verifier in zip(manifests, targets, recvs, verifiers, strict=True):
-        ok = slot is not None and manifest is not None and verifier.matches()
-        if ok:
-            store.commit(int(manifest["owner"]), slot, manifest)
-        owner = int(manifest["owner"]) if manifest else -1
-        step = int(manifest["step"]) if manifest else -1
-        results.append(Received(src, owner, step, tensor.numel(), ok, time.perf_counter() - start))
+    for stream, raw in zip(streams, manifests, strict=True):
+        manifest = stream.accept(raw)
+        if manifest is not None:
+            store.commit(stream.slot, manifest)
+        results.append(
+            Received(
+                stream.src,
+                stream.owner,
+                stream.step,
+                stream.nbytes,
+                manifest is not None,
+                time.perf_counter() - start,
+            )
+        )
     return results
 
 
-class _Verifier:
-    """Checksums of a shard's chunks, each computed as soon as it arrived (still in cache).
+def _header(shard: ShardSource) -> bytes:
+    return _HEADER.pack(FORMAT, shard.owner, shard.step, len(shard.data), shard.checksum_chunk)
+
+
+class _Stream:
+    """One shard arriving: the slot it lands in, and the checksums of its chunks, each computed as
+    soon as the chunk arrived (still in cache).
 
     Hashing inline on the receiving thread, not on the checksum pool: one core hashes from cache
     ~5x faster than the link delivers, and parallel hashing would take the cores that move the bytes
     (on the 2-core testbed it cut replication from ~0.9x to ~0.7x of raw gloo bandwidth).
     """
 
-    def __init__(self, tensor: torch.Tensor, manifest: dict | None) -> None:
-        self.data = memoryview(tensor.numpy())
-        self.expected = list(manifest["checksum"]["values"]) if manifest else None
-        self.chunk = int(manifest["checksum"]["chunk_bytes"]) if manifest else 1
+    def __init__(
+        self, src: int, owner: int, step: int, nbytes: int, chunk: int, slot: int, buffer: memoryview
+    ):
+        self.src, self.owner, self.step, self.nbytes, self.chunk = src, owner, step, nbytes, chunk
+        self.slot, self.buffer = slot, buffer
         self.values: list[int] = []
         self.done = 0
 
+    @classmethod
+    def open(cls, store: ShmStore, incoming: Incoming, raw: bytearray) -> _Stream:
+        """Check the header, then take the slot not holding the owner's newest commit (uncommitted)."""
+        fmt, owner, step, nbytes, chunk = _HEADER.unpack(raw)
+        # Without a sane header nothing that follows can be framed: the round cannot go on.
+        if (
+            fmt != FORMAT
+            or owner != incoming.owner
+            or step < 0
+            or nbytes < 0
+            or not 1 <= chunk <= MAX_CHECKSUM_CHUNK
+        ):
+            raise TransportError(
+                f"rank {incoming.src} sent a malformed header for shard {incoming.owner}: "
+                f"format {fmt}, owner {owner}, step {step}, {nbytes} bytes, checksum chunk {chunk}"
+            )
+        slot, buffer = store.begin(owner, nbytes)
+        return cls(incoming.src, owner, step, nbytes, chunk, slot, buffer)
+
     def advance(self, received: int) -> None:
-        if self.expected is None:
-            return
-        received = min(received, len(self.data))
-        while self.done + self.chunk <= received or (received == len(self.data) and self.done < received):
-            end = min(self.done + self.chunk, len(self.data))
-            self.values.append(checksum(self.data[self.done : end]))
+        received = min(received, self.nbytes)
+        while self.done + self.chunk <= received or (received == self.nbytes and self.done < received):
+            end = min(self.done + self.chunk, self.nbytes)
+            self.values.append(checksum(self.buffer[self.done : end]))
             self.done = end
 
-    def matches(self) -> bool:
-        if self.expected is None:
-            return False
-        self.advance(len(self.data))
-        return (self.values or [checksum(b"")]) == self.expected
+    def accept(self, raw: bytearray) -> Manifest | None:
+        """The manifest if it validates, describes this stream and lists exactly its checksums."""
+        manifest = Manifest.parse(raw)
+        if manifest is None or (manifest.owner, manifest.step, manifest.nbytes, manifest.checksum_chunk) != (
+            self.owner, self.step, self.nbytes, self.chunk,
+        ):  # fmt: skip
+            return None
+        self.advance(self.nbytes)
+        computed = tuple(self.values) or (checksum(b""),)
+        return manifest if computed == manifest.checksums else None
 
 
-def _header(outgoing: Outgoing) -> torch.Tensor:
-    return torch.tensor([len(_json_bytes(outgoing.manifest)), len(outgoing.data)], dtype=torch.int64)
+def _manifest_length(stream: _Stream, raw: bytearray) -> int:
+    (length,) = _LENGTH.unpack(raw)
+    if not 1 <= length <= MAX_MANIFEST_BYTES:
+        raise TransportError(f"rank {stream.src} announced a manifest of {length} bytes")
+    return length
 
 
-def _json_bytes(manifest: dict) -> bytes:
-    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _json_tensor(manifest: dict) -> torch.Tensor:
-    return torch.frombuffer(bytearray(_json_bytes(manifest)), dtype=torch.uint8)
-
-
-def _wait(works: list) -> None:
-    for work in works:
-        work.wait()
+def _wait(transfers: list[Transfer]) -> None:
+    for transfer in transfers:
+        transfer.wait()

@@ -15,6 +15,7 @@ layout, so a storage whose tensors tile it exactly is one region.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-from realrun.engine.shm_store import ALIGN, DTYPES, Entry
+from realrun.engine.manifest import ALIGN, DTYPES, Entry
 
 _TORCH_DTYPES = {
     "float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -183,12 +184,12 @@ class ShardCodec:
         """Entries and copy regions of the shard as it is laid out in memory now."""
         return plan_shard(self.tensors())
 
-    def load(self, entries: list[Entry], data: memoryview) -> None:
+    def load(self, entries: Sequence[Entry], data: memoryview) -> None:
         """Copy a shard's bytes into this rank's parameters and optimizer state, in place."""
         flat = torch.frombuffer(data, dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)
         plan = self.plan()
         with torch.no_grad():
-            if entries == plan.entries:  # our own layout: a few large copies
+            if list(entries) == plan.entries:  # our own layout: a few large copies
                 # torch's copy here: nothing else runs during a restore, and numpy's memcpy is half
                 # as fast in this direction (shm → 64-byte aligned arena; measured 139 vs 69 ms).
                 for region in plan.regions:

@@ -2,118 +2,27 @@
 
 Each emulated machine owns a private directory under /dev/shm (mode 0700, files 0600, a per-job
 name) that outlives the training processes. A shard is written into the slot that does not hold its
-newest committed copy; the manifest (names, dtypes, shapes, offsets, step, per-chunk CRC-32C checksums) is
-written last with an atomic rename, so a crash between the data write and the commit leaves the
-previous committed slot untouched. Nothing here is pickled, and a manifest naming a dtype outside
-`DTYPES` is no manifest.
+newest committed copy; the manifest (`realrun.engine.manifest`: names, dtypes, shapes, offsets,
+step, per-chunk CRC-32C checksums) is written last with an atomic rename, so a crash between the
+data write and the commit leaves the previous committed slot untouched. Nothing here is pickled, and
+a manifest file that does not parse and validate is no commit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import mmap
 import os
 import shutil
 import stat
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-import crc32c
-import numpy as np
+from realrun.engine.checksums import chunk_checksums
+from realrun.engine.manifest import Manifest
 
-FORMAT = 1
-ALIGN = 64
-# Replication verifies each checksum chunk as soon as it arrived, while it is still in cache; 4 MiB
-# chunks keep that hashing almost free beside the transfer (64 MiB ones cost ~25% of the bandwidth here).
-CHECKSUM_CHUNK = 4 << 20
 SLOTS = (0, 1)
-# Every dtype a shard may hold (a manifest arrives from peers: its strings are looked up, never evaluated).
-DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
-CHECKSUM = "crc32c"
-# CRC-32C (the iSCSI/ext4 polynomial) in hardware runs at memory speed on one core (17 GB/s here,
-# 23 GB/s from cache) and, unlike xxhash's binding, releases the GIL: the training thread keeps
-# dispatching while a snapshot is hashed, and the pool's threads hash in parallel (1.1 GB: 38 ms on
-# two threads vs 66 ms on one). A receiver hashes arrived chunks while the next ones are in flight.
-CHECKSUM_POOL = ThreadPoolExecutor(
-    max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="checksum"
-)
-
-
-def checksum(piece: memoryview | bytes) -> int:
-    """The CRC-32C of `piece` (computed without holding the GIL)."""
-    return crc32c.crc32c(piece)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One tensor inside a flat shard: where its bytes live and how to view them."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int
-    nbytes: int
-
-
-def build_layout(specs: list[tuple[str, str, tuple[int, ...], int]]) -> tuple[list[Entry], int]:
-    """Entries at 64-byte aligned offsets for (name, dtype, shape, nbytes) specs; returns (entries, total)."""
-    entries, offset = [], 0
-    for name, dtype, shape, nbytes in specs:
-        entries.append(Entry(name, dtype, tuple(int(s) for s in shape), offset, int(nbytes)))
-        offset += -(-int(nbytes) // ALIGN) * ALIGN
-    return entries, offset
-
-
-def chunk_checksums(buffer: memoryview | np.ndarray, chunk: int = CHECKSUM_CHUNK) -> list[int]:
-    """The checksum of each `chunk`-byte piece of `buffer`, computed on the checksum pool."""
-    view = memoryview(buffer).cast("B")
-    pieces = [view[start : start + chunk] for start in range(0, len(view), chunk)] or [view]
-    return list(CHECKSUM_POOL.map(checksum, pieces))
-
-
-def make_manifest(owner: int, step: int, entries: list[Entry], nbytes: int, checksums: list[int]) -> dict:
-    return {
-        "format": FORMAT,
-        "owner": owner,
-        "step": step,
-        "nbytes": nbytes,
-        "checksum": {"algorithm": CHECKSUM, "chunk_bytes": CHECKSUM_CHUNK, "values": checksums},
-        "entries": [
-            {"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "offset": e.offset, "nbytes": e.nbytes}
-            for e in entries
-        ],
-    }
-
-
-def manifest_entries(manifest: dict) -> list[Entry]:
-    return [
-        Entry(e["name"], e["dtype"], tuple(e["shape"]), int(e["offset"]), int(e["nbytes"]))
-        for e in manifest["entries"]
-    ]
-
-
-def parse_manifest(raw: bytes) -> dict | None:
-    """A manifest from JSON bytes, or None when it is malformed (never trusted beyond its fields)."""
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    keys = {"format", "owner", "step", "nbytes", "checksum", "entries"}
-    if not isinstance(manifest, dict) or not keys <= manifest.keys() or manifest["format"] != FORMAT:
-        return None
-    checksum_info = manifest["checksum"]
-    if not isinstance(checksum_info, dict) or checksum_info.get("algorithm") != CHECKSUM:
-        return None  # a copy we cannot verify is a copy we cannot use
-    entries = manifest["entries"]
-    if not isinstance(entries, list) or any(
-        not isinstance(e, dict) or e.get("dtype") not in DTYPES for e in entries
-    ):
-        return None
-    return manifest
 
 
 class ShmDirRefused(RuntimeError):
@@ -171,13 +80,14 @@ class ShmStore:
         self._manifest_path(owner, slot).unlink(missing_ok=True)
         return slot, self._buffer(owner, slot, nbytes)
 
-    def commit(self, owner: int, slot: int, manifest: dict) -> None:
-        """Publish `slot` as holding `manifest`: write a temp file, fsync-free atomic rename (tmpfs)."""
-        path = self._manifest_path(owner, slot)
+    def commit(self, slot: int, manifest: Manifest) -> None:
+        """Publish `slot` of `manifest.owner` as holding `manifest`: a temp file, then an atomic rename
+        (no fsync: tmpfs has no disk to reach)."""
+        path = self._manifest_path(manifest.owner, slot)
         tmp = path.with_suffix(".json.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(json.dumps(manifest, separators=(",", ":")).encode())
+            handle.write(manifest.to_json())
         os.replace(tmp, path)
 
     def _buffer(self, owner: int, slot: int, nbytes: int) -> memoryview:
@@ -202,35 +112,31 @@ class ShmStore:
         return memoryview(region)[:nbytes]
 
     # ---- reading -------------------------------------------------------------------------------
-    def committed(self, owner: int) -> list[tuple[int, dict]]:
+    def committed(self, owner: int) -> list[tuple[int, Manifest]]:
         """(slot, manifest) of `owner`'s committed slots, newest step first (checksums not verified)."""
         found = []
         for slot in SLOTS:
             path = self._manifest_path(owner, slot)
             try:
-                manifest = parse_manifest(path.read_bytes())
+                manifest = Manifest.parse(path.read_bytes())
             except FileNotFoundError:
                 continue
-            if manifest is not None and manifest["owner"] == owner and self._data_path(owner, slot).exists():
+            if manifest is not None and manifest.owner == owner and self._data_path(owner, slot).exists():
                 found.append((slot, manifest))
-        return sorted(found, key=lambda item: -item[1]["step"])
+        return sorted(found, key=lambda item: -item[1].step)
 
     def owners(self) -> list[int]:
         return sorted(
             {int(p.name.split(".")[0].removeprefix("shard")) for p in self.dir.glob("shard*.slot*.json")}
         )
 
-    def read(self, owner: int, step: int, verify: bool = True) -> tuple[dict, memoryview] | None:
+    def read(self, owner: int, step: int, verify: bool = True) -> tuple[Manifest, memoryview] | None:
         """`owner`'s committed copy of `step` as (manifest, bytes), or None if absent or corrupt."""
         for slot, manifest in self.committed(owner):
-            if manifest["step"] != step:
+            if manifest.step != step:
                 continue
-            data = self._buffer(owner, slot, int(manifest["nbytes"]))
-            if (
-                verify
-                and chunk_checksums(data, manifest["checksum"]["chunk_bytes"])
-                != manifest["checksum"]["values"]
-            ):
+            data = self._buffer(owner, slot, manifest.nbytes)
+            if verify and tuple(chunk_checksums(data, manifest.checksum_chunk)) != manifest.checksums:
                 return None
             return manifest, data
         return None

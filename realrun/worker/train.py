@@ -3,8 +3,10 @@
 Each worker joins the job with a stable logical rank (machine × procs + local rank, so a machine's
 shared memory always holds the same shards), recovers from the newest complete in-memory checkpoint
 (or the persistent one), trains to `--steps`, snapshots every `ckpt_every` steps and persists every
-`persist_every`. Run `python -m realrun.worker.train --config run/config.json` under torchrun; the launcher
-sets GEMINI_FT_MACHINE, GEMINI_FT_SHM and GEMINI_FT_T0 (the same works on a real cluster).
+`persist_every`. Run `python -m realrun.worker.train --config run/config.json` under torchrun; the
+launcher sets GEMINI_FT_MACHINE, GEMINI_FT_SHM and GEMINI_FT_T0 (the same works on a real cluster).
+The worker wires the engine (`realrun.engine`) from the run's config: a `CheckpointConfig` and a
+`RecoveryConfig` for this rank, and the gloo checkpoint group as its shard transport.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from realrun.config import RealRunConfig, parse_model_size
 from realrun.devices import TESTBED_ENV, device_for, gpu_sharing, visible_gpus
-from realrun.engine.checkpointer import Checkpointer, Route
+from realrun.engine.checkpointer import Checkpointer
+from realrun.engine.config import CheckpointConfig, RecoveryConfig
 from realrun.engine.persistent import persistent_dir
 from realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
 from realrun.engine.shard import ShardCodec, make_optimizer
 from realrun.engine.shm_store import ShmStore
+from realrun.engine.transport import GlooTransport
 from realrun.faults import FaultInjector, parse_failures
 from realrun.markers import last_failure_time, newest_failure
 from realrun.measurements import EventLog, write_engine_info
@@ -34,14 +38,29 @@ from realrun.worker.model import build_model, ordered_allreduce_hook, synthetic_
 from sim.placement import build_placement
 
 
-def route_for(cfg: RealRunConfig, rank: int) -> Route:
-    """Peers from sim.placement: shard of (machine, local) goes to the same local rank on each holder."""
+def checkpoint_config(cfg: RealRunConfig, rank: int) -> CheckpointConfig:
+    """The engine's view of the run for `rank`: its peers from sim.placement (the shard of (machine,
+    local) goes to the same local rank on each holder), the chunk size and the GPU snapshot policy."""
     placement = build_placement(cfg.placement, cfg.machines, cfg.replicas)
     procs = cfg.procs_per_machine
     machine, local = divmod(rank, procs)
-    send_to = [peer * procs + local for peer in placement.peers_of(machine)]
-    receive_from = [owner * procs + local for owner in placement.stored_on(machine)[1:]]
-    return Route(send_to, receive_from)
+    return CheckpointConfig(
+        rank=rank,
+        send_to=tuple(peer * procs + local for peer in placement.peers_of(machine)),
+        receive_from=tuple(owner * procs + local for owner in placement.stored_on(machine)[1:]),
+        chunk_bytes=cfg.chunk_bytes,
+        gpu_snapshot=cfg.gpu_snapshot,
+    )
+
+
+def recovery_config(cfg: RealRunConfig, rank: int) -> RecoveryConfig:
+    return RecoveryConfig(
+        rank=rank,
+        world_size=cfg.world_size,
+        procs_per_machine=cfg.procs_per_machine,
+        run_dir=cfg.out,
+        chunk_bytes=cfg.chunk_bytes,
+    )
 
 
 def _join(cfg: RealRunConfig, rank: int, device: torch.device) -> None:
@@ -114,22 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         parse_failures(list(cfg.failures), cfg.machines, cfg.procs_per_machine, cfg.steps),
         run_dir, rank=rank, machine=machine, local_rank=local_rank,
     )  # fmt: skip
-    rank_machine = [r // cfg.procs_per_machine for r in range(cfg.world_size)]
+    transport = GlooTransport(ckpt_group)
 
-    plan = plan_recovery(
-        store, ckpt_group, cfg.world_size, cfg.procs_per_machine, local_rank, run_dir, rank_machine
-    )
-    recover(plan, store, codec, rank, ckpt_group, events, run_dir, cfg.chunk_bytes)
+    recovery = recovery_config(cfg, rank)
+    plan = plan_recovery(recovery, store, ckpt_group)
+    recover(plan, recovery, store, codec, transport, events)
     if failed_at is not None:
         fired = newest_failure(run_dir)
         # The step column of a lost_steps event is the number of completed steps that must be redone.
         events.log("lost_steps", max(0, fired.step - 1 - plan.step) if fired else 0)
     tracker.recovered(ckpt_group, cfg.world_size, plan.step, plan.source, failed_at)
 
-    checkpointer = Checkpointer(
-        store, rank, codec, route_for(cfg, rank), ckpt_group, events, cfg.chunk_bytes, faults.check,
-        gpu_snapshot=cfg.gpu_snapshot,
-    )  # fmt: skip
+    checkpointer = Checkpointer(checkpoint_config(cfg, rank), store, codec, events, transport, faults)
     first = True
     for step in range(plan.step + 1, cfg.steps + 1):
         if faults.due(step):

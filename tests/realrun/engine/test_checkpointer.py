@@ -10,9 +10,11 @@ import torch.distributed as dist
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
 from realrun.config import parse_model_size
-from realrun.engine.checkpointer import Checkpointer, Route
+from realrun.engine.checkpointer import Checkpointer
+from realrun.engine.config import CheckpointConfig
+from realrun.engine.manifest import Entry, build_layout
 from realrun.engine.shard import ShardCodec, make_optimizer
-from realrun.engine.shm_store import Entry, ShmStore, build_layout, manifest_entries
+from realrun.engine.shm_store import ShmStore
 from realrun.measurements import EventLog
 from realrun.worker.model import build_model, synthetic_batch
 
@@ -47,20 +49,18 @@ def _trained(device: str, steps: int = 1) -> tuple[torch.nn.Module, ZeroRedundan
 def _roundtrip(tmp_path, device: str) -> None:
     _, _, codec = _trained(device)
     store = ShmStore(tmp_path / "shm", machine=0)
-    engine = Checkpointer(
-        store, 0, codec, Route([], []), None, EventLog(tmp_path, "t", 0, 0, time.time()), 1 << 20
-    )
+    engine = Checkpointer(CheckpointConfig(rank=0), store, codec, EventLog(tmp_path, "t", 0, 0, time.time()))
     engine.snapshot(1)
     engine.wait_done()
     manifest, data = store.read(0, 1)
-    names = [e.name for e in manifest_entries(manifest)]
+    names = [e.name for e in manifest.entries]
     assert "optim/head.weight/exp_avg_sq" in names and "param/head.weight" in names
     # Load into a fresh model + optimizer: every tensor of the shard comes back byte for byte.
     _, _, fresh = _trained(device)
     with torch.no_grad():
         for _, tensor in fresh.tensors():
             tensor.add_(1)
-    fresh.load(manifest_entries(manifest), data)
+    fresh.load(manifest.entries, data)
     for (name, a), (_, b) in zip(codec.tensors(), fresh.tensors(), strict=True):
         assert torch.equal(a.cpu().reshape(-1).view(torch.uint8), b.cpu().reshape(-1).view(torch.uint8)), name
     store.wipe()

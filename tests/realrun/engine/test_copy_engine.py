@@ -11,10 +11,13 @@ import pytest
 import torch
 
 import realrun.engine.checkpointer as checkpointer_module
-from realrun.engine.checkpointer import Checkpointer, Route
+from realrun.engine.checkpointer import Checkpointer
+from realrun.engine.checksums import CHECKSUM_CHUNK
+from realrun.engine.config import CheckpointConfig
 from realrun.engine.copy_engine import HostCopier, split_chunks
+from realrun.engine.local_transport import LocalNetwork
 from realrun.engine.shard import Region, plan_shard
-from realrun.engine.shm_store import CHECKSUM_CHUNK, ShmStore
+from realrun.engine.shm_store import ShmStore
 from realrun.measurements import EventLog, read_events
 
 MIB = 1 << 20
@@ -61,7 +64,7 @@ def _engine(tmp_path, copier, codec=None):
     codec = codec or FakeCodec()
     store = ShmStore(tmp_path / "shm", 0)
     events = EventLog(tmp_path, "t", 0, 0, time.time())
-    engine = Checkpointer(store, 0, codec, Route([], []), None, events, MIB, copier=copier)
+    engine = Checkpointer(CheckpointConfig(rank=0, chunk_bytes=MIB), store, codec, events, copier=copier)
     return engine, store, codec
 
 
@@ -118,7 +121,7 @@ def test_chunk_i_is_checksummed_while_chunk_i_plus_1_is_still_copying(tmp_path, 
     engine.wait_done()
     assert order == ["copy 0", "hashed 0", "copy 1", "hashed 1", "copy 2"]
     manifest, data = store.read(0, 1)  # verifies every chunk's checksum
-    assert bytes(data) == codec.image() and len(manifest["checksum"]["values"]) == 3
+    assert bytes(data) == codec.image() and len(manifest.checksums) == 3
     store.wipe()
 
 
@@ -173,9 +176,95 @@ def test_a_copy_that_fails_mid_shard_never_commits_and_the_last_commit_survives(
     engine.snapshot(2)
     with pytest.raises(RuntimeError, match="checkpoint thread failed"):
         engine.wait_done()
-    assert [m["step"] for _, m in store.committed(0)] == [1]
+    assert [m.step for _, m in store.committed(0)] == [1]
     assert bytes(store.read(0, 1)[1]) == image_at_1
     store.wipe()
+
+
+def _pair(tmp_path, gate, faults=None):
+    """Ranks 0 and 1 replicating to each other in-process; rank 0's copy is held back by `gate`."""
+    network = LocalNetwork(2, timeout_s=30)
+    codecs, stores, engines = [FakeCodec(), FakeCodec()], [], []
+    codecs[1].a.add_(5)
+    for rank in (0, 1):
+        store = ShmStore(tmp_path / "shm", rank)
+        config = CheckpointConfig(rank=rank, send_to=(1 - rank,), receive_from=(1 - rank,), chunk_bytes=MIB)
+        copier = HostCopier(CHECKSUM_CHUNK, threaded=True, before_chunk=gate if rank == 0 else None)
+        events = EventLog(tmp_path, "t", rank, rank, time.time())
+        engines.append(
+            Checkpointer(
+                config,
+                store,
+                codecs[rank],
+                events,
+                network.endpoint(rank),
+                faults if rank == 0 else None,
+                copier,
+            )
+        )
+        stores.append(store)
+    return network, codecs, stores, engines
+
+
+def _wait_until(condition, what: str) -> None:
+    for _ in range(3000):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"never: {what}")
+
+
+def test_replication_sends_each_chunk_once_it_is_copied_and_hashed(tmp_path):
+    gate = Gate()
+    network, codecs, stores, engines = _pair(tmp_path, gate)
+    assert engines[0].snapshot(1) and engines[1].snapshot(1)
+    gate.open[0].set()  # rank 0's first 4 MiB are copied; the rest is held back
+    _wait_until(lambda: network.sent(0, 1) == 1 + 4, "the header and copy chunk 0 (4 x 1 MiB) went out")
+    assert network.sent(0, 1) == 5  # nothing of the chunks still being copied
+    assert stores[0].committed(0) == [] and stores[1].committed(0) == []  # nobody commits a partial copy
+    gate.release_all()
+    for engine in engines:
+        engine.wait_done()
+    assert bytes(stores[1].read(0, 1)[1]) == codecs[0].image()
+    assert bytes(stores[0].read(1, 1)[1]) == codecs[1].image()
+    for store in stores:
+        store.wipe()
+
+
+class StrikeDuringReplication:
+    """A failure injected mid-replication: records what was committed when it struck, then 'dies'."""
+
+    def __init__(self, store: ShmStore) -> None:
+        self.store, self.committed_when_struck = store, None
+
+    def due(self, step: int, phase: str) -> bool:
+        return phase == "replicate"
+
+    def check(self, step: int, phase: str) -> None:
+        if phase != "replicate":
+            return
+        self.committed_when_struck = [m.step for _, m in self.store.committed(0)]
+        raise RuntimeError("the process dies here")
+
+
+def test_a_failure_during_replication_strikes_after_the_local_commit_and_no_replica_commits(tmp_path):
+    gate = Gate()
+    gate.release_all()
+    network, _, stores, engines = _pair(tmp_path, gate)
+    strike = StrikeDuringReplication(stores[0])
+    engines[0].faults = strike
+    assert engines[0].snapshot(1) and engines[1].snapshot(1)
+    with pytest.raises(RuntimeError, match="checkpoint thread failed"):
+        engines[0].wait_done()
+    network.crash(0)  # the struck process is gone: its peer's round breaks off
+    with pytest.raises(RuntimeError, match="checkpoint thread failed"):
+        engines[1].wait_done()
+    # Streaming ran ahead of the local commit, but the failure struck only once it was done; the peer
+    # has every byte of shard 0 and still no replica: the manifest never came.
+    assert strike.committed_when_struck == [1]
+    assert stores[1].committed(0) == [] and [m.step for _, m in stores[1].committed(1)] == [1]
+    for store in stores:
+        store.wipe()
 
 
 def test_copy_chunks_must_be_whole_checksum_chunks():
@@ -214,7 +303,7 @@ def test_cuda_copy_lands_in_shm_by_every_path(tmp_path, monkeypatch, gpu_snapsho
         codec.a.add_(1)
         assert engine.snapshot(step) or gpu_snapshot == "on"
     engine.wait_done()
-    newest = store.committed(0)[0][1]["step"]
+    newest = store.committed(0)[0][1].step
     if newest == 3:
         assert bytes(store.read(0, 3)[1]) == codec.image()
     assert ("device snapshot" in engine.path) == (gpu_snapshot == "on")

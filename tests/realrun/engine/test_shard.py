@@ -4,8 +4,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from realrun.engine.manifest import ALIGN
 from realrun.engine.shard import plan_shard
-from realrun.engine.shm_store import ALIGN
 
 DTYPES = [torch.float32, torch.float16, torch.int64, torch.uint8]
 

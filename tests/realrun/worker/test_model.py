@@ -1,10 +1,9 @@
-"""Model sizes, deterministic initialisation and data, and the recovery step choice."""
+"""Model sizes, deterministic initialisation and data."""
 
 import pytest
 import torch
 
 from realrun.config import parse_model_size
-from realrun.engine.recovery import choose
 from realrun.worker.model import build_model, synthetic_batch
 from scenarios.errors import UserError
 
@@ -37,12 +36,3 @@ def test_init_and_data_are_pure_functions_of_the_seed():
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(synthetic_batch(1, 7, 0, 2, shape)[0], synthetic_batch(1, 7, 0, 2, shape)[0])
     assert not torch.equal(synthetic_batch(1, 7, 0, 2, shape)[0], synthetic_batch(1, 8, 0, 2, shape)[0])
-
-
-def test_choose_newest_step_every_shard_has():
-    # inventory[reporter, owner, slot]; shard 1's owner lost everything, reporter 0 holds step 4 of it.
-    inventory = torch.tensor([[[5, 4], [4, 3]], [[-1, -1], [-1, -1]]])
-    assert choose(inventory, [0, 1]) == (4, [0, 0])
-    inventory = torch.tensor([[[5, 4], [-1, -1]], [[-1, -1], [5, 4]]])
-    assert choose(inventory, [0, 1]) == (5, [0, 1])
-    assert choose(torch.tensor([[[5, -1], [-1, -1]], [[-1, -1], [-1, -1]]]), [0, 1]) is None

@@ -33,11 +33,15 @@ import torch.multiprocessing as mp
 
 from realrun.config import RealRunConfig, parse_model_size
 from realrun.engine import replication
-from realrun.engine.checkpointer import Checkpointer, Route
+from realrun.engine.checkpointer import Checkpointer
+from realrun.engine.checksums import CHECKSUM_CHUNK, chunk_checksums
+from realrun.engine.config import CheckpointConfig, RecoveryConfig
+from realrun.engine.manifest import Manifest, build_layout
 from realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
-from realrun.engine.replication import Outgoing, exchange
+from realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
 from realrun.engine.shard import ShardCodec, make_optimizer
-from realrun.engine.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
+from realrun.engine.shm_store import ShmStore
+from realrun.engine.transport import GlooTransport
 from realrun.measurements import EventLog
 from realrun.tracking import RunTracker
 from realrun.worker.model import build_model, synthetic_batch
@@ -91,7 +95,7 @@ def bench_single(gib: float, pairs: int, work: Path) -> dict:
     shm = ShmStore(Path("/dev/shm") / f"gemini-ft-bench-{os.getpid()}", machine=0)
     try:
         events = EventLog(work, "bench", 0, 0, time.time())
-        engine = Checkpointer(shm, 0, codec, Route([], []), None, events, CHUNK_BYTES)
+        engine = Checkpointer(CheckpointConfig(rank=0, chunk_bytes=CHUNK_BYTES), shm, codec, events)
         # The reference (libc memcpy between two preallocated, touched buffers, as numpy's copyto
         # calls it; torch's copy_ would split it over threads) alternates with the
         # snapshots, so both see the same machine; the first two snapshots also map the two slots.
@@ -110,10 +114,14 @@ def bench_single(gib: float, pairs: int, work: Path) -> dict:
         memcpy_s = min(memcpy_times)
         snapshot_s, committed_s = min(copy_times), min(full_times)
 
+        recovery = RecoveryConfig(
+            rank=0, world_size=1, procs_per_machine=1, run_dir=work, chunk_bytes=CHUNK_BYTES
+        )
+
         def local_recovery() -> None:
-            plan = plan_recovery(shm, None, 1, 1, 0, work, [0])
+            plan = plan_recovery(recovery, shm, None)
             assert plan.source == "memory"
-            recover(plan, shm, codec, 0, None, events, work, CHUNK_BYTES)
+            recover(plan, recovery, shm, codec, GlooTransport(), events)
 
         local_s = _best(local_recovery, 3)
         disk = work / "dcp"
@@ -235,14 +243,15 @@ def _replication_worker(
     shm = ShmStore(Path("/dev/shm") / f"gemini-ft-bench-{port}", machine=rank)
     try:
         raw = torch.empty(nbytes, dtype=torch.uint8).fill_(rank)
-        sends, recvs = [], [0] if rank == 1 else []
+        sends, recvs = [], [Incoming(0, 0)] if rank == 1 else []
         if rank == 0:
             entries, total = build_layout([("param/w", "uint8", (nbytes,), nbytes)])
             slot, buffer = shm.begin(0, total)
             torch.frombuffer(buffer, dtype=torch.uint8).fill_(7)
-            manifest = make_manifest(0, 1, entries, total, chunk_checksums(buffer))
-            shm.commit(0, slot, manifest)
-            sends = [Outgoing(1, manifest, buffer)]
+            checksums = tuple(chunk_checksums(buffer))
+            manifest = Manifest(0, 1, total, CHECKSUM_CHUNK, checksums, tuple(entries))
+            shm.commit(slot, manifest)
+            sends = [Outgoing(1, CommittedShard(manifest, buffer))]
         # Raw transfers (the reference) alternate with replication rounds so both see the same
         # machine; the first two rounds also map the receiver's two slots.
         raw_times, times = [], []
@@ -254,7 +263,7 @@ def _replication_worker(
                 raw_times.append(time.perf_counter() - start)
             dist.barrier()
             start = time.perf_counter()
-            received = exchange(shm, sends, recvs, None, CHUNK_BYTES)
+            received = exchange(shm, GlooTransport(), sends, recvs, CHUNK_BYTES)
             if round_ >= 2:
                 times.append(time.perf_counter() - start)
             assert all(r.ok for r in received)

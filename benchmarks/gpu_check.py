@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from realrun.engine.checkpointer import Checkpointer, Route
+from realrun.engine.checkpointer import Checkpointer
+from realrun.engine.config import CheckpointConfig
 from realrun.engine.shard import plan_shard
 from realrun.engine.shm_store import ShmStore
 from realrun.measurements import EventLog
@@ -67,7 +68,10 @@ class OneRegion:
 def _engine(store: ShmStore, state: torch.Tensor, work: Path, gpu_snapshot: str) -> Checkpointer:
     events = EventLog(work, "gpu-check", 0, 0, time.time())
     return Checkpointer(
-        store, 0, OneRegion(state), Route([], []), None, events, 4 << 20, gpu_snapshot=gpu_snapshot
+        CheckpointConfig(rank=0, chunk_bytes=4 << 20, gpu_snapshot=gpu_snapshot),
+        store,
+        OneRegion(state),
+        events,
     )
 
 

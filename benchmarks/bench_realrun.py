@@ -37,17 +37,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from realrun import replication
-from realrun.checkpointer import Checkpointer, Route
-from realrun.config import RealRunConfig
+from realrun.config import RealRunConfig, parse_model_size
+from realrun.engine import replication
+from realrun.engine.checkpointer import Checkpointer
+from realrun.engine.checksums import CHECKSUM_CHUNK, chunk_checksums
+from realrun.engine.config import CheckpointConfig, RecoveryConfig
+from realrun.engine.manifest import Manifest, build_layout
+from realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
+from realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
+from realrun.engine.shard import ShardCodec, make_optimizer
+from realrun.engine.shm_store import ShmStore
+from realrun.engine.transport import GlooTransport
 from realrun.measurements import EventLog
-from realrun.model import build_model, parse_model_size, synthetic_batch
-from realrun.recovery import load_into, plan_recovery, recover, save_persistent
-from realrun.replication import Outgoing, exchange
-from realrun.shard import ShardCodec, make_optimizer
-from realrun.shm_store import ShmStore, build_layout, chunk_checksums, make_manifest
-from realrun.tracking import POLL_S, JobTracker
-from realrun.train import drop_page_cache
+from realrun.testbed.tracking import POLL_S, JobTracker
+from realrun.worker.model import build_model, synthetic_batch
+from realrun.worker.train import drop_page_cache
 
 GIB = 1024**3
 CHUNK_BYTES = int(RealRunConfig().chunk_mib * 2**20)  # the engine's default replication chunk
@@ -107,7 +111,7 @@ def _one_rank(gib: float, work: Path) -> Iterator[_Rank]:
     shm = ShmStore(Path("/dev/shm") / f"gemini-ft-bench-{os.getpid()}", machine=0)
     try:
         events = EventLog(work, "bench", 0, 0, time.time())
-        engine = Checkpointer(shm, 0, codec, Route([], []), None, events, CHUNK_BYTES)
+        engine = Checkpointer(CheckpointConfig(rank=0, chunk_bytes=CHUNK_BYTES), shm, codec, events)
         yield _Rank(shape, model, optimizer, codec, shm, events, engine)
     finally:
         shm.wipe()
@@ -149,10 +153,12 @@ def _single(rank: _Rank, pairs: int, work: Path, track_pairs: int, track: str) -
     memcpy_s = min(memcpy_times)
     snapshot_s, committed_s = min(copy_times), min(full_times)
 
+    recovery = RecoveryConfig(rank=0, world_size=1, procs_per_machine=1, run_dir=work, chunk_bytes=CHUNK_BYTES)
+
     def local_recovery() -> None:
-        plan = plan_recovery(shm, None, 1, 1, 0, work, [0])
+        plan = plan_recovery(recovery, shm, None)
         assert plan.source == "memory"
-        recover(plan, shm, codec, 0, None, events, work, CHUNK_BYTES)
+        recover(plan, recovery, shm, codec, GlooTransport(), events)
 
     local_s = _best(local_recovery, 3)
     disk = work / "dcp"
@@ -334,14 +340,15 @@ def _replication_worker(
     shm = ShmStore(Path("/dev/shm") / f"gemini-ft-bench-{port}", machine=rank)
     try:
         raw = torch.empty(nbytes, dtype=torch.uint8).fill_(rank)
-        sends, recvs = [], [0] if rank == 1 else []
+        sends, recvs = [], [Incoming(0, 0)] if rank == 1 else []
         if rank == 0:
             entries, total = build_layout([("param/w", "uint8", (nbytes,), nbytes)])
             slot, buffer = shm.begin(0, total)
             torch.frombuffer(buffer, dtype=torch.uint8).fill_(7)
-            manifest = make_manifest(0, 1, entries, total, chunk_checksums(buffer))
-            shm.commit(0, slot, manifest)
-            sends = [Outgoing(1, manifest, buffer)]
+            checksums = tuple(chunk_checksums(buffer))
+            manifest = Manifest(0, 1, total, CHECKSUM_CHUNK, checksums, tuple(entries))
+            shm.commit(slot, manifest)
+            sends = [Outgoing(1, CommittedShard(manifest, buffer))]
         # Raw transfers (the reference) alternate with replication rounds so both see the same
         # machine; the first two rounds also map the receiver's two slots.
         raw_times, times = [], []
@@ -353,7 +360,7 @@ def _replication_worker(
                 raw_times.append(time.perf_counter() - start)
             dist.barrier()
             start = time.perf_counter()
-            received = exchange(shm, sends, recvs, None, CHUNK_BYTES)
+            received = exchange(shm, GlooTransport(), sends, recvs, CHUNK_BYTES)
             if round_ >= 2:
                 times.append(time.perf_counter() - start)
             assert all(r.ok for r in received)

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from realrun.checkpointer import Checkpointer, Route
+from realrun.engine.checkpointer import Checkpointer
+from realrun.engine.config import CheckpointConfig
+from realrun.engine.shard import plan_shard
+from realrun.engine.shm_store import ShmStore
 from realrun.measurements import EventLog
-from realrun.shard import plan_shard
-from realrun.shm_store import ShmStore
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
@@ -67,7 +68,10 @@ class OneRegion:
 def _engine(store: ShmStore, state: torch.Tensor, work: Path, gpu_snapshot: str) -> Checkpointer:
     events = EventLog(work, "gpu-check", 0, 0, time.time())
     return Checkpointer(
-        store, 0, OneRegion(state), Route([], []), None, events, 4 << 20, gpu_snapshot=gpu_snapshot
+        CheckpointConfig(rank=0, chunk_bytes=4 << 20, gpu_snapshot=gpu_snapshot),
+        store,
+        OneRegion(state),
+        events,
     )
 
 

@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from realrun.config import RealRunConfig
-from realrun.launcher import launch
 from realrun.measurements import read_events
+from realrun.testbed.launcher import launch
 
 STEPS = 8
 PERSIST_EVERY = 3

@@ -1,7 +1,9 @@
 """The real runner: torchrun-launched DDP training with an in-memory checkpoint engine.
 
-`gemini-ft realrun` starts one torchrun agent per emulated machine (`launcher`); each worker runs
-`train`, snapshots its optimizer shard into machine-owned shared memory (`shm_store`), replicates it
-to the peers `sim.placement` names (`replication`), recovers after injected failures (`recovery`,
-`faults`) and logs events that `measurements` gathers into Parquet.
+Three parts, each its own package: `engine` (the checkpoint engine of one rank: shard layout,
+shared-memory store, snapshot, replication over a transport, recovery, persistent checkpoints),
+`worker` (the training process torchrun starts) and `testbed` (the local launcher, network
+namespaces, run and shared-memory directories). What the processes of a run share sits beside
+them: `config` (the run's configuration), `devices`, `faults` (failure specs and injection),
+`markers` (the fault files of a run directory), `measurements` (the event log) and `tracking`.
 """

@@ -2,10 +2,14 @@
 
 The launcher validates the CLI flags into `RealRunConfig`, writes it as JSON into the run directory
 and every worker reads it back, so all processes train, checkpoint and fail by the same plan.
+`GPTShape` is the model's part of it: `tiny` (~0.2M parameters) or a count such as `1m`, `25m`, `1b`,
+the width picked by size and the depth filling the rest (torch-free, so the launcher checks it).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +22,40 @@ from sim.tracking import check_tracker
 # A chunk is a message of its own: below 1 KiB the per-chunk overhead dominates and a zero-byte chunk
 # (1e-9 MiB) cannot make progress at all.
 MIN_CHUNK_MIB = 1 / 1024
+VOCAB = 256
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmb]?)$")
+_UNITS = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9}
+
+
+@dataclass(frozen=True)
+class GPTShape:
+    """Width, depth and context of the model; parameters ≈ 12·layers·width² + 2·vocab·width."""
+
+    width: int
+    layers: int
+    heads: int
+    context: int
+    vocab: int = VOCAB
+
+    @property
+    def parameters(self) -> int:
+        w = self.width
+        block = 12 * w * w + 13 * w
+        return self.layers * block + 2 * self.vocab * w + self.context * w + 2 * w
+
+
+def parse_model_size(text: str) -> GPTShape:
+    """`tiny` or a parameter count with an optional k/m/b suffix, between 100k and 2b."""
+    text = text.strip().lower()
+    if text == "tiny":
+        return GPTShape(width=64, layers=2, heads=2, context=32)
+    match = _SIZE.match(text)
+    target = float(match.group(1)) * _UNITS[match.group(2)] if match else -1
+    if not 1e5 <= target <= 2e9:
+        raise UserError("model_size", text, "'tiny' or a parameter count from 100k to 2b, e.g. 1m, 50m, 1b")
+    width = 128 if target < 3e6 else 256 if target < 3e7 else 768 if target < 3e8 else 2048
+    layers = max(1, round((target - 2 * VOCAB * width) / (12 * width * width)))
+    return GPTShape(width=width, layers=layers, heads=max(1, width // 64), context=64)
 
 
 class RealRunConfig(BaseModel):
@@ -74,7 +112,8 @@ class RealRunConfig(BaseModel):
         "auto", description="cuda (NCCL) when available, else cpu (gloo)."
     )
     netns: bool = Field(
-        False, description="Each machine in its own network namespace on a bridge (root; realrun.netns)."
+        False,
+        description="Each machine in its own network namespace on a bridge (root; realrun.testbed.netns).",
     )
     link_gbps: float | None = Field(
         None,
@@ -86,7 +125,7 @@ class RealRunConfig(BaseModel):
         0.0, ge=0, le=1000, description="One-way machine-to-machine delay in ms (tc netem); needs netns."
     )
     track: Literal["none", "tensorboard", "wandb"] = Field(
-        "none", description="Experiment tracker the launcher logs the job's view to (realrun.tracking)."
+        "none", description="Experiment tracker the launcher logs the job's view to (realrun.testbed.tracking)."
     )
     track_dir: Path | None = Field(
         None, description="Tracking directory, one run per job inside; default: <out>/track."

@@ -16,7 +16,7 @@ import os
 from scenarios.errors import UserError
 
 SHARING_ENV = "GEMINI_FT_GPU_SHARING"
-TESTBED_ENV = "GEMINI_FT_STORE"  # set by realrun.launcher for every worker of the local testbed
+TESTBED_ENV = "GEMINI_FT_STORE"  # set by realrun.testbed.launcher for every worker of the local testbed
 
 
 def gpu_sharing() -> bool:

@@ -6,13 +6,13 @@ Specs: `sw@step=30:rank=1` (kill one training process; its machine's memory surv
 `disk@step=N:how=flip|truncate|metadata|missing` (rank 0 damages the newest persistent checkpoint,
 as a bad disk or a careless hand would; training goes on). A failure fires
 at the start of its step once the previous checkpoint is out (or inside that step's
-snapshot/replication) and at most once per job: a marker file in the run directory records it, so
-restarted workers do not fire it again.
+snapshot/replication) and at most once per job: a marker file in the run directory records it
+(`realrun.markers`), so restarted workers do not fire it again. torch-free, so the launcher parses
+the specs before anything starts.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -22,7 +22,8 @@ from typing import Literal
 
 import numpy as np
 
-from realrun.persistent import damage_newest
+from realrun import markers
+from realrun.engine.persistent import committed_steps, data_files, persistent_dir
 from scenarios.errors import UserError
 
 PHASES = ("step", "snapshot", "replicate")
@@ -143,10 +144,10 @@ class FaultInjector:
     """Worker-side trigger: `check(step, phase)` kills this process (or asks for its machine to die)."""
 
     def __init__(
-        self, failures: list[FailureSpec], run_dir: Path, rank: int, machine: int, local_rank: int
+        self, failures: list[FailureSpec], run_dir: Path, *, rank: int, machine: int, local_rank: int
     ) -> None:
-        self.dir = run_dir / "faults"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = run_dir
+        markers.faults_dir(run_dir).mkdir(parents=True, exist_ok=True)
         self.rank, self.machine, self.local_rank = rank, machine, local_rank
         self.failures = [f for f in failures if self._mine(f)]
 
@@ -157,9 +158,9 @@ class FaultInjector:
             return failure.target == self.rank
         return failure.target == self.machine and self.local_rank == 0
 
-    def due(self, step: int) -> bool:
-        """True if a failure may strike this process at the start of `step`."""
-        return any(f.step == step and f.during == "step" for f in self.failures)
+    def due(self, step: int, phase: str = "step") -> bool:
+        """True if a failure may strike this process at `phase` of `step` (it may have fired already)."""
+        return any(f.step == step and f.during == phase for f in self.failures)
 
     def check(self, step: int, phase: str) -> None:
         for failure in self.failures:
@@ -167,45 +168,45 @@ class FaultInjector:
                 self._strike(failure)
 
     def _claim(self, failure: FailureSpec) -> bool:
+        fired = markers.Fired(
+            failure.index, failure.to_text(), failure.step, time.time(), self.rank, self.machine
+        )
         # Damage to a disk is no process failure: its marker must not count as one (detect, lost steps).
-        marker = f"{'damaged' if failure.kind == 'disk' else 'fired'}{failure.index}.json"
-        record = {
-            "index": failure.index,
-            "spec": failure.to_text(),
-            "t": time.time(),
-            "rank": self.rank,
-            "machine": self.machine,
-        }
-        try:
-            fd = os.open(self.dir / marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return False  # fired before this restart
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
-        return True
+        return markers.claim(self.run_dir, fired, process_failure=failure.kind != "disk")
 
     def _strike(self, failure: FailureSpec) -> None:
         if failure.kind == "disk":
-            damage_newest(self.dir.parent, failure.how)
+            damage_newest(self.run_dir, failure.how)
             return
         if failure.kind == "hw":
             # The launcher owns the machine: it kills the agent and all its workers and wipes the memory.
-            request = self.dir / f"hw-machine{self.machine}.request"
-            request.write_text(json.dumps({"index": failure.index, "t": time.time()}))
+            markers.request_machine_kill(self.run_dir, self.machine, failure.index)
             deadline = time.time() + 60
             while time.time() < deadline:
                 time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def last_failure_time(run_dir: Path, before: float) -> float | None:
-    """Time of the newest failure fired before `before` (a worker's start), for the detect event."""
-    times = []
-    for path in (run_dir / "faults").glob("fired*.json"):
-        try:
-            t = float(json.loads(path.read_text())["t"])
-        except (ValueError, KeyError, json.JSONDecodeError):
-            continue
-        if t < before:
-            times.append(t)
-    return max(times) if times else None
+def damage_newest(run_dir: Path, how: str) -> Path | None:
+    """Damage the newest committed persistent checkpoint as `how` says; returns the file hit."""
+    steps = committed_steps(run_dir)
+    if not steps:
+        return None
+    directory = persistent_dir(run_dir, steps[0])
+    if how == "metadata":
+        target = directory / ".metadata"
+        os.truncate(target, target.stat().st_size // 2)
+        return target
+    data = [p for p in data_files(directory) if p.name != ".metadata"]
+    target = max(data, key=lambda p: (p.stat().st_size, p.name))
+    if how == "missing":
+        target.unlink()
+    elif how == "truncate":
+        os.truncate(target, target.stat().st_size - 1)
+    else:  # flip one bit in the middle: same size, only the checksum can tell
+        with open(target, "r+b") as handle:
+            handle.seek(target.stat().st_size // 2)
+            byte = handle.read(1)
+            handle.seek(-1, os.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0x10]))
+    return target

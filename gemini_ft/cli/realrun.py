@@ -38,15 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realrun.launcher import Terminated, config_json, launch, validate
     from realrun.measurements import engine_paths, read_engine_info, read_events, summarize, write_parquet
-    from realrun.netns import NetnsError
+    from realrun.testbed.launcher import Terminated, config_json, launch, validate
+    from realrun.testbed.netns import NetnsError
     from scenarios.errors import UserError
 
     check_output("out", args.out, kind="dir")
     cfg = RealRunConfig(**model_values(args, args.model_flags))
     if cfg.cleanup:
-        from realrun.shm_jobs import cleanup_stale_shm
+        from realrun.testbed.shm_jobs import cleanup_stale_shm
 
         removed = cleanup_stale_shm()
         if args.json:
@@ -122,7 +122,7 @@ class _Progress:
     def __init__(self, cfg: RealRunConfig) -> None:
         from tqdm import tqdm
 
-        from realrun.progress import EventFollower
+        from realrun.testbed.progress import EventFollower
 
         self.follower = EventFollower(Path(cfg.out).resolve())
         self.bar = tqdm(total=cfg.steps, desc="realrun", unit="step", leave=False)
@@ -143,7 +143,7 @@ class _Progress:
             self._show()
 
     def _show(self) -> None:
-        from realrun.progress import describe
+        from realrun.testbed.progress import describe
 
         for event in self.follower.new_events():
             if event.get("rank") == 0 and event.get("event") in ("step", "first_step"):

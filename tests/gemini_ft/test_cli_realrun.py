@@ -131,7 +131,7 @@ def test_out_that_is_a_file_or_not_ours(capsys, tmp_path):
 
 
 def test_cleanup_removes_dead_jobs_memory_and_exits(capsys, tmp_path):
-    from realrun.shm_jobs import SHM_ROOT, create_job_dir
+    from realrun.testbed.shm_jobs import SHM_ROOT, create_job_dir
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()

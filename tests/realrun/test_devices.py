@@ -4,7 +4,7 @@ import pytest
 
 from realrun.config import RealRunConfig
 from realrun.devices import check_devices, device_for
-from realrun.launcher import validate
+from realrun.testbed.launcher import validate
 from scenarios.errors import UserError
 
 
@@ -50,7 +50,7 @@ def test_accepted_layouts():
 
 
 def test_launcher_validate_refuses_before_anything_starts(monkeypatch):
-    monkeypatch.setattr("realrun.launcher.visible_gpus", lambda: 1)
+    monkeypatch.setattr("realrun.testbed.launcher.visible_gpus", lambda: 1)
     with pytest.raises(UserError, match="--machines 2 x --procs-per-machine 1"):
         validate(RealRunConfig(machines=2, port=29999))
     validate(RealRunConfig(machines=2, device="cpu", port=29999))

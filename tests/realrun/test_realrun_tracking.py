@@ -15,9 +15,9 @@ import pytest
 from tracking_readers import tensorboard_hparams, tensorboard_scalars, wandb_history, wandb_runs
 
 from realrun.config import RealRunConfig
-from realrun.launcher import launch
 from realrun.measurements import EventLog, read_events
-from realrun.tracking import JobTracker, track_finished_run
+from realrun.testbed.launcher import launch
+from realrun.testbed.tracking import JobTracker, track_finished_run
 from scenarios.errors import UserError
 from sim import tracking
 

@@ -1,0 +1,89 @@
+"""The typed shard manifest: plain JSON both ways, and nothing but a consistent manifest comes in."""
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from realrun.engine.checksums import chunk_checksums
+from realrun.engine.manifest import DTYPE_BYTES, DTYPES, Entry, Manifest, ManifestError, build_layout
+from realrun.engine.shard import torch_dtype
+
+
+def _manifest(nbytes: int = 10, chunk: int = 4) -> Manifest:
+    entries, total = build_layout([("param/w", "uint8", (nbytes,), nbytes)])
+    return Manifest(3, 7, total, chunk, tuple(chunk_checksums(bytes(total), chunk)), tuple(entries))
+
+
+def _json(manifest: Manifest) -> dict:
+    return json.loads(manifest.to_json())
+
+
+def test_the_json_is_plain_and_reads_back_equal():
+    manifest = _manifest()
+    data = _json(manifest)
+    assert data["owner"] == 3 and data["step"] == 7 and data["checksum"]["algorithm"] == "crc32c"
+    assert data["entries"] == [
+        {"name": "param/w", "dtype": "uint8", "shape": [10], "offset": 0, "nbytes": 10}
+    ]
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(DTYPES), st.lists(st.integers(0, 5), max_size=3)), max_size=6, unique_by=str
+    ),
+    st.integers(1, 300),
+)
+def test_any_layout_round_trips(specs, chunk):
+    layout = [
+        (f"t{i}", dtype, tuple(shape), DTYPE_BYTES[dtype] * math.prod(shape))
+        for i, (dtype, shape) in enumerate(specs)
+    ]
+    entries, total = build_layout(layout)
+    manifest = Manifest(0, 1, total, chunk, tuple(chunk_checksums(bytes(total), chunk)), tuple(entries))
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (lambda d: d.update(format=2), "format"),
+        (lambda d: d.update(owner=True), "owner"),  # a bool is no integer
+        (lambda d: d.update(step=1.0), "step"),
+        (lambda d: d.update(nbytes=-1), "nbytes"),
+        (lambda d: d.update(extra=1), "exactly"),
+        (lambda d: d.pop("entries"), "exactly"),
+        (lambda d: d["checksum"].update(algorithm="crc32"), "algorithm"),
+        (lambda d: d["checksum"].update(chunk_bytes=0), "chunk_bytes"),
+        (lambda d: d["checksum"]["values"].append(0), "checksums for"),
+        (lambda d: d["checksum"]["values"].__setitem__(0, 1 << 32), "CRC-32C"),
+        (lambda d: d["entries"][0].update(dtype="float32 "), "dtype"),
+        (lambda d: d["entries"][0].update(shape=[11]), "shape and dtype make 11"),
+        (lambda d: d["entries"][0].update(offset=64), "past the shard"),
+        (lambda d: d["entries"][0].update(name=""), "name"),
+        (lambda d: d["entries"].append(dict(d["entries"][0])), "twice"),
+        (lambda d: d["entries"][0].update(shape="10"), "shape"),
+    ],
+)
+def test_a_malformed_or_inconsistent_manifest_is_refused(change, why):
+    data = _json(_manifest())
+    change(data)
+    with pytest.raises(ManifestError, match=why):
+        Manifest.from_json(json.dumps(data).encode())
+    assert Manifest.parse(json.dumps(data).encode()) is None
+
+
+def test_bytes_that_are_no_json_are_refused():
+    for raw in (b"\xff\xfe", b"{not json", b"[]", b"null"):
+        assert Manifest.parse(raw) is None
+
+
+def test_peer_dtype_strings_come_from_an_allow_list():
+    for bad in ("load", "__class__", "nn", "float32 ", "complex64"):
+        with pytest.raises(ManifestError, match="is not one a shard may hold"):
+            Entry("param/w", bad, (1,), 0, 4)
+        with pytest.raises(ValueError, match="is not one a shard may hold"):
+            torch_dtype(bad)

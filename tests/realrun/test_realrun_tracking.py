@@ -1,56 +1,26 @@
 """Real runs tracked in TensorBoard and W&B by the launcher, read back with the tools' own readers.
 
-One real run feeds both trackers' checks: two machines, a tiny GPT, six steps, a software failure of
+One real run feeds both trackers' checks (`failed_run` in tests/realrun/conftest.py, which the
+launcher's tests also check for recovery): two machines, a tiny GPT, six steps, a software failure of
 rank 1 at step 3 (resume from local memory at 2) and a hardware failure of machine 1 at step 5
 (rank 0 local, rank 1 from its peer, at 4). The launcher tracks it live to W&B (TensorBoard when
 wandb is missing); the other tracker gets the same run through `track_finished_run`.
 """
-
-import importlib.util
-import socket
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from tracking_readers import tensorboard_hparams, tensorboard_scalars, wandb_history, wandb_runs
 
 from realrun.config import RealRunConfig
-from realrun.measurements import EventLog, read_events
-from realrun.testbed.launcher import launch
+from realrun.measurements import EventLog
 from realrun.testbed.tracking import JobTracker, track_finished_run
 from scenarios.errors import UserError
 from sim import tracking
 
-FAILURES = ("sw@step=3:rank=1", "hw@step=5:machine=1")
+FAILURES = ("sw@step=3:rank=1", "hw@step=5:machine=1")  # the shared run's (tests/realrun/conftest.py)
 PER_STEP = ("train/loss", "train/iteration_s")
 PER_CHECKPOINT = ("ckpt/snapshot_s", "ckpt/snapshot_gbps", "ckpt/commit_s", "ckpt/replicate_s",
                   "ckpt/replicate_gbps", "ckpt/replica_received_s", "ckpt/replica_ok")  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def failed_run(tmp_path_factory) -> tuple[Path, str, Path, pd.DataFrame]:
-    """The run directory, the tracker its launcher used, that tracker's job directory, rank 0's events."""
-    track = "wandb" if importlib.util.find_spec("wandb") else "tensorboard"
-    pytest.importorskip(track)
-    out = tmp_path_factory.mktemp("failed-run")
-    cfg = RealRunConfig(
-        machines=2, replicas=2, steps=6, persist_every=3, chunk_mib=0.05, disk_baseline=False,
-        failures=FAILURES, out=out, port=_free_port(), track=track, time_limit_s=280,
-    )  # fmt: skip
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DIR", str(out))):
-            env.setenv(name, value)
-        result = launch(cfg)
-    assert result.ok, (out / "logs" / "machine0.log").read_text()[-3000:]
-    (job,) = list((out / "track").iterdir())  # one tracked run for the whole job
-    events = read_events(out)
-    return out, track, job, events[events["rank"] == 0]
 
 
 def _count(events: pd.DataFrame, event: str, source: str | None = None) -> int:

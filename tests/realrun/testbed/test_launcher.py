@@ -19,7 +19,7 @@ import pytest
 
 from gemini_ft.cli import main
 from realrun.config import RealRunConfig
-from realrun.measurements import summarize
+from realrun.measurements import read_events, summarize
 from realrun.testbed.launcher import validate
 from sim.results_io import read_metadata
 
@@ -102,8 +102,11 @@ def test_run_directory_and_files_are_private(reference):
     assert not {name: mode for name, mode in modes.items() if mode & 0o077}  # nothing for group or others
 
 
-def test_damaged_newest_persistent_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
-    # Persisted at 2 and 4; step 4's .metadata is cut in half before both machines (all memory) die.
+def test_losing_every_holder_falls_back_to_the_newest_persistent_checkpoint_that_verifies(
+    reference, tmp_path
+):
+    # Persisted at 2 and 4; step 4's .metadata is cut in half before both machines (every holder of
+    # every shard, so all in-memory copies) die: the run restores the persistent step 2.
     frame = _run(
         tmp_path, "--persist-every", "2", "--fail", "disk@step=5:how=metadata",
         "--fail", "hw@step=6:machine=0", "--fail", "hw@step=6:machine=1", "--no-disk-baseline",
@@ -126,24 +129,14 @@ def test_a_flipped_byte_in_the_only_persistent_checkpoint_means_a_fresh_start(re
     assert _same_params(tmp_path, reference)
 
 
-def test_software_failure_resumes_from_local_memory(reference, tmp_path):
-    frame = _run(tmp_path, "--fail", "sw@step=4:rank=1", "--no-disk-baseline")
-    assert _retrieves(frame) == [(0, 3, "local"), (1, 3, "local")]
-    assert _same_params(tmp_path, reference)
-
-
-def test_hardware_failure_resumes_from_a_peer(reference, tmp_path):
-    frame = _run(tmp_path, "--fail", "hw@step=5:machine=1", "--no-disk-baseline")
-    assert _retrieves(frame) == [(0, 4, "local"), (1, 4, "peer")]
-    assert _same_params(tmp_path, reference)
-
-
-def test_losing_every_holder_falls_back_to_persistent(reference, tmp_path):
-    frame = _run(
-        tmp_path, "--fail", "hw@step=5:machine=0", "--fail", "hw@step=5:machine=1", "--no-disk-baseline"
-    )
-    assert _retrieves(frame) == [(0, 3, "persistent"), (1, 3, "persistent")]
-    assert _same_params(tmp_path, reference)
+def test_a_software_then_a_hardware_failure_resume_from_local_memory_then_a_peer(reference, failed_run):
+    # tests/realrun/conftest.py's run (shared with the tracking tests): rank 1's process dies in step 3,
+    # every rank restores step 2 from its own machine; then machine 1 dies in step 5 (its memory
+    # wiped), rank 0 restores step 4 locally and rank 1 fetches its shard from machine 0.
+    run_dir = failed_run[0]
+    frame = read_events(run_dir)
+    assert _retrieves(frame) == [(0, 2, "local"), (1, 2, "local"), (0, 4, "local"), (1, 4, "peer")]
+    assert _same_params(run_dir, reference)
 
 
 def test_failures_mid_snapshot_and_mid_replication_never_load_partial_state(reference, tmp_path):

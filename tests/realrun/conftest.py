@@ -1,0 +1,50 @@
+"""A real run shared by the launcher's and the tracking tests: each real run costs CI tens of seconds.
+
+`failed_run`: two machines, a tiny GPT, six steps, a software failure of rank 1 at step 3 (every
+rank resumes step 2 from local memory) and a hardware failure of machine 1 at step 5 (rank 0 resumes
+step 4 locally, rank 1 fetches it from its peer), tracked by the launcher to W&B (TensorBoard when
+wandb is missing).
+"""
+
+import importlib.util
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from realrun.config import RealRunConfig
+from realrun.measurements import read_events
+from realrun.testbed.launcher import launch
+
+FAILURES = ("sw@step=3:rank=1", "hw@step=5:machine=1")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def failed_run(tmp_path_factory) -> tuple[Path, str, Path, pd.DataFrame]:
+    """The run directory, the tracker its launcher used, that tracker's job directory, rank 0's events.
+
+    Same shape and settings as tests/realrun/testbed/test_launcher.py's BASE, so its final parameters
+    must equal that module's uninterrupted reference run.
+    """
+    track = "wandb" if importlib.util.find_spec("wandb") else "tensorboard"
+    pytest.importorskip(track)
+    out = tmp_path_factory.mktemp("failed-run")
+    cfg = RealRunConfig(
+        machines=2, replicas=2, steps=6, persist_every=3, chunk_mib=0.05, disk_baseline=False,
+        failures=FAILURES, out=out, port=_free_port(), track=track, time_limit_s=280,
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DIR", str(out))):
+            env.setenv(name, value)
+        result = launch(cfg)
+    assert result.ok, (out / "logs" / "machine0.log").read_text()[-3000:]
+    (job,) = list((out / "track").iterdir())  # one tracked run for the whole job
+    events = read_events(out)
+    return out, track, job, events[events["rank"] == 0]

@@ -55,15 +55,16 @@ class Operations:
         cfg = self.config
         return cfg.bad_rate_multiplier if cfg.bad_machine_fraction > 0 else 1.0
 
-    def keeps(self, event: FailureEvent) -> bool:
-        """Thinning: a failure drawn at the bad rate is kept for a good host with probability 1/multiplier.
+    def keeps(self, slot: int) -> bool:
+        """Thinning: a failure of `slot` drawn at the bad rate is kept for a good host with probability
+        1/multiplier.
 
         Decided with the hosts in place when the previous failure was handled, so that thinned draws cost
         no SimPy event; a repeat failure that swaps that very slot's host in between is not seen (rare)."""
         scale = self.rate_scale
         if not self.thinning or scale == 1.0:
             return True
-        return self.bad[self.slot_host[event.machines[0]]] or self.rng.random() * scale < 1.0
+        return self.bad[self.slot_host[slot]] or self.rng.random() * scale < 1.0
 
     def admit(self, event: FailureEvent, now: float) -> FailureEvent:
         """The failure as the job sees it (diagnosis, retirement); hosts are swapped at once."""

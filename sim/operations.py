@@ -55,16 +55,19 @@ class Operations:
         cfg = self.config
         return cfg.bad_rate_multiplier if cfg.bad_machine_fraction > 0 else 1.0
 
-    def keeps(self, slot: int) -> bool:
+    @property
+    def thins(self) -> bool:
+        """Whether failures are drawn at a higher rate than a good host's and thinned (`keeps`)."""
+        return self.thinning and self.rate_scale != 1.0
+
+    def keeps(self, slot: int, draw: float) -> bool:
         """Thinning: a failure of `slot` drawn at the bad rate is kept for a good host with probability
-        1/multiplier.
+        1/multiplier; `draw` is this failure's uniform number (drawn for all failures at once, from a
+        stream of its own).
 
         Decided with the hosts in place when the previous failure was handled, so that thinned draws cost
         no SimPy event; a repeat failure that swaps that very slot's host in between is not seen (rare)."""
-        scale = self.rate_scale
-        if not self.thinning or scale == 1.0:
-            return True
-        return self.bad[self.slot_host[slot]] or self.rng.random() * scale < 1.0
+        return self.bad[self.slot_host[slot]] or draw * self.rate_scale < 1.0
 
     def admit(self, event: FailureEvent, now: float) -> FailureEvent:
         """The failure as the job sees it (diagnosis, retirement); hosts are swapped at once."""

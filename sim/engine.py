@@ -107,9 +107,10 @@ class ClusterSimulation:
         self.ops = Operations(scenario, streams["operations"]) if scenario.operations.enabled else None
         rate_scale = self.ops.rate_scale if self.ops is not None else 1.0
         self.arrivals = failure_arrivals(scenario, streams["failures"], self.duration_s, rate_scale)
-        # One uniform number per drawn failure decides whether a good host keeps it (`Operations.keeps`).
         thinning = self.ops is not None and self.ops.thins
-        self._thinning = streams["thinning"].random(len(self.arrivals)).tolist() if thinning else None
+        self._kept_anyway = (
+            self.ops.thinning_coins(len(self.arrivals), streams["thinning"]) if thinning else None
+        )
         self.placement = _placement_for(scenario, streams["placement"]) if self.plan.mem_interval_s else None
         self.env = _CountingEnvironment()
         self.now = 0.0  # the job's clock: exact boundary times (SimPy's sums may differ in the last bit)
@@ -195,11 +196,9 @@ class ClusterSimulation:
     def _arm_failure(self, now: float) -> None:
         """Look ahead to the next failure that is not thinned away (the operations model draws at the bad
         machines' rate and keeps a good machine's draw with probability 1/multiplier: no event)."""
-        arrivals, draws, i = self.arrivals, self._thinning, self._next_failure
-        if draws is not None:
-            keeps, machines = self.ops.keeps, arrivals.machines
-            while i < len(arrivals) and not keeps(machines[i], draws[i]):
-                i += 1
+        arrivals, i = self.arrivals, self._next_failure
+        if self._kept_anyway is not None:
+            i = self.ops.next_kept(arrivals.machines, self._kept_anyway, i)
         if i < len(arrivals):
             self._failure_at = arrivals.times[i]
             self._failure_order = (now, self._arm())

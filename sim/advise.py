@@ -185,7 +185,7 @@ def _evaluate(
                 task = Task(len(tasks), {}, scenarios[candidate], seed)
                 tasks.append(task)
                 owner[task.point] = candidate
-    for task, row, _ in run_tasks(tasks, workers, dask):
+    for task, row, _ in run_tasks(tasks, workers, dask, failures=False):
         ratios[owner[task.point]][task.seed] = float(row["effective_ratio"])
     return len(tasks)
 

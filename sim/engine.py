@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -36,11 +36,12 @@ from scenarios.errors import UserError
 from scenarios.schema import Scenario
 from sim.costs import RECOVERY_STEPS, SOURCES
 from sim.failures import DAY_S, FailureEvent, failure_arrivals
+from sim.job_checkpoints import JobCheckpoints
 from sim.operations import Operations
 from sim.placement import Placement, build_placement
 from sim.policies import CheckpointPlan, cost_scenario, plan_for
 from sim.records import WASTE_COMPONENTS, FailureRecord, RunSummary
-from sim.storage import SharedStorage, Transfer
+from sim.storage import SharedStorage
 
 STREAMS = (
     "failures",
@@ -64,15 +65,6 @@ class RunResult:
     summary: RunSummary
     failures: list[FailureRecord]
     events: int
-
-
-@dataclass
-class _MemCheckpoint:
-    """The newest complete in-memory checkpoint and which machines lost their CPU memory since."""
-
-    progress: float
-    lost: set[int] = field(default_factory=set)
-    replicated: bool = True  # False after a restore from storage: each machine holds only its own shard
 
 
 class _CountingEnvironment(simpy.Environment):
@@ -117,15 +109,10 @@ class ClusterSimulation:
         self._rate = self.plan.progress_rate
         # Job state.
         self.progress = 0.0
-        self.mem: _MemCheckpoint | None = None
-        self.mem_taken: list[tuple[float, float]] = []  # last two in-memory snapshots: (progress, wall time)
-        self.persistent_progress = 0.0  # the initial model counts as persisted
-        self.pending_persistent: list[tuple[float, Transfer]] = []  # (progress, its upload)
         costed = cost_scenario(scenario)
-        self.storage = SharedStorage(costed.storage.bandwidth_gbps, costed.storage.latency_s)
-        self.persistent_bytes = costed.ckpt_bytes_total
+        storage = SharedStorage(costed.storage.bandwidth_gbps, costed.storage.latency_s)
+        self.checkpoints = JobCheckpoints(self.plan, storage, costed.ckpt_bytes_total, self.placement)
         self._steps = self._recovery_steps()
-        self.persistent_uploads = 0
         self.persistent_skipped = 0
         self.spare_ready = [0.0] * scenario.cluster.standby_machines  # heap of spare-machine ready times
         self.awaiting: set[int] = set()  # failed machines whose replacement has been ordered
@@ -251,10 +238,7 @@ class ClusterSimulation:
         plan, now = self.plan, self.now
         interval = plan.persistent_interval_s
         target = (math.floor(self.progress / interval + _EPS) + 1) * interval
-        if self.pending_persistent:
-            target, self._skipped = self._first_uploadable(target)
-        else:
-            self._skipped = 0
+        target, self._skipped = self.checkpoints.first_uploadable(target, now, self.progress)
         self._target = target
         train_end = now + (target - self.progress) / self._rate
         self._arming += 1
@@ -267,22 +251,12 @@ class ClusterSimulation:
         else:
             self._segments = [("train", now, train_end, (now, self._arming))]
 
-    def _first_uploadable(self, target: float) -> tuple[float, int]:
-        """The first persistent grid point from `target` on that training reaches once the upload in
-        flight is done, and how many due points it skips (arithmetic: skipped points are no events)."""
-        busy_until = max((self.storage.finish_s(t) for _, t in self.pending_persistent), default=-math.inf)
-        reached = self.now + (target - self.progress) / self._rate
-        if reached >= busy_until - _EPS:
-            return target, 0
-        wall_per_point = self.plan.persistent_interval_s / self._rate
-        skipped = math.ceil((busy_until - reached) / wall_per_point - _EPS)
-        return target + skipped * self.plan.persistent_interval_s, skipped
-
     def _recovery_steps(self) -> dict[str, tuple[tuple[str, float | None], ...]]:
         """Per checkpoint source, each recovery step and what it costs (None: the replacement's wait,
         known only at the failure). A read from storage has the storage to itself: the failure cancelled
         every upload, and none starts before training resumes."""
-        costs, read_s = self.plan.recovery, self.storage.transfer_s(self.persistent_bytes)
+        checkpoints = self.checkpoints
+        costs, read_s = self.plan.recovery, checkpoints.storage.transfer_s(checkpoints.persistent_bytes)
         return {
             source: tuple(
                 (
@@ -322,7 +296,7 @@ class ClusterSimulation:
         if self.recovery is None:
             for kind, start, end, _ in self._segments:
                 self._charge_training(kind, start, end, True)
-            self._start_upload(self._target)
+            self.checkpoints.start_upload(self._target, self.now)
             self._begin_training()
         else:
             self._finish_recovery(self.recovery)  # and training resumes
@@ -347,9 +321,10 @@ class ClusterSimulation:
         now = self.now
         in_recovery = self.recovery is not None
         self._repeat = None  # a repeat failure is due only after a recovery that this one now replaces
-        self._promote_persistent(now)
+        checkpoints = self.checkpoints
+        checkpoints.promote(now)
         if not in_recovery:
-            self._advance_in_memory(now)
+            checkpoints.advance_in_memory(now)
         no_spare = False
         if event.hardware:
             hardware = set(event.machines)
@@ -359,13 +334,12 @@ class ClusterSimulation:
                 self.spare_by = max(self.spare_by, spare_at)
                 self.replaced_by = max(self.replaced_by, ready_at)
             self.awaiting |= hardware
-            if self.mem is not None:
-                self.mem.lost |= hardware
+            checkpoints.lose(hardware)
         if in_recovery and self.recovery.recovered_from == "persistent":
             # Once a recovery goes to storage, CPU memory cannot become usable again before it ends.
-            source, target = "persistent", self.persistent_progress
+            source, target = "persistent", checkpoints.persistent_progress
         else:
-            source, target = self._restore_point()
+            source, target = checkpoints.restore_point()
         lost = max(0.0, self.progress - target)
         self.progress = target
         record = FailureRecord(
@@ -384,28 +358,13 @@ class ClusterSimulation:
         self.recovery = record
         self._begin_recovery(record)
 
-    def _restore_point(self) -> tuple[str, float]:
-        """Where the job restarts from: CPU memory when every machine's checkpoint survives somewhere."""
-        mem = self.mem
-        if mem is not None:
-            survives = (
-                not mem.lost
-                if not mem.replicated
-                else (self.placement is not None and self.placement.recoverable(mem.lost))
-            )
-            if survives:
-                return ("peer" if mem.lost else "local"), mem.progress
-        return "persistent", self.persistent_progress
-
     def _finish_recovery(self, record: FailureRecord) -> None:
         now = self.now
         record.recovery_completed = True
         self.awaiting.clear()
         self.replaced_by = self.spare_by = 0.0
         self.recovery = None
-        self.mem_taken.clear()
-        if record.recovered_from == "persistent":
-            self.mem = _MemCheckpoint(self.progress, replicated=False) if self.placement else None
+        self.checkpoints.restarted(record.recovered_from, self.progress)
         self._begin_training()
         if self.ops is not None and (slot := self.ops.faulty_slot()) is not None:
             # Armed after the training phase, as the repeat's own process used to be.
@@ -421,45 +380,6 @@ class ClusterSimulation:
         heapq.heappush(self.spare_ready, now + self.scenario.cluster.replacement_delay_s)
         return now, max(now, heapq.heappop(self.spare_ready))
 
-    # ---- checkpoints --------------------------------------------------------------------------
-    def _start_upload(self, progress: float) -> None:
-        now = self.now
-        self._promote_persistent(now, cancel=False)  # the previous upload is complete by now
-        self.persistent_uploads += 1
-        self.pending_persistent.append((progress, self.storage.start("upload", self.persistent_bytes, now)))
-
-    def _promote_persistent(self, now: float, cancel: bool = True) -> None:
-        """Uploads finished by `now` become the persistent checkpoint; at a failure (`cancel`) every
-        unfinished transfer dies with the job."""
-        if not self.pending_persistent:
-            return  # nothing in flight (the storage only ever carries the uploads listed here)
-        for progress, upload in self.pending_persistent:
-            if self.storage.finish_s(upload) <= now:
-                self.persistent_progress = max(self.persistent_progress, progress)
-        self.pending_persistent.clear()
-        if cancel:
-            self.storage.cancel_all(now)
-
-    def _note_snapshots(self, start_wall: float, start_progress: float, end_progress: float) -> None:
-        """Record the in-memory snapshots taken while progress went from start to end (grid points)."""
-        grid = self.plan.mem_interval_s
-        if grid is None:
-            return
-        last = math.floor(end_progress / grid + _EPS) * grid
-        wall_per_progress = 1.0 / self.plan.progress_rate
-        for point in (last - grid, last):
-            if point > start_progress + _EPS:
-                self.mem_taken.append((point, start_wall + (point - start_progress) * wall_per_progress))
-        del self.mem_taken[:-2]
-
-    def _advance_in_memory(self, now: float) -> None:
-        """The newest snapshot whose replicas were complete by `now` replaces the in-memory checkpoint."""
-        for progress, taken_at in reversed(self.mem_taken):
-            if taken_at + self.plan.mem_ckpt_time_s <= now + _EPS:
-                if self.mem is None or progress > self.mem.progress:
-                    self.mem = _MemCheckpoint(progress)
-                return
-
     # ---- time accounting ----------------------------------------------------------------------
     def _charge_training(self, kind: str, start: float, until: float, complete: bool) -> None:
         """Account training or a stall from `start` to `until`; complete training reached its target."""
@@ -468,7 +388,7 @@ class ClusterSimulation:
             made = elapsed * self._rate
             end = self._target if complete else self.progress + made
             self.checkpoint_s += elapsed - made
-            self._note_snapshots(start, self.progress, end)
+            self.checkpoints.note_snapshots(start, self.progress, end)
             self.progress = end
             if complete:
                 self.persistent_skipped += self._skipped
@@ -541,7 +461,7 @@ class ClusterSimulation:
             repeat_failures=sum(r.repeat for r in self.records),
             wasted_repeat_failures_s=sum(r.wasted_s for r in self.records if r.repeat),
             retired_machines=self.ops.retired if self.ops is not None else 0,
-            persistent_uploads=self.persistent_uploads,
+            persistent_uploads=self.checkpoints.uploads,
             persistent_skipped=self.persistent_skipped,
         )
 

@@ -32,7 +32,7 @@ def format_summary_rows(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) ->
     from sim.seed_means import COLUMNS
 
     columns = [*by, *COLUMNS]
-    cells = [[_cell(column, row[column]) for column in columns] for row in rows]
+    cells = [[_cell(column, row[column], column in by) for column in columns] for row in rows]
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
     grouped = len(by)
 
@@ -45,12 +45,14 @@ def format_summary_rows(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) ->
     return "\n".join([line(columns), *(line(values) for values in cells)])
 
 
-def _cell(column: str, value: Any) -> str:
+def _cell(column: str, value: Any, group: bool) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "-"
     if column in SUMMARY_FORMATS:
         return SUMMARY_FORMATS[column](value)
-    return f"{value:.6f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):  # a swept value as written (0.015), an interval bound to 6 decimals
+        return f"{value:g}" if group else f"{value:.6f}"
+    return str(value)
 
 
 def to_json(value: Any) -> str:

@@ -20,9 +20,8 @@ import pandas as pd
 from scenarios.errors import UserError
 from scenarios.placements import REGISTRY, check_placement
 from scenarios.schema import GIB, Scenario
+from sim.intervals import half_width
 from sim.sweep import Task, run_tasks
-
-Z95 = 1.96
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class Advice:
     mean over the seeds every candidate ran (`ratio_common_seeds`), the halving round it reached and
     whether it is on the frontier."""
     best_minus_runner_up: tuple[float, float] | None
-    """Paired (common seeds) mean difference of the ratios and its 95% CI half-width."""
+    """Paired (common seeds) mean difference of the ratios and its 95% Student-t CI half-width."""
     runs: int
     skipped: dict[str, str] = field(default_factory=dict)
     """Candidates left out, with why."""
@@ -133,8 +132,7 @@ def advise(
         a, b = ratios[_key(best)], ratios[_key(runner_up)]
         common = sorted(set(a) & set(b))
         diffs = np.array([a[s] - b[s] for s in common])
-        half = Z95 * diffs.std(ddof=1) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
-        difference = (float(diffs.mean()), float(half))
+        difference = (float(diffs.mean()), half_width(diffs))
     return Advice(scenario.name, best, runner_up, table, difference, runs, skipped)
 
 
@@ -187,7 +185,7 @@ def _evaluate(
                 task = Task(len(tasks), {}, scenarios[candidate], seed)
                 tasks.append(task)
                 owner[task.point] = candidate
-    for task, row, _ in run_tasks(tasks, workers, dask):
+    for task, row, _ in run_tasks(tasks, workers, dask, failures=False):
         ratios[owner[task.point]][task.seed] = float(row["effective_ratio"])
     return len(tasks)
 
@@ -230,7 +228,7 @@ def _table(
     rows = []
     for candidate, scenario in scenarios.items():
         values = np.array(list(ratios[candidate].values()))
-        half = Z95 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+        half = half_width(values)  # the sweep summary's Student-t interval (NaN for one seed)
         rows.append(
             {
                 "label": _label(candidate),

@@ -1,18 +1,21 @@
 """The SimPy model of a synchronous training job on N machines: failures, checkpoints, recovery.
 
-Synchronous data-parallel training has one clock, so the job is a single SimPy process whose
-progress between events is arithmetic: events happen only at failures (SimPy interrupts from one
-failure process), recovery steps and persistent checkpoints. In-memory snapshots sit on a grid of
-training progress and are resolved arithmetically when a failure asks which one was complete.
+Synchronous data-parallel training has one clock, so the job is a single SimPy process with one
+timeout per phase — training up to the next persistent checkpoint (and its stall), or a whole
+recovery — or per failure, whichever comes first; everything inside a phase is arithmetic. Failures
+come from one pre-drawn stream for the whole cluster (`sim.failures`): the process looks ahead to the
+next one instead of running a failure process that interrupts it, and drops failures that cannot
+strike without an event. In-memory snapshots sit on a grid of training progress and are resolved
+arithmetically when a failure asks which one was complete.
 
-Remote storage is one shared resource (`sim.storage`): uploads and retrievals from storage divide
-its bandwidth. At most one persistent upload is in flight, as in a real system (each upload needs
-every machine's serialized shard and the storage's whole bandwidth): a persistent checkpoint that
-falls due while the previous upload is still running is skipped, not delayed, and counted. Skipping
-keeps the checkpoint grid (the next due point takes the newest state anyway, so a delayed snapshot
-would only be older than the next one) and never stalls training for a snapshot that could not be
-uploaded; the real runner skips a device snapshot that is due while the previous one is in flight
-for the same reason. An upload still running at a failure dies with the job.
+Remote storage is one shared resource (`sim.storage`). At most one persistent upload is in flight, as
+in a real system (each upload needs every machine's serialized shard and the storage's whole
+bandwidth): a persistent checkpoint that falls due while the previous upload is still running is
+skipped, not delayed, and counted. Skipping keeps the checkpoint grid (the next due point takes the
+newest state anyway, so a delayed snapshot would only be older than the next one) and never stalls
+training for a snapshot that could not be uploaded; the real runner skips a device snapshot that is
+due while the previous one is in flight for the same reason. An upload still running at a failure
+dies with the job.
 
 Accounting is exact: every wall-clock second is useful progress, checkpoint overhead (stalls and
 in-memory slowdown), progress later lost to a rollback, or one recovery step, so
@@ -24,22 +27,28 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
 
 from scenarios.errors import UserError
 from scenarios.schema import Scenario
-from sim.costs import RECOVERY_STEPS
-from sim.failures import DAY_S, FailureEvent, generate_failures
+from sim.costs import RECOVERY_STEPS, SOURCES
+from sim.failures import DAY_S, FailureEvent, failure_arrivals
+from sim.job_checkpoints import JobCheckpoints
 from sim.operations import Operations
 from sim.placement import Placement, build_placement
 from sim.policies import CheckpointPlan, cost_scenario, plan_for
 from sim.records import WASTE_COMPONENTS, FailureRecord, RunSummary
-from sim.storage import SharedStorage, Transfer
+from sim.storage import SharedStorage
 
-STREAMS = ("failures", "placement", "operations")  # new streams go last: the others keep their seeds
+STREAMS = (
+    "failures",
+    "placement",
+    "operations",
+    "thinning",
+)  # new streams go last: the others keep their seeds
 _EPS = 1e-9
 
 
@@ -58,15 +67,6 @@ class RunResult:
     events: int
 
 
-@dataclass
-class _MemCheckpoint:
-    """The newest complete in-memory checkpoint and which machines lost their CPU memory since."""
-
-    progress: float
-    lost: set[int] = field(default_factory=set)
-    replicated: bool = True  # False after a restore from storage: each machine holds only its own shard
-
-
 class _CountingEnvironment(simpy.Environment):
     """Counts processed events, to show that their number does not grow with iterations."""
 
@@ -75,6 +75,16 @@ class _CountingEnvironment(simpy.Environment):
     def step(self) -> None:
         self.processed += 1
         super().step()
+
+
+# A segment is one stretch of the current phase — training, a persistent-checkpoint stall or one
+# recovery step — as a tuple (kind, start, end, order): a phase is one SimPy timeout to its last
+# segment's end, and the segments inside it are arithmetic. `order` settles a tie with a failure at
+# the same instant as SimPy's queue did when every segment was its own timeout, by when it was armed:
+# (wall time, arming sequence). The first segment is armed with its phase; a later one only when the
+# one before it ends, after anything armed earlier. (Plain tuples: the hot path builds ~5 per failure.)
+Segment = tuple[str, float, float, tuple[float, float]]
+_IDLE: Segment = ("idle", 0.0, math.inf, (math.inf, math.inf))
 
 
 class ClusterSimulation:
@@ -88,133 +98,250 @@ class ClusterSimulation:
         streams = random_streams(seed)
         self.ops = Operations(scenario, streams["operations"]) if scenario.operations.enabled else None
         rate_scale = self.ops.rate_scale if self.ops is not None else 1.0
-        self.failure_events = generate_failures(scenario, streams["failures"], self.duration_s, rate_scale)
+        self.arrivals = failure_arrivals(scenario, streams["failures"], self.duration_s, rate_scale)
+        thinning = self.ops is not None and self.ops.thins
+        self._kept_anyway = (
+            self.ops.thinning_coins(len(self.arrivals), streams["thinning"]) if thinning else None
+        )
         self.placement = _placement_for(scenario, streams["placement"]) if self.plan.mem_interval_s else None
         self.env = _CountingEnvironment()
+        self.now = 0.0  # the job's clock: exact boundary times (SimPy's sums may differ in the last bit)
+        self._rate = self.plan.progress_rate
         # Job state.
         self.progress = 0.0
-        self.mem: _MemCheckpoint | None = None
-        self.mem_taken: list[tuple[float, float]] = []  # last two in-memory snapshots: (progress, wall time)
-        self.persistent_progress = 0.0  # the initial model counts as persisted
-        self.pending_persistent: list[tuple[float, Transfer]] = []  # (progress, its upload)
         costed = cost_scenario(scenario)
-        self.storage = SharedStorage(costed.storage.bandwidth_gbps, costed.storage.latency_s)
-        self.persistent_bytes = costed.ckpt_bytes_total
-        self.persistent_uploads = 0
+        storage = SharedStorage(costed.storage.bandwidth_gbps, costed.storage.latency_s)
+        self.checkpoints = JobCheckpoints(self.plan, storage, costed.ckpt_bytes_total, self.placement)
+        self._steps = self._recovery_steps()
         self.persistent_skipped = 0
         self.spare_ready = [0.0] * scenario.cluster.standby_machines  # heap of spare-machine ready times
         self.awaiting: set[int] = set()  # failed machines whose replacement has been ordered
         self.replaced_by = 0.0  # when the last ordered replacement of this recovery is ready
         self.spare_by = 0.0  # when the spare pool has had a machine for each of them (operations model)
-        self._repeat_token = 0  # the newest scheduled repeat failure of a faulty machine (operations model)
         self.recovery: FailureRecord | None = None  # the failure being recovered from
         self.records: list[FailureRecord] = []
-        self.totals = dict.fromkeys(WASTE_COMPONENTS, 0.0)
-        self._phase: tuple[str, float, FailureRecord | None] = ("train", 0.0, None)
-        self._segment_start_progress = 0.0
-        self._job = self.env.process(self._run_job())
-        self.env.process(self._inject_failures())
+        self.checkpoint_s = 0.0  # wall time lost to checkpoint stalls and in-memory slowdown
+        # The current phase (training towards `_target`, or the recovery of `recovery`) and what comes next.
+        self._segments: list[Segment] = [_IDLE]
+        self._target = 0.0  # the persistent grid point the training phase ends at
+        self._skipped = 0  # due points the training phase skips (the upload in flight was still running)
+        self._arming = 0  # sequence of armed boundaries, SimPy's tie-break between equal times
+        self._next_failure = 0  # index into arrivals of the first one not yet looked at
+        self._failure_at = math.inf  # time of the next failure that is not thinned away (inf: none)
+        self._failure_order: tuple[float, float] = (0.0, 0.0)
+        self._striking: FailureEvent | None = None  # that failure as it strikes a recovery, once looked at
+        self._repeat: tuple[float, int, tuple[float, float]] | None = None  # (at, slot, order) of a repeat
+        self.env.process(self._run_job())
 
     # ---- public -------------------------------------------------------------------------------
     def run(self) -> RunResult:
         self.env.run(until=self.duration_s)
-        self._close_phase(self.duration_s)
+        # SimPy stops before any event at the very end: the run's end wins every tie.
+        self._settle(self.duration_s, (-math.inf, -math.inf))
         return RunResult(self._summary(), self.records, self.env.processed)
 
-    # ---- processes ----------------------------------------------------------------------------
-    def _inject_failures(self):
-        for event in self.failure_events:
-            if self.ops is not None and not self.ops.keeps(event):
-                continue  # thinned: a good machine drew a bad machine's failure (no SimPy event)
-            yield self.env.timeout(event.time_s - self.env.now)
-            # A machine that is down, waiting for its replacement, cannot fail again.
-            alive = tuple(machine for machine in event.machines if machine not in self.awaiting)
-            if alive and self._may_strike():
-                event = dataclasses.replace(event, machines=alive)
-                if self.ops is not None:
-                    event = self.ops.admit(event, self.env.now)
-                self._job.interrupt(event)
-
-    def _repeat_failure(self, slot: int, token: int):
-        """A faulty machine left in the job fails again soon after the job restarts on it."""
-        yield self.env.timeout(self.scenario.operations.refail_after_restart_s)
-        if token == self._repeat_token and self.recovery is None and self.ops.is_faulty(slot):
-            self._job.interrupt(self.ops.repeat_failure(slot, self.env.now))
-
+    # ---- the job: one SimPy process, one timeout per phase or failure -----------------------------
     def _run_job(self):
+        self._begin_training()
+        self._arm_failure(0.0)
+        env, duration = self.env, self.duration_s
         while True:
-            try:
-                if self.recovery is None:
-                    yield from self._train()
-                else:
-                    yield from self._recover()
-            except simpy.Interrupt as interrupt:
-                self._on_failure(interrupt.cause)
+            at, what = self._next_boundary()
+            if at >= duration:
+                return
+            if at > self.now:
+                yield env.timeout(max(0.0, at - env.now))
+                self.now = at
+            if what == "phase":
+                self._end_phase()
+            elif what == "failure":
+                self._strike()
+            else:
+                self._strike_again()
 
-    def _train(self):
-        plan = self.plan
-        while True:
-            interval = plan.persistent_interval_s
-            target = (math.floor(self.progress / interval + _EPS) + 1) * interval
-            target, skipped = self._first_uploadable(target)
-            self._open_phase("train")
-            yield self.env.timeout((target - self.progress) / plan.progress_rate)
-            self._close_phase(self.env.now, progress_reached=target)
-            self.persistent_skipped += skipped
-            if plan.persistent_stall_s > 0:
-                self._open_phase("stall")
-                yield self.env.timeout(plan.persistent_stall_s)
-                self._close_phase(self.env.now)
-            self._start_upload(target)
+    def _next_boundary(self) -> tuple[float, str]:
+        """The earliest of the phase's end, the next failure and a repeat failure (ties as in `Segment`).
 
-    def _first_uploadable(self, target: float) -> tuple[float, int]:
-        """The first persistent grid point from `target` on that training reaches once the upload in
-        flight is done, and how many due points it skips (arithmetic: skipped points are no events)."""
-        busy_until = max((self.storage.finish_s(t) for _, t in self.pending_persistent), default=-math.inf)
-        reached = self.env.now + (target - self.progress) / self.plan.progress_rate
-        if reached >= busy_until - _EPS:
-            return target, 0
-        wall_per_point = self.plan.persistent_interval_s / self.plan.progress_rate
-        skipped = math.ceil((busy_until - reached) / wall_per_point - _EPS)
-        return target + skipped * self.plan.persistent_interval_s, skipped
+        A failure that would strike no machine (every one it names is down) or must not strike during
+        a recovery is dropped here, without an event: both happen only during a recovery, whose state
+        nothing else changes before its end."""
+        _, _, at, order = self._segments[-1]
+        what = "phase"
+        while self._failure_at < at or (self._failure_at == at and self._failure_order < order):
+            if self.recovery is not None:
+                self._striking = self._strikes(self.arrivals.event(self._next_failure - 1))
+                if self._striking is None:
+                    self._arm_failure(self._failure_at)
+                    continue
+            at, order, what = self._failure_at, self._failure_order, "failure"
+            break
+        repeat = self._repeat
+        if repeat is not None and (repeat[0] < at or (repeat[0] == at and repeat[2] < order)):
+            at, what = repeat[0], "repeat"
+        return at, what
 
-    def _recover(self):
-        record = self.recovery
-        assert record is not None
-        for step in RECOVERY_STEPS:
-            duration = self._step_duration(step, record)
+    def _arm_failure(self, now: float) -> None:
+        """Look ahead to the next failure that is not thinned away (the operations model draws at the bad
+        machines' rate and keeps a good machine's draw with probability 1/multiplier: no event)."""
+        arrivals, i = self.arrivals, self._next_failure
+        if self._kept_anyway is not None:
+            i = self.ops.next_kept(arrivals.machines, self._kept_anyway, i)
+        if i < len(arrivals):
+            self._failure_at = arrivals.times[i]
+            self._failure_order = (now, self._arm())
+            self._next_failure = i + 1
+        else:
+            self._failure_at, self._next_failure = math.inf, i
+
+    def _strikes(self, event: FailureEvent) -> FailureEvent | None:
+        """The failure as it strikes the job, or None when it cannot: a machine that is down, waiting for
+        its replacement, cannot fail again, and `failures.strike_during_recovery = false` (the paper's
+        Fig. 15 accounting) lets none strike during a recovery."""
+        if self.recovery is None:
+            return event
+        if not self.scenario.failures.strike_during_recovery:
+            return None
+        if self.awaiting.isdisjoint(event.machines):
+            return event
+        alive = tuple(machine for machine in event.machines if machine not in self.awaiting)
+        return dataclasses.replace(event, machines=alive) if alive else None
+
+    def _strike(self) -> None:
+        now, order = self.now, self._failure_order
+        if self.recovery is None:
+            event = self.arrivals.event(self._next_failure - 1)
+        else:  # as `_next_boundary` found it (the machines still up)
+            event, self._striking = self._striking, None
+            assert event is not None
+        if self.ops is not None:
+            event = self.ops.admit(event, now)
+        self._arm_failure(now)  # before the job handles it: the operations stream's order of draws
+        self._settle(now, order)
+        self._on_failure(event)
+
+    def _strike_again(self) -> None:
+        """A faulty machine left in the job fails again soon after the job restarts on it."""
+        assert self._repeat is not None and self.ops is not None
+        at, slot, order = self._repeat
+        self._repeat = None
+        if self.recovery is None and self.ops.is_faulty(slot):
+            self._settle(at, order)
+            self._on_failure(self.ops.repeat_failure(slot, at))
+
+    def _arm(self) -> int:
+        self._arming += 1
+        return self._arming
+
+    # ---- phases -------------------------------------------------------------------------------
+    def _begin_training(self) -> None:
+        """Train up to the next persistent checkpoint that can be uploaded, then stall for it (if any)."""
+        plan, now = self.plan, self.now
+        interval = plan.persistent_interval_s
+        target = (math.floor(self.progress / interval + _EPS) + 1) * interval
+        target, self._skipped = self.checkpoints.first_uploadable(target, now, self.progress)
+        self._target = target
+        train_end = now + (target - self.progress) / self._rate
+        self._arming += 1
+        if plan.persistent_stall_s > 0:
+            stall_end = train_end + plan.persistent_stall_s
+            self._segments = [
+                ("train", now, train_end, (now, self._arming)),
+                ("stall", train_end, stall_end, (train_end, math.inf)),
+            ]
+        else:
+            self._segments = [("train", now, train_end, (now, self._arming))]
+
+    def _recovery_steps(self) -> dict[str, tuple[tuple[str, float | None], ...]]:
+        """Per checkpoint source, each recovery step and what it costs (None: the replacement's wait,
+        known only at the failure). A read from storage has the storage to itself: the failure cancelled
+        every upload, and none starts before training resumes."""
+        checkpoints = self.checkpoints
+        costs, read_s = self.plan.recovery, checkpoints.storage.transfer_s(checkpoints.persistent_bytes)
+        return {
+            source: tuple(
+                (
+                    step,
+                    None
+                    if step == "replacement"
+                    else read_s
+                    if (step, source) == ("retrieval", "persistent")
+                    else costs.step_s(step, source),
+                )
+                for step in RECOVERY_STEPS
+            )
+            for source in SOURCES
+        }
+
+    def _begin_recovery(self, record: FailureRecord) -> None:
+        """The recovery's steps back to back from now, each charged to `record` as if the recovery
+        completes (a failure that cuts it short takes back what did not happen, see `_settle`). A step
+        that costs nothing is no segment, and a recovery that costs nothing ends at once."""
+        t = self.now
+        segments: list[Segment] = []
+        for step, cost in self._steps[record.recovered_from]:
+            duration = cost if cost is not None else max(0.0, self.replaced_by - t)
             if duration > 0:
-                self._open_phase(step, record)
-                yield self.env.timeout(duration)
-                self._close_phase(self.env.now)
-        self._finish_recovery(record)
+                end = t + duration
+                segments.append((step, t, end, (t, math.inf) if segments else (t, self._arm())))
+                self._charge_step(record, step, t, end)
+                t = end
+        if segments:
+            self._segments = segments
+        else:
+            self._finish_recovery(record)
+
+    def _end_phase(self) -> None:
+        """The phase ran to its end: a persistent checkpoint starts uploading, or a recovery completes
+        (its steps are charged already)."""
+        if self.recovery is None:
+            for kind, start, end, _ in self._segments:
+                self._charge_training(kind, start, end, True)
+            self.checkpoints.start_upload(self._target, self.now)
+            self._begin_training()
+        else:
+            self._finish_recovery(self.recovery)  # and training resumes
+
+    def _settle(self, now: float, order: tuple[float, float]) -> None:
+        """Account the current phase's segments up to `now`, which an event of `order` ends."""
+        record = self.recovery
+        for kind, start, end, end_order in self._segments:
+            complete = end < now or (end == now and end_order < order)
+            if record is None:
+                if start > now:
+                    break
+                self._charge_training(kind, start, end if complete else now, complete)
+                if not complete:
+                    break
+            elif not complete:  # a recovery step cut short or never begun: charge what happened
+                self._charge_step(record, kind, start, max(start, now))
+        self._segments = [_IDLE]
 
     # ---- failures and recovery ----------------------------------------------------------------
     def _on_failure(self, event: FailureEvent) -> None:
-        now = self.env.now
+        now = self.now
         in_recovery = self.recovery is not None
-        self._close_phase(now)
-        self._promote_persistent(now)
+        self._repeat = None  # a repeat failure is due only after a recovery that this one now replaces
+        checkpoints = self.checkpoints
+        checkpoints.promote(now)
         if not in_recovery:
-            self._advance_in_memory(now)
-        hardware = set(event.machines) if event.hardware else set()
+            checkpoints.advance_in_memory(now)
         no_spare = False
-        for machine in sorted(hardware - self.awaiting):
-            spare_at, ready_at = self._order_replacement(machine, now)
-            no_spare |= spare_at > now
-            self.spare_by = max(self.spare_by, spare_at)
-            self.replaced_by = max(self.replaced_by, ready_at)
-        self.awaiting |= hardware
-        if self.mem is not None:
-            self.mem.lost |= hardware
+        if event.hardware:
+            hardware = set(event.machines)
+            for machine in sorted(hardware - self.awaiting):
+                spare_at, ready_at = self._order_replacement(machine, now)
+                no_spare |= spare_at > now
+                self.spare_by = max(self.spare_by, spare_at)
+                self.replaced_by = max(self.replaced_by, ready_at)
+            self.awaiting |= hardware
+            checkpoints.lose(hardware)
         if in_recovery and self.recovery.recovered_from == "persistent":
             # Once a recovery goes to storage, CPU memory cannot become usable again before it ends.
-            source, target = "persistent", self.persistent_progress
+            source, target = "persistent", checkpoints.persistent_progress
         else:
-            source, target = self._restore_point()
+            source, target = checkpoints.restore_point()
         lost = max(0.0, self.progress - target)
         self.progress = target
-        self.totals["lost_progress"] += lost
         record = FailureRecord(
             time_s=now,
             machines=len(event.machines),
@@ -229,46 +356,20 @@ class ClusterSimulation:
         )
         self.records.append(record)
         self.recovery = record
-
-    def _restore_point(self) -> tuple[str, float]:
-        """Where the job restarts from: CPU memory when every machine's checkpoint survives somewhere."""
-        mem = self.mem
-        if mem is not None:
-            survives = (
-                not mem.lost
-                if not mem.replicated
-                else (self.placement is not None and self.placement.recoverable(mem.lost))
-            )
-            if survives:
-                return ("peer" if mem.lost else "local"), mem.progress
-        return "persistent", self.persistent_progress
-
-    def _may_strike(self) -> bool:
-        """`failures.strike_during_recovery = false` (the paper's Fig. 15 accounting): none strikes then."""
-        return self.recovery is None or self.scenario.failures.strike_during_recovery
-
-    def _step_duration(self, step: str, record: FailureRecord) -> float:
-        if step == "retrieval" and record.recovered_from == "persistent":
-            return self._storage_read_s()
-        wait = max(0.0, self.replaced_by - self.env.now)
-        return self.plan.recovery.step_s(step, record.recovered_from, replacement_wait_s=wait)
-
-    def _storage_read_s(self) -> float:
-        """Reading the persistent checkpoint through the shared storage (a failure cancels it)."""
-        now = self.env.now
-        return self.storage.finish_s(self.storage.start("retrieval", self.persistent_bytes, now)) - now
+        self._begin_recovery(record)
 
     def _finish_recovery(self, record: FailureRecord) -> None:
+        now = self.now
         record.recovery_completed = True
         self.awaiting.clear()
         self.replaced_by = self.spare_by = 0.0
         self.recovery = None
+        self.checkpoints.restarted(record.recovered_from, self.progress)
+        self._begin_training()
         if self.ops is not None and (slot := self.ops.faulty_slot()) is not None:
-            self._repeat_token += 1
-            self.env.process(self._repeat_failure(slot, self._repeat_token))
-        self.mem_taken.clear()
-        if record.recovered_from == "persistent":
-            self.mem = _MemCheckpoint(self.progress, replicated=False) if self.placement else None
+            # Armed after the training phase, as the repeat's own process used to be.
+            at = now + self.scenario.operations.refail_after_restart_s
+            self._repeat = (at, slot, (now, self._arm()))
 
     def _order_replacement(self, machine: int, now: float) -> tuple[float, float]:
         """(a spare is found at, the replacement is ready at) for a failed machine. Plain model: it is
@@ -279,76 +380,47 @@ class ClusterSimulation:
         heapq.heappush(self.spare_ready, now + self.scenario.cluster.replacement_delay_s)
         return now, max(now, heapq.heappop(self.spare_ready))
 
-    # ---- checkpoints --------------------------------------------------------------------------
-    def _start_upload(self, progress: float) -> None:
-        now = self.env.now
-        self._promote_persistent(now, cancel=False)  # the previous upload is complete by now
-        self.persistent_uploads += 1
-        self.pending_persistent.append((progress, self.storage.start("upload", self.persistent_bytes, now)))
-
-    def _promote_persistent(self, now: float, cancel: bool = True) -> None:
-        """Uploads finished by `now` become the persistent checkpoint; at a failure (`cancel`) every
-        unfinished transfer dies with the job."""
-        for progress, upload in self.pending_persistent:
-            if self.storage.finish_s(upload) <= now:
-                self.persistent_progress = max(self.persistent_progress, progress)
-        self.pending_persistent.clear()
-        if cancel:
-            self.storage.cancel_all(now)
-
-    def _note_snapshots(self, start_wall: float, start_progress: float, end_progress: float) -> None:
-        """Record the in-memory snapshots taken while progress went from start to end (grid points)."""
-        grid = self.plan.mem_interval_s
-        if grid is None:
-            return
-        last = math.floor(end_progress / grid + _EPS) * grid
-        wall_per_progress = 1.0 / self.plan.progress_rate
-        for point in (last - grid, last):
-            if point > start_progress + _EPS:
-                self.mem_taken.append((point, start_wall + (point - start_progress) * wall_per_progress))
-        del self.mem_taken[:-2]
-
-    def _advance_in_memory(self, now: float) -> None:
-        """The newest snapshot whose replicas were complete by `now` replaces the in-memory checkpoint."""
-        for progress, taken_at in reversed(self.mem_taken):
-            if taken_at + self.plan.mem_ckpt_time_s <= now + _EPS:
-                if self.mem is None or progress > self.mem.progress:
-                    self.mem = _MemCheckpoint(progress)
-                return
-
     # ---- time accounting ----------------------------------------------------------------------
-    def _open_phase(self, kind: str, record: FailureRecord | None = None) -> None:
-        self._phase = (kind, self.env.now, record)
-        self._segment_start_progress = self.progress
-
-    def _close_phase(self, now: float, progress_reached: float | None = None) -> None:
-        kind, start, record = self._phase
-        elapsed = now - start
+    def _charge_training(self, kind: str, start: float, until: float, complete: bool) -> None:
+        """Account training or a stall from `start` to `until`; complete training reached its target."""
+        elapsed = until - start
         if kind == "train":
-            made = elapsed * self.plan.progress_rate
-            end = progress_reached if progress_reached is not None else self.progress + made
-            self.totals["checkpoint"] += elapsed - made
-            self._note_snapshots(start, self._segment_start_progress, end)
+            made = elapsed * self._rate
+            end = self._target if complete else self.progress + made
+            self.checkpoint_s += elapsed - made
+            self.checkpoints.note_snapshots(start, self.progress, end)
             self.progress = end
+            if complete:
+                self.persistent_skipped += self._skipped
         elif kind == "stall":
-            self.totals["checkpoint"] += elapsed
-        elif kind != "idle":
-            assert record is not None
-            if kind == "replacement" and self.spare_by > start:
+            self.checkpoint_s += elapsed
+
+    def _charge_step(self, record: FailureRecord, step: str, start: float, until: float) -> None:
+        """`record`'s recovery `step` lasted from `start` to `until` (each step happens once per record)."""
+        elapsed = until - start
+        if step == "replacement":
+            waited = 0.0
+            if self.spare_by > start:
                 # The part spent waiting for the spare pool is its own waste component.
                 waited = min(elapsed, self.spare_by - start)
-                self.totals["spare_wait"] += waited
-                record.spare_wait_s += waited
                 elapsed -= waited
-            self.totals[kind] += elapsed
-            record.add_step(kind, elapsed)
-        self._phase = ("idle", now, None)
+            record.spare_wait_s = waited
+        record.set_step(step, elapsed)
 
     # ---- results ------------------------------------------------------------------------------
     def _summary(self) -> RunSummary:
-        sc, plan, totals = self.scenario, self.plan, self.totals
-        for record in self.records:
+        sc, plan, records = self.scenario, self.plan, self.records
+        for record in records:
             record.close()
+        # Every recovery second and lost progress belongs to one record: the totals are their sums, in
+        # the order they happened.
+        totals = {
+            "checkpoint": self.checkpoint_s,
+            "lost_progress": sum(r.lost_progress_s for r in records),
+            **{step: sum(r.step_s(step) for r in records) for step in RECOVERY_STEPS},
+            "spare_wait": sum(r.spare_wait_s for r in records),
+        }
+        assert tuple(totals) == WASTE_COMPONENTS
         sources = [r.recovered_from for r in self.records]
         wasted = self.duration_s - self.progress
         ckpt_interval = plan.mem_interval_s if plan.mem_interval_s else plan.persistent_interval_s
@@ -389,7 +461,7 @@ class ClusterSimulation:
             repeat_failures=sum(r.repeat for r in self.records),
             wasted_repeat_failures_s=sum(r.wasted_s for r in self.records if r.repeat),
             retired_machines=self.ops.retired if self.ops is not None else 0,
-            persistent_uploads=self.persistent_uploads,
+            persistent_uploads=self.checkpoints.uploads,
             persistent_skipped=self.persistent_skipped,
         )
 

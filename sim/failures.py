@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from scenarios.errors import UserError
 from scenarios.schema import Scenario
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DAY_S = 86400.0
 FAILURE_TYPES = ("software", "hardware")
@@ -43,18 +47,47 @@ class FailureEvent:
         return "hardware" if self.hardware else "software"
 
 
+class FailureArrivals:
+    """Every failure of one run in time order, as columns: the engine looks ahead through them (and the
+    operations model thins them) without an object per draw, and builds an event only when it strikes."""
+
+    def __init__(self, times: list[float], machines: list[int], build: Callable[[int], FailureEvent]) -> None:
+        self.times = times
+        self.machines = machines
+        """The machine each failure starts at (a correlated failure takes its whole domain down)."""
+        self.event: Callable[[int], FailureEvent] = build
+        """The i-th failure as a `FailureEvent`."""
+
+    @classmethod
+    def of(cls, events: list[FailureEvent]) -> FailureArrivals:
+        return cls([e.time_s for e in events], [e.machines[0] for e in events], events.__getitem__)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
 def generate_failures(
     scenario: Scenario, rng: np.random.Generator, duration_s: float, rate_scale: float = 1.0
 ) -> list[FailureEvent]:
     """All failure events in [0, duration_s), sorted by time; `rate_scale` multiplies every machine's
     rate (the operations model draws at the bad machines' rate and thins per machine)."""
+    arrivals = failure_arrivals(scenario, rng, duration_s, rate_scale)
+    return [arrivals.event(i) for i in range(len(arrivals))]
+
+
+def failure_arrivals(
+    scenario: Scenario, rng: np.random.Generator, duration_s: float, rate_scale: float = 1.0
+) -> FailureArrivals:
+    """`generate_failures` as columns (the same draws from `rng`)."""
     law = scenario.failures.distribution
     if law == "trace":
-        return read_trace(scenario.failures.trace_file, scenario.cluster.machines, duration_s)
+        return FailureArrivals.of(
+            read_trace(scenario.failures.trace_file, scenario.cluster.machines, duration_s)
+        )
     if law == "exponential":
         times, machines, u_type, u_domain = _superposed_poisson(scenario, rng, duration_s, rate_scale)
-        return _to_events(scenario, times, machines, u_type, u_domain)
-    return _renewals(scenario, rng, duration_s, rate_scale)
+        return _columns(scenario, times, machines, u_type, u_domain)
+    return FailureArrivals.of(_renewals(scenario, rng, duration_s, rate_scale))
 
 
 def _superposed_poisson(
@@ -137,23 +170,26 @@ def _renewals(
     return events
 
 
-def _to_events(
+def _columns(
     scenario: Scenario, times: np.ndarray, machines: np.ndarray, u_type: np.ndarray, u_domain: np.ndarray
-) -> list[FailureEvent]:
+) -> FailureArrivals:
     fails = scenario.failures
     domain = scenario.cluster.failure_domain_size
     n = scenario.cluster.machines
-    events = []
-    for t, machine, ut, ud in zip(
-        times.tolist(), machines.tolist(), u_type.tolist(), u_domain.tolist(), strict=True
-    ):
-        if ud < fails.correlated_fraction:
+    time_list, machine_list = times.tolist(), machines.tolist()
+    hardware = (u_type < fails.hardware_fraction).tolist()
+    domain_wide = (u_domain < fails.correlated_fraction).tolist()
+
+    def build(i: int) -> FailureEvent:
+        machine = machine_list[i]
+        if domain_wide[i]:
             start = machine // domain * domain
             group = tuple(range(start, min(start + domain, n)))
         else:
             group = (machine,)
-        events.append(FailureEvent(t, group, ut < fails.hardware_fraction))
-    return events
+        return FailureEvent(time_list[i], group, hardware[i])
+
+    return FailureArrivals(time_list, machine_list, build)
 
 
 def read_trace(path: Path | None, machines: int, duration_s: float) -> list[FailureEvent]:
@@ -161,6 +197,8 @@ def read_trace(path: Path | None, machines: int, duration_s: float) -> list[Fail
     (hardware if any of its rows is)."""
     if path is None:
         raise UserError("failures.trace_file", None, "required when failures.distribution = 'trace'")
+    import pandas as pd  # only traces need it; a run without one starts without pandas
+
     try:
         table = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

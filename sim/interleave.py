@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from scenarios.errors import UserError
 from scenarios.schema import SCHEMES, Scenario
 from sim.interleave_exec import Execution, execute
 from sim.interleave_plan import Plan, naive_plan, partition_checkpoint
 from sim.interleave_timeline import Timeline, build_timeline, gpu_memory_left_bytes, nic_share_bytes_per_s
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MIB = 1024**2
 
@@ -52,6 +54,8 @@ class SchemeResult:
 
     def intervals_frame(self) -> pd.DataFrame:
         """The execution trace: one row per interval (start_s, end_s, kind, label)."""
+        import pandas as pd  # only for this table: the engine prices checkpoints through this module
+
         return pd.DataFrame(
             [vars(interval) for interval in self.execution.intervals],
             columns=["start_s", "end_s", "kind", "label"],

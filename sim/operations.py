@@ -55,15 +55,27 @@ class Operations:
         cfg = self.config
         return cfg.bad_rate_multiplier if cfg.bad_machine_fraction > 0 else 1.0
 
-    def keeps(self, event: FailureEvent) -> bool:
-        """Thinning: a failure drawn at the bad rate is kept for a good host with probability 1/multiplier.
+    @property
+    def thins(self) -> bool:
+        """Whether failures are drawn at a higher rate than a good host's and thinned (`keeps`)."""
+        return self.thinning and self.rate_scale != 1.0
+
+    def next_kept(self, slots: list[int], kept_anyway: list[bool], start: int) -> int:
+        """Thinning: the index of the first failure from `start` on that is kept (len(slots) if none). A
+        failure drawn at the bad rate is kept for a bad host, and for a good one with probability
+        1/multiplier: `kept_anyway[i]` is that coin, tossed for every drawn failure at once (`thinning_coins`).
 
         Decided with the hosts in place when the previous failure was handled, so that thinned draws cost
         no SimPy event; a repeat failure that swaps that very slot's host in between is not seen (rare)."""
-        scale = self.rate_scale
-        if not self.thinning or scale == 1.0:
-            return True
-        return self.bad[self.slot_host[event.machines[0]]] or self.rng.random() * scale < 1.0
+        bad, hosts = self.bad, self.slot_host
+        for i in range(start, len(slots)):
+            if kept_anyway[i] or bad[hosts[slots[i]]]:
+                return i
+        return len(slots)
+
+    def thinning_coins(self, count: int, rng: np.random.Generator) -> list[bool]:
+        """For each of `count` drawn failures, whether a good host keeps it (probability 1/multiplier)."""
+        return (rng.random(count) * self.rate_scale < 1.0).tolist()
 
     def admit(self, event: FailureEvent, now: float) -> FailureEvent:
         """The failure as the job sees it (diagnosis, retirement); hosts are swapped at once."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -48,7 +49,13 @@ class Placement:
     def recoverable(self, failed: Iterable[int]) -> bool:
         """True when every machine still has a surviving holder of its checkpoint."""
         lost = set(failed)
-        return not any(lost.issuperset(self.holders_of(i)) for i in lost)
+        rows = self._rows
+        return not any(lost.issuperset(rows[i]) for i in lost)
+
+    @cached_property
+    def _rows(self) -> list[list[int]]:
+        # The holders as Python lists, built once: the engine asks `recoverable` at every failure.
+        return self.holders.tolist()
 
     def holder_sets(self) -> list[frozenset[int]]:
         """Distinct holder sets: the failure sets that lose some checkpoint are supersets of these."""

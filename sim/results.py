@@ -18,9 +18,9 @@ from scenarios.loader import to_toml
 from scenarios.schema import Scenario
 from sim.adaptive import DEFAULT_MAX_SEEDS, AdaptivePolicy, AdaptiveReport
 from sim.engine import RunResult, simulate
-from sim.intervals import RATIO_RANGE, half_width, mean_ci
 from sim.records import FAILURE_COLUMNS, KEY_COLUMNS
 from sim.results_io import SCENARIO, read_table, write_table
+from sim.seed_means import COLUMNS, seed_means
 
 SUMMARY_FILE = "summary.parquet"
 FAILURES_FILE = "failures.parquet"
@@ -132,41 +132,12 @@ def summary_table(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Mean over seeds per group, with the 95% interval of the effective training time ratio.
 
     `ratio_ci95` is the Student-t half-width (what `--target-ci` is compared with); `ratio_ci_low` and
-    `ratio_ci_high` are the interval's bounds clipped to [0, 1] (`sim.intervals.mean_ci`).
+    `ratio_ci_high` are the interval's bounds clipped to [0, 1] (`sim.intervals.mean_ci`). Each row is
+    `sim.seed_means.seed_means` of its group, which `gemini-ft simulate` also prints without pandas.
     """
     by = by or ["scenario", "policy"]
-    grouped = summary.groupby(by, sort=False, dropna=False)
-    table = grouped.agg(
-        seeds=("seed", "count"),
-        ratio=("effective_ratio", "mean"),
-        wasted_h=("wasted_s", "mean"),
-        failures=("failures", "mean"),
-        from_cpu_memory=("fraction_from_cpu_memory", "mean"),
-    )
-    intervals = grouped["effective_ratio"].agg(
-        ratio_ci95=lambda x: half_width(x) if len(x) > 1 else 0.0,
-        ratio_ci_low=lambda x: mean_ci(x, RATIO_RANGE)[1],
-        ratio_ci_high=lambda x: mean_ci(x, RATIO_RANGE)[2],
-    )
-    table = table.join(intervals)
-    table["wasted_h"] /= 3600.0
-    with_failures = summary[summary["failures"] > 0]
-    per_failure = (with_failures["wasted_s"] - with_failures["wasted_checkpoint_s"]) / with_failures[
-        "failures"
-    ]
-    table["wasted_per_failure_min"] = (
-        per_failure.groupby([with_failures[c] for c in by], sort=False).mean() / 60.0
-    )
-    return table[
-        [
-            "seeds",
-            "ratio",
-            "ratio_ci95",
-            "ratio_ci_low",
-            "ratio_ci_high",
-            "wasted_h",
-            "failures",
-            "wasted_per_failure_min",
-            "from_cpu_memory",
-        ]
-    ]
+    rows = []
+    for key, group in summary.groupby(by, sort=False, dropna=False):
+        values = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, values, strict=True)), **seed_means(group.to_dict("records"))})
+    return pd.DataFrame(rows, columns=[*by, *COLUMNS]).set_index(by)

@@ -91,6 +91,8 @@ class SharedStorage:
         """From self.now to `until` with no arrival: (completion time of each transfer done by then,
         bytes left of each transfer still running then). Between two completions or latency ends the
         transfers moving bytes each get an equal share of the bandwidth."""
+        if len(self.transfers) == 1:
+            return self._simulate_alone(self.transfers[0], until)
         remaining = {x: x.remaining_bytes for x in self.transfers}
         done: dict[Transfer, float] = {}
         t = self.now
@@ -113,3 +115,23 @@ class SharedStorage:
                 if remaining[x] <= _EPS * max(1.0, x.nbytes):
                     done[x] = t
         return done, {x: b for x, b in remaining.items() if x not in done}
+
+    def _simulate_alone(
+        self, x: Transfer, until: float
+    ) -> tuple[dict[Transfer, float], dict[Transfer, float]]:
+        """`_simulate` for one transfer in flight, the engine's usual case (it allows one upload at a time),
+        step for step the same arithmetic without the general loop's bookkeeping."""
+        t = self.now
+        if t >= until:
+            return {}, {x: x.remaining_bytes}
+        if x.ready_s > t + _EPS:
+            t = min(x.ready_s, until)
+            if t >= until:
+                return {}, {x: x.remaining_bytes}
+        finish = t + x.remaining_bytes * 8 / self.bits_per_s
+        if finish <= until:
+            return {x: finish}, {}
+        left = max(0.0, x.remaining_bytes - self.bits_per_s * (until - t) / 8)
+        if left <= _EPS * max(1.0, x.nbytes):
+            return {x: until}, {}
+        return {}, {x: left}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,14 +67,21 @@ def run_task(task: Task) -> tuple[dict, list[dict]]:
     return run_result_frames(simulate(task.scenario, task.seed), extra)
 
 
+def run_task_summary(task: Task) -> tuple[dict, list[dict]]:
+    """`run_task` without the failure rows, for callers that read only the summary: a run's hundreds of
+    failure rows cost more to build and send back from a worker than the run itself."""
+    return {**simulate(task.scenario, task.seed).summary.row(), "point": task.point, **task.values}, []
+
+
 def run_tasks(
-    tasks: list[Task], workers: int = 1, dask: str | None = None
+    tasks: list[Task], workers: int = 1, dask: str | None = None, *, failures: bool = True
 ) -> Iterator[tuple[Task, dict, list[dict]]]:
     """Run any list of tasks (not only a grid's) with the sweep's executors; yields (task, summary row,
-    failure rows) as each finishes. `sim.advise` runs its candidates through it."""
+    failure rows, empty with `failures=False`) as each finishes. `sim.advise` runs its candidates
+    through it."""
     if workers < 1:
         raise UserError("workers", workers, "must be an integer ≥ 1")
-    for task, (row, records) in _execute(tasks, workers, dask):
+    for task, (row, records) in _execute(tasks, workers, dask, run_task if failures else run_task_summary):
         yield task, row, records
 
 
@@ -183,21 +190,21 @@ def _run_tasks(
 
 
 def _execute(
-    tasks: list[Task], workers: int, dask: str | None
+    tasks: list[Task], workers: int, dask: str | None, function: Callable[[Task], Any] = run_task
 ) -> Iterator[tuple[Task, tuple[dict, list[dict]]]]:
-    """Yield (task, result) as runs finish: in-process, in a process pool, or on Dask."""
+    """Yield (task, function(task)) as runs finish: in-process, in a process pool, or on Dask."""
     if not tasks:
         return
     if dask is not None:
-        yield from _execute_dask(tasks, workers, dask)
+        yield from _execute_dask(tasks, workers, dask, function)
     elif workers == 1:
         for task in tasks:
-            yield task, run_task(task)
+            yield task, function(task)
     else:
         with ProcessPoolExecutor(
             max_workers=workers, initializer=_die_with_parent, initargs=(os.getpid(),)
         ) as pool:
-            futures = {pool.submit(run_task, task): task for task in tasks}
+            futures = {pool.submit(function, task): task for task in tasks}
             try:
                 for future in as_completed(futures):
                     yield futures[future], future.result()
@@ -207,7 +214,7 @@ def _execute(
 
 
 def _execute_dask(
-    tasks: list[Task], workers: int, address: str
+    tasks: list[Task], workers: int, address: str, function: Callable[[Task], Any]
 ) -> Iterator[tuple[Task, tuple[dict, list[dict]]]]:
     try:
         from dask.distributed import Client, LocalCluster
@@ -226,7 +233,7 @@ def _execute_dask(
             cluster.close()
         raise UserError("dask", address, f"cannot reach a Dask scheduler there ({exc})") from None
     try:
-        futures = client.map(run_task, tasks, pure=False)
+        futures = client.map(function, tasks, pure=False)
         by_key = {future.key: task for future, task in zip(futures, tasks, strict=True)}
         for future in dask_completed(futures):
             yield by_key[future.key], future.result()

@@ -367,6 +367,8 @@ def sweep_points(
     Metrics: `effective_ratio` with its 95% half-width `effective_ratio_ci95` over seeds, every
     `wasted_*_s` component, the checkpoint intervals and failure counts.
     """
+    from sim.intervals import half_width  # numpy: here, not where real runs import the trackers
+
     columns = [c for c in swept if c in summary.columns] or [c for c in SWEEP_HPARAMS if c in summary.columns]
     metrics = [
         c for c in summary.columns if c in SWEEP_METRICS or (c.startswith("wasted_") and c.endswith("_s"))
@@ -379,8 +381,8 @@ def sweep_points(
         params = flat_hparams({c: first[c] for c in columns})
         params["seeds"] = len(rows)
         values = {f"sweep/{m}": float(rows[m].mean()) for m in metrics}
-        sd = float(rows["effective_ratio"].std()) if len(rows) > 1 else 0.0
-        values["sweep/effective_ratio_ci95"] = 1.96 * sd / math.sqrt(len(rows))
+        # The sweep summary's Student-t interval (NaN for a single seed: no interval, not a zero one).
+        values["sweep/effective_ratio_ci95"] = half_width(rows["effective_ratio"])
         points.append((f"point-{number:05d}", params, values))
     return points
 

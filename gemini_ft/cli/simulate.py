@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gemini_ft.cli.options import (
     add_adaptive_arguments,
@@ -12,6 +13,9 @@ from gemini_ft.cli.options import (
     load_scenario_from,
     positive_int,
 )
+
+if TYPE_CHECKING:
+    from scenarios.schema import Scenario
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,10 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+BY = ["scenario", "policy", "placement", "machines"]
+
+
 def run(args: argparse.Namespace) -> int:
-    from gemini_ft.cli.tables import format_summary
     from scenarios.errors import UserError
-    from sim.results import run_seeds, summary_table, write_results
 
     positive_int("seeds", args.seeds)
     if args.out is not None:
@@ -51,6 +56,29 @@ def run(args: argparse.Namespace) -> int:
         check_output("out", args.out, kind="file")
         check_output("out", args.out.with_name(args.out.stem + ".failures.parquet"), kind="file")
     scenario = load_scenario_from(args, {"run.seeds": args.seeds} if args.seeds else None)
+    if args.out is None and not args.json and args.target_ci is None:
+        return _print_summary(scenario)
+    return _run_with_results(args, scenario)
+
+
+def _print_summary(scenario: Scenario) -> int:
+    """Only the printed table: its rows come straight from the runs' summaries, with no DataFrame (pandas
+    and pyarrow are most of a small simulation's CPU time; they load only for files and JSON)."""
+    from gemini_ft.cli.tables import format_summary_rows
+    from sim.engine import simulate
+    from sim.seed_means import group_means
+
+    single = scenario.model_copy(update={"sweep": {}})
+    seeds = range(scenario.run.base_seed, scenario.run.base_seed + scenario.run.seeds)
+    rows = [simulate(single, seed).summary.row() for seed in seeds]
+    print(format_summary_rows(group_means(rows, BY), BY))
+    return 0
+
+
+def _run_with_results(args: argparse.Namespace, scenario: Scenario) -> int:
+    from gemini_ft.cli.tables import format_summary
+    from sim.results import run_seeds, summary_table, write_results
+
     results = run_seeds(
         scenario.model_copy(update={"sweep": {}}), target_ci=args.target_ci, max_seeds=args.max_seeds
     )
@@ -60,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if results.adaptive is not None:
         print(results.adaptive.describe())
-    print(format_summary(summary_table(results.summary, ["scenario", "policy", "placement", "machines"])))
+    print(format_summary(summary_table(results.summary, BY)))
     if paths:
         print("wrote " + ", ".join(map(str, paths)))
     return 0

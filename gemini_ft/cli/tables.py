@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUMMARY_FORMATS = {
     "ratio": "{:.4f}".format,
@@ -19,8 +22,37 @@ SUMMARY_FORMATS = {
 
 def format_summary(table: pd.DataFrame) -> str:
     """`sim.results.summary_table` as text: one row per group, the ratio with its interval."""
-    formats = {column: f for column, f in SUMMARY_FORMATS.items() if column in table.columns}
-    return table.to_string(formatters=formats, na_rep="-")
+    by = [name for name in table.index.names if name is not None]
+    return format_summary_rows(table.reset_index().to_dict("records"), by)
+
+
+def format_summary_rows(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
+    """Rows of `sim.seed_means.group_means` (the group's `by` values, then the table's columns) as a
+    fixed-width table: the group columns left-aligned, the numbers right-aligned, NaN as "-"."""
+    from sim.seed_means import COLUMNS
+
+    columns = [*by, *COLUMNS]
+    cells = [[_cell(column, row[column], column in by) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    grouped = len(by)
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            value.ljust(width) if i < grouped else value.rjust(width)
+            for i, (value, width) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([line(columns), *(line(values) for values in cells)])
+
+
+def _cell(column: str, value: Any, group: bool) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if column in SUMMARY_FORMATS:
+        return SUMMARY_FORMATS[column](value)
+    if isinstance(value, float):  # a swept value as written (0.015), an interval bound to 6 decimals
+        return f"{value:g}" if group else f"{value:.6f}"
+    return str(value)
 
 
 def to_json(value: Any) -> str:

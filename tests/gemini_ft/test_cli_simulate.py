@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,17 @@ def exit_code(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+
+
+def test_simulate_prints_without_pandas() -> None:
+    # Printing a summary needs no DataFrame: pandas and pyarrow are most of a small run's CPU time.
+    code = (
+        "import sys; from gemini_ft.cli import main; "
+        "main(['simulate', 'gpt2-100b-p4d', '--seeds', '2', '--set', 'run.duration_days=3']); "
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'scipy') if m in sys.modules))"
+    )
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert printed.strip().endswith("[]")
+    header, row = printed.splitlines()[:2]
+    assert header.split()[:5] == ["scenario", "policy", "placement", "machines", "seeds"]
+    assert row.split()[:5] == ["gpt2-100b-p4d", "gemini", "group", "16", "2"]

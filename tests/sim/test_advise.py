@@ -32,6 +32,9 @@ def test_recommendation_is_within_the_ci_of_the_exhaustive_best(scenario) -> Non
     table = exhaustive.candidates.set_index("label")
     best = exhaustive.best
     recommended = table.loc[halving.best["label"]]
+    # ratio_ci95 is the sweep summary's Student-t half-width over the 8 seeds (t(0.975, 7) = 2.365), no
+    # longer z = 1.96: the interval this bound allows is 21% wider than it was, as wide as the interval
+    # every other table of the project prints for 8 seeds.
     assert best["ratio"] - recommended["ratio"] <= best["ratio_ci95"] + 1e-12
     assert halving.runs < exhaustive.runs  # successive halving ran fewer simulations
     # Every candidate of the exhaustive search ran the same seeds (common random numbers).

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from analysis.tables import effective_ratio_table
-from sim.intervals import NON_NEGATIVE, RATIO_RANGE, half_width, mean_ci
+from sim.intervals import NON_NEGATIVE, RATIO_RANGE, half_width, mean_ci, t_quantile
 from sim.results import summary_table
 
 
@@ -20,6 +20,14 @@ def test_student_t_half_width() -> None:
     assert half_width(x) == pytest.approx(expected)
     assert math.isnan(half_width([0.5])) and math.isnan(mean_ci([0.5])[1])
     assert mean_ci([])[3] == 0 and math.isnan(mean_ci([])[0])
+
+
+def test_tabulated_t_quantiles_are_scipys() -> None:
+    # Up to 64 seeds the 95% quantile comes from a table (no scipy import); beyond, and for any other
+    # confidence, from scipy itself: the same numbers either way.
+    for df in range(1, 70):
+        assert t_quantile(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-14)
+    assert t_quantile(5, 0.9) == pytest.approx(stats.t.ppf(0.95, 5), rel=1e-14)
 
 
 def test_interval_never_leaves_the_range() -> None:

@@ -153,7 +153,9 @@ def _single(rank: _Rank, pairs: int, work: Path, track_pairs: int, track: str) -
     memcpy_s = min(memcpy_times)
     snapshot_s, committed_s = min(copy_times), min(full_times)
 
-    recovery = RecoveryConfig(rank=0, world_size=1, procs_per_machine=1, run_dir=work, chunk_bytes=CHUNK_BYTES)
+    recovery = RecoveryConfig(
+        rank=0, world_size=1, procs_per_machine=1, run_dir=work, chunk_bytes=CHUNK_BYTES
+    )
 
     def local_recovery() -> None:
         plan = plan_recovery(recovery, shm, None)

@@ -311,7 +311,9 @@ def _local_copies(runs: list[Run], base: Scenario) -> list[Parameter]:
     if restores.empty or not rate.fitted:
         return copies
     seconds_per_byte = 1 / (float(rate.value) * GBPS)
-    fixed = fit_mean(restores["retrieve_s"].to_numpy(float) - restores["bytes"].to_numpy(float) * seconds_per_byte)
+    fixed = fit_mean(
+        restores["retrieve_s"].to_numpy(float) - restores["bytes"].to_numpy(float) * seconds_per_byte
+    )
     how = (
         f"mean of {fixed.n} job-level local retrievals less bytes / interleave.gpu_to_cpu_gbps"
         " (a restore starts a cold process; snapshot copies' intercept"

@@ -125,7 +125,8 @@ class RealRunConfig(BaseModel):
         0.0, ge=0, le=1000, description="One-way machine-to-machine delay in ms (tc netem); needs netns."
     )
     track: Literal["none", "tensorboard", "wandb"] = Field(
-        "none", description="Experiment tracker the launcher logs the job's view to (realrun.testbed.tracking)."
+        "none",
+        description="Experiment tracker the launcher logs the job's view to (realrun.testbed.tracking).",
     )
     track_dir: Path | None = Field(
         None, description="Tracking directory, one run per job inside; default: <out>/track."

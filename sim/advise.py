@@ -3,7 +3,10 @@
 It searches checkpoint policy × in-memory interval × replicas × placement × standby (spare) machines,
 skipping candidates the schema rejects (CPU memory) or the placement cannot build, with common random
 numbers (every candidate runs the same seeds, so it sees the same failures) and successive halving
-(all candidates on a few seeds, the best third on η times as many, ...). Candidates run through
+(all candidates on a few seeds, the best third on η times as many, ...). The recommendation is the
+cheapest finalist (fewest spare machines, then least CPU memory) whose ratio the highest one does not
+beat beyond the 95% interval of their paired difference. Spare counts are tried around the
+scenario's own (0, S/2, S, 2S). Candidates run through
 `sim.sweep.run_tasks`, so worker processes and Dask serve it as they serve sweeps. `format_advice`
 renders the result as text; `analysis.advise_figures` draws the frontier.
 """
@@ -32,7 +35,17 @@ class SearchSpace:
     in_memory_every_iterations: tuple[int, ...] = (1, 2, 4)
     replicas: tuple[int, ...] = (1, 2, 3)
     placements: tuple[str, ...] = ("group", "ring", "mixed")
-    standby_machines: tuple[int, ...] = (0, 2, 8)
+    standby_machines: tuple[int, ...] | None = None
+    """None: around the scenario's own count S (0, S/2, S, 2S), or 0, 2 and 8 when it has none."""
+
+    def standby_for(self, scenario: Scenario) -> tuple[int, ...]:
+        if self.standby_machines is not None:
+            return self.standby_machines
+        # The scenario's own pool must be a candidate: a search that only tried fewer spares than it
+        # has would recommend something worse than what the user runs today (0, 2, 8 against
+        # llama3-405b-ops's 16 did).
+        own = scenario.cluster.standby_machines
+        return tuple(sorted({0, own // 2, own, 2 * own})) if own else (0, 2, 8)
 
 
 @dataclass(frozen=True)
@@ -121,19 +134,48 @@ def advise(
             break
         seeds, round_ = min(next_seeds, affordable), round_ + 1
     table = _table(scenarios, ratios, reached, range(first_seed, first_seed + min(seeds, min_seeds)))
-    # Ties (common random numbers make equivalent configurations equal) go to the cheaper one.
     finalists = table[table["round"] == round_].sort_values(
         ["ratio", "spare_machines", "cpu_memory_gib"], ascending=[False, True, True], kind="stable"
     )
-    best = finalists.iloc[0]
-    runner_up = finalists.iloc[1] if len(finalists) > 1 else None
+    # The recommendation is the cheapest finalist (fewest spares, then least CPU memory) that the top
+    # one does not beat significantly on their common seeds: paying for a difference within noise is
+    # what a capacity planner asks the tool to avoid. Exact ties (common random numbers make
+    # equivalent configurations equal) go to the cheaper one too.
+    top = finalists.iloc[0]
+    as_good = [
+        index
+        for index, row in finalists.iterrows()
+        if not _significantly_better(ratios[_key(top)], ratios[_key(row)])
+    ]
+    ranked = pd.concat(
+        [
+            finalists.loc[as_good].sort_values(
+                ["spare_machines", "cpu_memory_gib", "ratio"], ascending=[True, True, False], kind="stable"
+            ),
+            finalists.drop(index=as_good),
+        ]
+    )
+    best = ranked.iloc[0]
+    runner_up = ranked.iloc[1] if len(ranked) > 1 else None
     difference = None
     if runner_up is not None:
-        a, b = ratios[_key(best)], ratios[_key(runner_up)]
-        common = sorted(set(a) & set(b))
-        diffs = np.array([a[s] - b[s] for s in common])
+        diffs = _paired(ratios[_key(best)], ratios[_key(runner_up)])
         difference = (float(diffs.mean()), half_width(diffs))
     return Advice(scenario.name, best, runner_up, table, difference, runs, skipped)
+
+
+def _paired(a: dict[int, float], b: dict[int, float]) -> np.ndarray:
+    """Differences a − b on the seeds both ran (common random numbers: a paired comparison)."""
+    return np.array([a[seed] - b[seed] for seed in sorted(set(a) & set(b))])
+
+
+def _significantly_better(a: dict[int, float], b: dict[int, float]) -> bool:
+    """Whether `a`'s ratio beats `b`'s beyond the 95% interval of their paired difference."""
+    diffs = _paired(a, b)
+    if not len(diffs) or not np.any(diffs):
+        return False  # equal on every common seed: equivalent configurations
+    half = half_width(diffs)
+    return bool(diffs.mean() > (0.0 if math.isnan(half) else half))
 
 
 def _candidates(base: Scenario, space: SearchSpace) -> tuple[dict[Candidate, Scenario], dict[str, str]]:
@@ -143,7 +185,7 @@ def _candidates(base: Scenario, space: SearchSpace) -> tuple[dict[Candidate, Sce
     machines = base.cluster.machines
     for policy in space.policies:
         gemini = policy == "gemini"
-        for standby in space.standby_machines:
+        for standby in space.standby_for(base):
             if not gemini:
                 # In-memory settings do not matter: keep the scenario's, so the candidate is the scenario's.
                 ckpt = base.checkpoint
@@ -277,6 +319,8 @@ def format_advice(advice: Advice) -> str:
         diff, half = advice.best_minus_runner_up
         verdict = "significant" if not math.isnan(half) and diff > half else "within noise"
         lines.append(f"  best − runner-up: {diff:+.4f} ± {half:.4f} on common seeds ({verdict})")
+        if diff < 0:
+            lines.append("  (the best is the cheapest candidate within noise of the highest ratio)")
     frontier = advice.candidates[advice.candidates["frontier"]]
     lines.append(f"  frontier (no cheaper candidate does better): {len(frontier)} candidate(s)")
     lines[-1] += " (ratio on the seeds all candidates ran):"

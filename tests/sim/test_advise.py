@@ -7,7 +7,7 @@ import pytest
 
 from analysis.advise_figures import frontier_figure
 from scenarios.loader import load_scenario
-from sim.advise import SearchSpace, advise, format_advice
+from sim.advise import SearchSpace, _significantly_better, advise, format_advice
 
 SPACE = SearchSpace(
     policies=("gemini", "strawman", "young-daly"),
@@ -57,3 +57,27 @@ def test_frontier_figure_has_two_panels(scenario) -> None:
     advice = advise(scenario, space=SPACE, min_seeds=2, max_seeds=2)
     assert advice.candidates["frontier"].any()
     assert len(frontier_figure(advice.candidates).axes) == 2
+
+
+def test_the_cheapest_candidate_within_noise_of_the_top_is_recommended() -> None:
+    # Paired differences on common seeds: a consistent 0.01 lead is significant, noise around 0 is not,
+    # and equal ratios on every seed (equivalent configurations) never are.
+    top = {0: 0.95, 1: 0.96, 2: 0.94, 3: 0.95}
+    assert _significantly_better(top, {seed: ratio - 0.01 for seed, ratio in top.items()})
+    noisy = {0: 0.96, 1: 0.95, 2: 0.95, 3: 0.94}
+    assert not _significantly_better(top, noisy) and not _significantly_better(noisy, top)
+    assert not _significantly_better(top, dict(top))
+
+
+def test_spares_are_searched_around_the_scenarios_own(scenario) -> None:
+    assert SearchSpace().standby_for(scenario) == (0, 2, 8)  # the preset has no spares
+    pool = scenario.with_overrides({"cluster.standby_machines": 16})
+    assert SearchSpace().standby_for(pool) == (0, 8, 16, 32)
+    assert SearchSpace(standby_machines=(1,)).standby_for(pool) == (1,)  # an explicit space wins
+    advice = advise(pool, space=SearchSpace(policies=("strawman",)), min_seeds=2, max_seeds=2)
+    assert sorted(advice.candidates["spare_machines"]) == [0, 8, 16, 32]
+    finalists = advice.candidates[advice.candidates["round"] == advice.candidates["round"].max()]
+    top = finalists.sort_values("ratio", ascending=False).iloc[0]
+    best = advice.best
+    # Never dearer than the top finalist.
+    assert (best["spare_machines"], best["cpu_memory_gib"]) <= (top["spare_machines"], top["cpu_memory_gib"])

@@ -15,17 +15,16 @@ import re
 import sys
 from collections.abc import Sequence
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import OneLineParser
 from scenarios.version import __version__
 
-# Order is the order in `gemini-ft --help`.
-COMMANDS = (
-    "scenarios", "placement", "simulate", "sweep", "advise", "interleave",
-    "realrun", "calibrate", "validate", "plot", "report",
-)  # fmt: skip
+EVERY = "every"  # build_parser's default: every subcommand with its flags
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = EVERY) -> argparse.ArgumentParser:
+    """The command line. With `only` naming a subcommand, only that one gets its flags (and its module
+    imported) and the others are one-line entries; with None, all are: enough for `--help` and errors."""
     parser = OneLineParser(
         prog="gemini-ft",
         description="Failure recovery with in-memory checkpoints: simulate, run for real, calibrate, plot.",
@@ -33,10 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gemini-ft {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     subparsers.required = True
-    for name in COMMANDS:
-        subcommand = importlib.import_module(f"gemini_ft.cli.{name}").register(subparsers)
-        subcommand.set_defaults(flags=_flags_of(subcommand))
+    for name, help_text in COMMANDS.items():
+        if only in (EVERY, name):
+            subcommand = importlib.import_module(f"gemini_ft.cli.{name}").register(subparsers)
+            subcommand.set_defaults(flags=_flags_of(subcommand))
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand `argv` runs: its first word that is not an option (the top level's options,
+    --help and --version, take no value), or None when that is no subcommand."""
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return word if word in COMMANDS else None
 
 
 def _flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -53,7 +62,9 @@ def _flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Building every subcommand's flags costs more than a small simulation: build only the one run.
+    parser = build_parser(_command(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a one-line parse error: its status is the answer

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import (
     add_execution_arguments,
     add_scenario_arguments,
@@ -18,7 +19,7 @@ from gemini_ft.cli.options import (
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "advise",
-        help="search policy × interval × replicas × placement × standby machines for the best ratio",
+        help=COMMANDS["advise"],
         description="Candidates share their seeds (common random numbers) and are pruned by successive"
         " halving; each is run through the sweep machinery, so --workers and --dask work as for `sweep`.",
     )

@@ -10,15 +10,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import add_set_argument, check_output, preset_names
 
 DEFAULT_BASE = "gpt2-100b-p4d"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "calibrate", help="fit simulator parameters from realrun measurements into a scenario TOML"
-    )
+    parser = subparsers.add_parser("calibrate", help=COMMANDS["calibrate"])
     parser.add_argument("measurements", nargs="+", metavar="MEASUREMENTS", help="measurements.parquet files")
     parser.add_argument(
         "--base",

@@ -10,15 +10,14 @@ import argparse
 import json
 from pathlib import Path
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import add_scenario_arguments, check_output, load_scenario_from
 
 SCHEMES = ("baseline", "blocking", "naive", "no-pipeline", "gemini")  # scenarios.schema.SCHEMES (tested)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "interleave", help="checkpoint traffic interleaving: iteration time and buffer per scheme (paper §5)"
-    )
+    parser = subparsers.add_parser("interleave", help=COMMANDS["interleave"])
     add_scenario_arguments(parser)
     parser.add_argument(
         "--scheme",

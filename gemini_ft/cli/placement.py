@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 
+from gemini_ft.cli.commands import COMMANDS
 from scenarios.placements import PLACEMENTS, REGISTRY
 
 METHODS = ("exact", "enumerate", "montecarlo")  # sim.recovery_probability.METHODS, checked by a test
@@ -23,7 +24,7 @@ SHOW_LIMIT = 100_000
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "placement",
-        help="probability that every checkpoint survives k simultaneous failures, per placement",
+        help=COMMANDS["placement"],
         description=(
             "Probability that every machine's checkpoint can be recovered from CPU memory when k machines "
             "(or k whole failure domains) fail at once, chosen uniformly."

@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import check_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "plot",
-        help="draw the figures a result file supports (PNG + PDF + CSV)",
+        help=COMMANDS["plot"],
         description="Sim summary (sweep directory or simulate --out file), real-runner measurements, or a "
         "recovery-probability table: writes every figure it supports into --out and prints the paths.",
     )

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import add_model_flags, check_output, model_values
 from realrun.config import RealRunConfig
 
@@ -26,7 +27,7 @@ METAVARS = {"keep_alive_s": "SECONDS", "failures": "SPEC", "model_size": "SIZE",
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "realrun",
-        help="train a GPT with DDP + in-memory checkpoints on local emulated machines, with failures",
+        help=COMMANDS["realrun"],
         description="Failures: sw@step=N:rank=R (kill a training process), hw@step=N:machine=M (kill a"
         " machine and wipe its memory), optionally :during=snapshot|replicate; random:count=C:seed=S.",
     )

@@ -8,13 +8,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import check_output, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "report",
-        help="run the preset sweeps and write every paper figure plus index.html",
+        help=COMMANDS["report"],
         description="Runs the sweeps behind the paper's figures, writes each figure as PNG, PDF and CSV, "
         "findings.csv and an index.html comparing the paper's findings with the values obtained.",
     )

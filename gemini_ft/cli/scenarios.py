@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import add_scenario_arguments, add_set_argument, load_scenario_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("scenarios", help="list, show and validate scenarios")
+    parser = subparsers.add_parser("scenarios", help=COMMANDS["scenarios"])
     commands = parser.add_subparsers(dest="scenarios_command", metavar="ACTION", required=True)
 
     commands.add_parser("list", help="list the preset scenarios").set_defaults(func=_list)

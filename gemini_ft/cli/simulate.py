@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import (
     add_adaptive_arguments,
     add_scenario_arguments,
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "simulate",
-        help="simulate one scenario over its seeds",
+        help=COMMANDS["simulate"],
         description="Simulate one scenario (its [sweep] table is ignored; see `sweep`) once per seed.",
     )
     add_scenario_arguments(parser)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import (
     add_adaptive_arguments,
     add_execution_arguments,
@@ -19,7 +20,7 @@ from gemini_ft.cli.options import (
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "sweep",
-        help="run the scenario's [sweep] grid × seeds",
+        help=COMMANDS["sweep"],
         description="Every point of the scenario's [sweep] grid × its seeds, in worker processes or on Dask."
         " With --out, each finished run is written at once and a re-run resumes (or adds seeds).",
     )

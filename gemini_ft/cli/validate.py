@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from scenarios.schema import Scenario
 
+from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import add_set_argument, check_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "validate", help="compare a calibrated scenario's predictions with held-out measurements"
-    )
+    parser = subparsers.add_parser("validate", help=COMMANDS["validate"])
     parser.add_argument("scenario", metavar="SCENARIO", help="calibrated scenario TOML (or a preset)")
     parser.add_argument(
         "measurements", nargs="+", metavar="MEASUREMENTS", help="held-out measurements.parquet files"

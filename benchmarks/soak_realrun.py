@@ -9,7 +9,7 @@ uninterrupted run of the same topology, within its time limit, leaving no shared
 process behind. Prints one table.
 
 Usage: python benchmarks/soak_realrun.py --schedules 20 [--seed 0] [--out DIR] [--time-limit 300]
-[--max-machines 4]. Exit status 0 only if every schedule was bit-exact, nothing was left behind and
+[--max-machines 4] [--device cpu]. Exit status 0 only if every schedule was bit-exact, nothing was left behind and
 every damaged persistent checkpoint was refused.
 """
 
@@ -102,11 +102,12 @@ def draw_failures(rng: np.random.Generator, kind: str, topo: dict) -> list[str]:
     return [f"random:count=2:seed={rng.integers(1 << 20)}"]
 
 
-def config(topo: dict, out: Path, failures: list[str], time_limit: float) -> RealRunConfig:
+def config(topo: dict, out: Path, failures: list[str], time_limit: float, device: str) -> RealRunConfig:
     return RealRunConfig(
         machines=topo["machines"], procs_per_machine=topo["procs"], placement=topo["placement"],
         replicas=topo["replicas"], steps=STEPS, persist_every=PERSIST_EVERY, chunk_mib=topo["chunk"],
         failures=tuple(failures), out=out, port=_free_port(), disk_baseline=False, time_limit_s=time_limit,
+        device=device,
     )  # fmt: skip
 
 
@@ -140,6 +141,7 @@ def run_schedule(
     tally: Tally,
     limit: float,
     max_machines: int,
+    device: str = "cpu",
 ) -> str:
     topo = draw_topology(rng, max_machines)
     kind = KINDS[index % len(KINDS)] if index < len(KINDS) else str(rng.choice(KINDS))
@@ -147,12 +149,12 @@ def run_schedule(
     key = (topo["machines"], topo["procs"])
     if key not in refs:
         ref_dir = work / f"reference-{key[0]}x{key[1]}"
-        result = launch(config(topo, ref_dir, [], limit))
+        result = launch(config(topo, ref_dir, [], limit, device))
         if not result.ok:
             raise SystemExit(f"reference run {key} failed: {result.message}")
         refs[key] = (ref_dir / "final_params.bin").read_bytes()
     out = work / f"schedule{index:03d}"
-    result = launch(config(topo, out, failures, limit))
+    result = launch(config(topo, out, failures, limit, device))
     tally.schedules += 1
     fired = len(list((out / "faults").glob("fired*.json")))
     damaged = len(list((out / "faults").glob("damaged*.json")))
@@ -204,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep the run directories here")
     parser.add_argument("--time-limit", type=float, default=300.0, help="a run past this counts as a hang")
     parser.add_argument("--max-machines", type=int, default=4, choices=range(2, 9), help="largest job drawn")
+    parser.add_argument(
+        "--device", default="cpu", choices=("auto", "cpu", "cuda"),
+        help="where the ranks train (cpu: the recovery logic on any host; a GPU per rank otherwise)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     rng = np.random.default_rng(args.seed)
@@ -214,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         refs: dict = {}
         try:
             for index in range(args.schedules):
-                line = run_schedule(index, rng, work, refs, tally, args.time_limit, args.max_machines)
+                line = run_schedule(
+                    index, rng, work, refs, tally, args.time_limit, args.max_machines, args.device
+                )
                 print(line, flush=True)
         except KeyboardInterrupt:  # Ctrl-C: the table of the schedules that finished
             print("interrupted", flush=True)

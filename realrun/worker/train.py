@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     use_cuda = device.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(device)
+        # A recovered run must end bit for bit equal to an uninterrupted one, also on a GPU: cuBLAS
+        # needs a fixed workspace for that (set before its first call), and ops such as the embedding's
+        # backward need their deterministic kernels. warn_only: an op without one warns in the worker's
+        # log (and the bit-exact check says so) instead of failing the run.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     run_dir = cfg.out
     job, t0 = os.environ.get("GEMINI_FT_JOB", "job"), float(os.environ.get("GEMINI_FT_T0", process_start))
     # No tracking here: the launcher tracks the job from these files, so a dying worker loses nothing.

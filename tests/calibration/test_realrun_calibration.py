@@ -29,6 +29,8 @@ def test_tiny_real_run_calibrates_and_validates(tmp_path: Path, capsys: pytest.C
         "5",
         "--fail",
         "sw@step=6:rank=1",
+        "--device",
+        "cpu",  # what the fixtures measured; a one-GPU host would refuse two machines with `auto`
     ]
     assert main([*argv, "--out", str(run), "--port", str(_free_port()), "--time-limit", "240"]) == 0
     measurements = run / "measurements.parquet"

@@ -3,7 +3,9 @@
 `failed_run`: two machines, a tiny GPT, six steps, a software failure of rank 1 at step 3 (every
 rank resumes step 2 from local memory) and a hardware failure of machine 1 at step 5 (rank 0 resumes
 step 4 locally, rank 1 fetches it from its peer), tracked by the launcher to W&B (TensorBoard when
-wandb is missing).
+wandb is missing). On CPU (`device="cpu"`), as every real run of the tests: recovery is
+device-independent, and on a one-GPU host `auto` would refuse two emulated machines (one GPU per rank);
+the CUDA paths have their own tests (`-m cuda`) and `benchmarks/gpu_check.py`.
 """
 
 import importlib.util
@@ -38,7 +40,7 @@ def failed_run(tmp_path_factory) -> tuple[Path, str, Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("failed-run")
     cfg = RealRunConfig(
         machines=2, replicas=2, steps=6, persist_every=3, chunk_mib=0.05, disk_baseline=False,
-        failures=FAILURES, out=out, port=_free_port(), track=track, time_limit_s=280,
+        failures=FAILURES, out=out, port=_free_port(), track=track, time_limit_s=280, device="cpu",
     )  # fmt: skip
     with pytest.MonkeyPatch.context() as env:
         for name, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DIR", str(out))):

@@ -24,7 +24,12 @@ from realrun.testbed.launcher import validate
 from sim.results_io import read_metadata
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-BASE = ["--machines", "2", "--replicas", "2", "--steps", "6", "--persist-every", "3", "--chunk-mib", "0.05"]
+# --device cpu: these runs test recovery, which is device-independent, and on a one-GPU host `auto`
+# would refuse two emulated machines (one GPU per rank); CUDA has its own tests (-m cuda, gpu_check.py).
+BASE = [
+    "--machines", "2", "--replicas", "2", "--steps", "6", "--persist-every", "3", "--chunk-mib", "0.05",
+    "--device", "cpu",
+]  # fmt: skip
 
 
 def _free_port() -> int:
@@ -183,6 +188,8 @@ def test_ctrl_c_removes_processes_and_shared_memory(tmp_path):
         "2",
         "--steps",
         "100000",
+        "--device",
+        "cpu",
         "--out",
         str(tmp_path),
         "--port",
@@ -261,7 +268,7 @@ def test_listeners_are_loopback_stray_requests_are_ignored_and_sigterm_exits_143
     port = _free_port()
     command = [
         sys.executable, "-m", "gemini_ft", "realrun", "--machines", "2", "--steps", "100000",
-        "--persist-every", "1000", "--out", str(tmp_path), "--port", str(port),
+        "--persist-every", "1000", "--device", "cpu", "--out", str(tmp_path), "--port", str(port),
     ]  # fmt: skip
     launcher = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     events = tmp_path / "events" / "rank1.jsonl"
@@ -293,4 +300,4 @@ def test_listeners_are_loopback_stray_requests_are_ignored_and_sigterm_exits_143
     config = str(tmp_path / "config.json")
     assert [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, config)] == []
     # The store's port had live connections when the run was stopped: it must be usable at once.
-    validate(RealRunConfig(out=tmp_path / "next", port=port))
+    validate(RealRunConfig(out=tmp_path / "next", port=port, device="cpu"))

@@ -250,6 +250,7 @@ def test_a_run_across_namespaces_recovers_from_a_peer_and_leaves_nothing_behind(
     argv = [
         "realrun", "--netns", "--link-gbps", str(gbps), "--machines", "2", "--replicas", "2", "--steps", "4",
         "--persist-every", "3", "--chunk-mib", "0.05", "--fail", "hw@step=3:machine=1", "--no-disk-baseline",
+        "--device", "cpu",
         "--out", str(tmp_path), "--port", str(_free_port()),
     ]  # fmt: skip
     assert main(argv) == 0, (tmp_path / "logs" / "machine1.log").read_text()[-3000:]

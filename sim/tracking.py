@@ -101,11 +101,19 @@ class Tracker:
             self._put(("flush", done))
             done.wait(timeout_s)
 
-    def close(self, timeout_s: float = 60.0) -> bool:
-        """Write what is queued, close the backend; True if nothing failed or was dropped."""
+    def close(self, timeout_s: float = 300.0) -> bool:
+        """Write what is queued, close the backend; True if nothing failed, was dropped or is unwritten.
+
+        W&B's close starts and waits on its service process, which took over a minute on a loaded host:
+        a close that gives up waiting says so and returns False rather than pass for complete."""
         if self._thread is not None:
             self._put(None)
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                self.failed = True
+                _warn(
+                    f"tracking ({self.label}) was still writing after {timeout_s:g} s: records may be missing"
+                )
             self._thread = None
             if self.dropped:
                 _warn(f"tracking ({self.label}) dropped {self.dropped} records: its queue was full")

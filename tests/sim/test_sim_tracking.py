@@ -1,6 +1,7 @@
 """Sweep tracking: one TensorBoard run / W&B run per grid point, read back with the tools' own readers."""
 
 import math
+import threading
 
 import pytest
 from tracking_readers import tensorboard_hparams, tensorboard_scalars, wandb_history, wandb_runs
@@ -9,7 +10,7 @@ from scenarios.errors import UserError
 from scenarios.loader import load_scenario
 from sim import tracking
 from sim.sweep import run_sweep
-from sim.tracking import check_tracker, open_tracker, sweep_points, track_sweep
+from sim.tracking import Tracker, check_tracker, open_tracker, sweep_points, track_sweep
 
 GRID = {"checkpoint.policy": ["gemini", "strawman"], "failures.rate_per_machine_per_day": [0.015, 0.05]}
 
@@ -94,6 +95,22 @@ def test_a_failing_tracker_warns_once_and_the_caller_goes_on(tmp_path, capsys):
     assert tracker.close() is False
     warnings = [line for line in capsys.readouterr().err.splitlines() if "tracking" in line]
     assert len(warnings) == 1 and "off for the rest of this run" in warnings[0]
+
+
+def test_a_close_that_gives_up_waiting_says_the_records_are_incomplete(capsys):
+    # W&B's service took over a minute to open on a loaded host: a close that stops waiting must not pass
+    # for a complete one (a sweep's tracking then stops and says so).
+    release = threading.Event()
+
+    def slow_opener():
+        release.wait()  # a backend still opening when the caller closes
+        raise RuntimeError("never opened")
+
+    tracker = Tracker(slow_opener, "slow")
+    tracker.scalars(1, {"a": 1.0})
+    assert tracker.close(timeout_s=0.05) is False
+    release.set()
+    assert "was still writing after 0.05 s" in capsys.readouterr().err
 
 
 def test_none_tracker_takes_records_and_writes_nothing(tmp_path):

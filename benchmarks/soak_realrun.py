@@ -141,7 +141,7 @@ def run_schedule(
     tally: Tally,
     limit: float,
     max_machines: int,
-    device: str = "cpu",
+    device: str,
 ) -> str:
     topo = draw_topology(rng, max_machines)
     kind = KINDS[index % len(KINDS)] if index < len(KINDS) else str(rng.choice(KINDS))

@@ -31,6 +31,7 @@ from calibration.measurements import (
     keep_alive_wait_s,
     persistent_saves,
     recoveries,
+    recovery_events,
     replication_rounds,
     training_steps,
 )
@@ -323,14 +324,9 @@ def _local_copies(runs: list[Run], base: Scenario) -> list[Parameter]:
 
 
 def _local_restores(run: Run) -> pd.DataFrame:
-    """Job-level recoveries from local memory: the slowest rank's retrieval and its shard's bytes."""
-    per_rank = recoveries(run)
-    if per_rank.empty:
-        return pd.DataFrame(columns=["retrieve_s", "bytes"])
-    by_failure = per_rank.groupby("failure")
-    local = by_failure["source"].agg(lambda sources: set(sources) == {"local"})
-    slowest = per_rank.loc[by_failure["retrieve_s"].idxmax(), ["failure", "retrieve_s", "bytes"]]
-    return slowest[slowest["failure"].map(local)][["retrieve_s", "bytes"]].reset_index(drop=True)
+    """Job-level recoveries from local memory (as validation measures them): retrieval time and bytes."""
+    events = recovery_events(run)
+    return events[events["source"] == "local"][["retrieve_s", "bytes"]]
 
 
 def _persistent(runs: list[Run], base: Scenario) -> list[Parameter]:

@@ -92,10 +92,10 @@ def replication_rounds(run: Run) -> pd.DataFrame:
 
     A round sends the shard to all m − 1 peers concurrently (and receives theirs); the runner logs
     one `replicate` row per peer with the round's duration. Steps with a persistent save are left
-    out: the DCP save competes with the round for the same CPUs and links.
+    out: the DCP save competes with the round for the same CPUs and links. So is each worker
+    process's first round (`first_rounds`).
     """
-    rows = run.of("replicate")
-    rows = rows[rows["ok"] & (rows["step"] % run.config.persist_every != 0)]
+    rows = _replicates(run)
     rows = rows[~_first_of_process(run, rows)]
     rounds = rows.groupby(["rank", "step"]).agg(
         shard_bytes=("bytes", "first"), peers=("peer", "count"), duration_s=("duration_s", "first")
@@ -107,10 +107,15 @@ def replication_rounds(run: Run) -> pd.DataFrame:
 def first_rounds(run: Run) -> pd.DataFrame:
     """The replication rounds `replication_rounds` leaves out as a process's first: one row per step, the
     slowest rank's duration (a checkpoint completes with its slowest round)."""
-    rows = run.of("replicate")
-    rows = rows[rows["ok"] & (rows["step"] % run.config.persist_every != 0)]
+    rows = _replicates(run)
     rows = rows[_first_of_process(run, rows)]
     return rows.groupby("step", as_index=False)["duration_s"].max()
+
+
+def _replicates(run: Run) -> pd.DataFrame:
+    """Completed `replicate` rows of steps without a persistent save."""
+    rows = run.of("replicate")
+    return rows[rows["ok"] & (rows["step"] % run.config.persist_every != 0)]
 
 
 def _first_of_process(run: Run, rows: pd.DataFrame) -> pd.Series:
@@ -211,13 +216,14 @@ def recovery_events(run: Run) -> pd.DataFrame:
     """
     per_rank = recoveries(run)
     if per_rank.empty:
-        return pd.DataFrame(columns=["failure", "source", "retrieve_s", "total_s", "ranks"])
+        return pd.DataFrame(columns=["failure", "source", "retrieve_s", "bytes", "total_s", "ranks"])
     per_rank = per_rank.assign(total_s=per_rank["detect_s"] + per_rank["restart_s"] + per_rank["retrieve_s"])
     grouped = per_rank.groupby("failure")
     return pd.DataFrame(
         {
             "source": grouped["source"].agg(_job_source),
             "retrieve_s": grouped["retrieve_s"].max(),
+            "bytes": grouped["bytes"].max(),  # one rank's shard (shards differ by a few bytes)
             "total_s": grouped["total_s"].max(),
             "ranks": grouped["rank"].count(),
         }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -52,6 +53,21 @@ class Tally:
     damaged: int = 0
     refused: int = 0
     problems: list[str] = field(default_factory=list)
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the soak between or during runs, and it still prints its table.
+
+    A shell starts a background job with SIGINT ignored, and Python then installs no Ctrl-C handler
+    of its own; SIGTERM's default ends the process before any table. Both raise KeyboardInterrupt
+    here, which the launcher answers by cleaning up its run and re-raising.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signum)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _free_port() -> int:
@@ -212,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    stop_on_signals()
     rng = np.random.default_rng(args.seed)
     tally = Tally()
     with tempfile.TemporaryDirectory(prefix="soak-realrun-") as tmp:
@@ -224,13 +241,16 @@ def main(argv: list[str] | None = None) -> int:
                     index, rng, work, refs, tally, args.time_limit, args.max_machines, args.device
                 )
                 print(line, flush=True)
-        except KeyboardInterrupt:  # Ctrl-C: the table of the schedules that finished
-            print("interrupted", flush=True)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table of the schedules that finished
+            print(f"interrupted during schedule {tally.schedules}", flush=True)
+            interrupted = True
+        else:
+            interrupted = False
     print(table(tally))
     for problem in tally.problems:
         print("problem:", problem)
     ok = tally.bit_exact == tally.schedules and not tally.leftovers and tally.refused == tally.damaged
-    return 0 if ok else 1
+    return 130 if interrupted else 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -239,7 +239,7 @@ def _job_source(sources: pd.Series) -> str:
 
 
 # torchrun's c10d rendezvous drops a machine after this many missed keep-alives (the launcher's
-# `keep_alive_max_attempt`), so a dead machine holds up the next round for this × `keep_alive_s`.
+# `keep_alive_max_attempt`): a dead machine that no survivor notices holds up the next round this long.
 KEEP_ALIVE_MAX_ATTEMPTS = 2
 
 
@@ -249,29 +249,21 @@ def keep_alive_wait_s(run: Run) -> float:
 
 
 def detections(run: Run) -> pd.DataFrame:
-    """One row per failure: its kind, the slowest rank's detect time and the modelled rendezvous wait.
+    """One row per failure: its kind and the slowest rank's detect time.
 
     The kind follows the job's checkpoint source, as in the simulator: a recovery from local memory
     follows a software failure (the machine and its memory survived, torchrun's monitor restarts the
-    workers); from a peer or from storage, a hardware failure, whose next rendezvous round waits until
-    the dead machine's keep-alives have expired (`keep_alive_wait_s`) before the workers start again.
+    workers); from a peer or from storage, a hardware failure, whose next rendezvous round also waits
+    for the replacement machine's agent to start and join.
     """
     per_rank = recoveries(run)
-    columns = ["failure", "kind", "detect_s", "wait_s"]
+    columns = ["failure", "kind", "detect_s"]
     if per_rank.empty:
         return pd.DataFrame(columns=columns)
     jobs = recovery_events(run).set_index("failure")
     detect = per_rank.groupby("failure")["detect_s"].max()
     kind = jobs.loc[detect.index, "source"].map(lambda s: "software" if s == "local" else "hardware")
-    wait = kind.map(lambda k: keep_alive_wait_s(run) if k == "hardware" else 0.0)
-    return pd.DataFrame(
-        {
-            "failure": detect.index,
-            "kind": kind.to_numpy(),
-            "detect_s": detect.to_numpy(),
-            "wait_s": wait.to_numpy(),
-        }
-    )
+    return pd.DataFrame({"failure": detect.index, "kind": kind.to_numpy(), "detect_s": detect.to_numpy()})
 
 
 def disk_loads(run: Run) -> pd.DataFrame:

@@ -237,7 +237,14 @@ class CheckpointConfig(Section):
         ge=0,
         allow_inf_nan=False,
         description="Fixed cost of restoring a shard from the machine's own CPU memory: t = latency + bytes"
-        " per GPU / interleave.gpu_to_cpu_gbps.",
+        " per GPU / local_retrieval_gbps.",
+    )
+    local_retrieval_gbps: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Per-GPU bandwidth of a restore from the machine's own CPU memory (CPU→GPU, the first"
+        " work of a restarted process); None = interleave.gpu_to_cpu_gbps, the snapshot's copy rate.",
     )
     replication_gbps: float | None = Field(
         None,

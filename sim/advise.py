@@ -3,7 +3,8 @@
 It searches checkpoint policy × in-memory interval × replicas × placement × standby (spare) machines,
 skipping candidates the schema rejects (CPU memory) or the placement cannot build, with common random
 numbers (every candidate runs the same seeds, so it sees the same failures) and successive halving
-(all candidates on a few seeds, the best third on η times as many, ...). The recommendation is the
+(all candidates on a few seeds, the best third on η times as many, ..., keeping beside them any
+cheaper candidate within noise of the leader). The recommendation is the
 cheapest finalist (fewest spare machines, then least CPU memory) whose ratio the highest one does not
 beat beyond the 95% interval of their paired difference. Spare counts are tried around the
 scenario's own (0, S/2, S, 2S). Candidates run through
@@ -122,12 +123,8 @@ def advise(
             reached[candidate] = round_
         if not halving or len(survivors) <= 2 or seeds >= max_seeds:
             break
-        keep = max(2, math.ceil(len(survivors) / eta))
-        # Equal means (equivalent configurations under common seeds) keep the cheaper one.
-        survivors = sorted(
-            survivors,
-            key=lambda c: (-_mean(ratios[c]), c.standby_machines, scenarios[c].cpu_memory_needed_gib),
-        )[:keep]
+        survivors = _next_round(survivors, max(2, math.ceil(len(survivors) / eta)), ratios, scenarios)
+        keep = len(survivors)
         next_seeds = min(max_seeds, seeds * eta)
         affordable = seeds + (budget - runs) // keep
         if affordable <= seeds:
@@ -162,6 +159,32 @@ def advise(
         diffs = _paired(ratios[_key(best)], ratios[_key(runner_up)])
         difference = (float(diffs.mean()), half_width(diffs))
     return Advice(scenario.name, best, runner_up, table, difference, runs, skipped)
+
+
+def _next_round(
+    survivors: list[Candidate],
+    keep: int,
+    ratios: dict[Candidate, dict[int, float]],
+    scenarios: dict[Candidate, Scenario],
+) -> list[Candidate]:
+    """The `keep` best by mean ratio, plus each cheaper one the leader does not beat significantly.
+
+    The recommendation is the cheapest finalist within noise of the top one, so a candidate cheaper than
+    every one kept whose ratio is within noise of the leader's could still be it: pruning it on a few
+    seeds would settle the cost question by chance (16 spares of llama3-405b-ops, 0.9509 beside the
+    0.9511 of 32, were pruned so). Equal means (equivalent configurations under common seeds) rank the
+    cheaper one first.
+    """
+
+    def cost(c: Candidate) -> tuple[int, float]:
+        return c.standby_machines, scenarios[c].cpu_memory_needed_gib
+
+    ranked = sorted(survivors, key=lambda c: (-_mean(ratios[c]), *cost(c)))
+    kept, leader = ranked[:keep], ratios[ranked[0]]
+    cheapest = min(cost(c) for c in kept)
+    return kept + [
+        c for c in ranked[keep:] if cost(c) < cheapest and not _significantly_better(leader, ratios[c])
+    ]
 
 
 def _paired(a: dict[int, float], b: dict[int, float]) -> np.ndarray:

@@ -55,8 +55,14 @@ def local_retrieval_s(scenario: Scenario) -> float:
     """Restoring each GPU's shard from the machine's own CPU memory (the GPUs copy in parallel)."""
     ckpt = scenario.checkpoint
     return ckpt.local_retrieval_latency_s + _seconds(
-        scenario.ckpt_bytes_per_gpu, scenario.interleave.gpu_to_cpu_gbps
+        scenario.ckpt_bytes_per_gpu, local_retrieval_gbps(scenario)
     )
+
+
+def local_retrieval_gbps(scenario: Scenario) -> float:
+    """A restore's copy rate: its own when measured, else the snapshot's (the same copy, other way)."""
+    own = scenario.checkpoint.local_retrieval_gbps
+    return scenario.interleave.gpu_to_cpu_gbps if own is None else own
 
 
 def serialization_s(scenario: Scenario) -> float:

@@ -56,18 +56,23 @@ def run(args: argparse.Namespace) -> int:
 
 def format_fixed_costs(scenario: Scenario) -> str:
     """The per-transfer fixed costs and bandwidths behind the transfer predictions, in one line."""
-    from sim.costs import replication_bandwidth_gbps
+    from sim.costs import local_retrieval_gbps, replication_bandwidth_gbps
 
-    ckpt, cluster, interleave = scenario.checkpoint, scenario.cluster, scenario.interleave
+    ckpt, cluster = scenario.checkpoint, scenario.cluster
     replication = "NIC" if ckpt.replication_gbps is None else "checkpoint.replication_gbps"
     fetch = ckpt.transfer_latency_s if ckpt.fetch_latency_s is None else ckpt.fetch_latency_s
     fetch_field = (
         "checkpoint.transfer_latency_s" if ckpt.fetch_latency_s is None else "checkpoint.fetch_latency_s"
     )
+    local_field = (
+        "interleave.gpu_to_cpu_gbps"
+        if ckpt.local_retrieval_gbps is None
+        else "checkpoint.local_retrieval_gbps"
+    )
     return (
         f"transfers: rounds {ckpt.transfer_latency_s:.4g} s + bytes / {replication_bandwidth_gbps(scenario):.4g}"
         f" Gbps ({replication}); peer fetches {fetch:.4g} s + bytes / {cluster.nic_bandwidth_gbps:.4g} Gbps (NIC);"
         f" fixed costs checkpoint.transfer_latency_s per round, {fetch_field} per fetch;"
-        f" local {ckpt.local_retrieval_latency_s:.4g} s + bytes / {interleave.gpu_to_cpu_gbps:.4g} Gbps"
-        " (checkpoint.local_retrieval_latency_s)"
+        f" local {ckpt.local_retrieval_latency_s:.4g} s + bytes / {local_retrieval_gbps(scenario):.4g} Gbps"
+        f" (checkpoint.local_retrieval_latency_s, {local_field})"
     )

@@ -48,17 +48,21 @@ def test_pooled_sizes_recover_latencies_bandwidths_and_constants(sized_runs: lis
     chunk = params["interleave.alpha_s"]
     assert not chunk.fitted and chunk.value == BASE.interleave.alpha_s and "not separable" in chunk.how
     assert "rounds of 1-4 chunk(s)" in chunk.how  # 1 and 16 MiB shards in the default 4 MiB chunks
-    # Snapshot copies give the bandwidth of a restore from local memory, the local restores (one per
-    # run here) its fixed cost: a restore is a new process's first work, slower than a warm snapshot.
-    copy_latency, copy_rate = (
+    # Snapshot copies give the snapshot bandwidth; the local restores (one per run here, of three sizes)
+    # their own fixed cost and bandwidth: a restore is a new process's first work, slower than a warm
+    # snapshot. (The synthetic restores copy at the snapshots' rate.)
+    copy_latency, copy_rate, restore_rate = (
         params["checkpoint.local_retrieval_latency_s"],
         params["interleave.gpu_to_cpu_gbps"],
+        params["checkpoint.local_retrieval_gbps"],
     )
     assert copy_latency.fitted and "local retrievals" in copy_latency.how
     assert copy_latency.estimate.n == len(sized_runs)
     assert _near(copy_latency.estimate, truth.restore_latency_s)
     assert not _near(copy_latency.estimate, truth.copy_latency_s)
     assert copy_rate.fitted and _near(copy_rate.estimate, truth.snapshot_bytes_per_s / GBPS)
+    assert restore_rate.fitted and "local retrievals" in restore_rate.how
+    assert _near(restore_rate.estimate, truth.snapshot_bytes_per_s / GBPS)
     assert _near(params["storage.latency_s"].estimate, truth.storage_latency_s)
     assert _near(params["storage.bandwidth_gbps"].estimate, truth.storage_bytes_per_s / GBPS)
     assert params["recovery.detection_s"].value == pytest.approx(truth.detect_s, rel=0.03)
@@ -83,6 +87,9 @@ def test_one_size_keeps_the_latencies_and_says_so(tmp_path: Path, rng: np.random
     ]:
         latency = params[path]
         assert not latency.fitted and latency.value == kept and "kept" in latency.how
+    # No restore at all: a restore copies at the snapshots' rate (the field stays None).
+    restore_rate = params["checkpoint.local_retrieval_gbps"]
+    assert not restore_rate.fitted and restore_rate.value is None and "kept" in restore_rate.how
     # Bandwidths are fitted given the kept fixed costs, so they come out right when those are.
     assert _near(params["checkpoint.replication_gbps"].estimate, truth.rank_bytes_per_s / GBPS)
     assert _near(params["interleave.gpu_to_cpu_gbps"].estimate, truth.snapshot_bytes_per_s / GBPS)

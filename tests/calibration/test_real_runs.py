@@ -1,12 +1,11 @@
-"""Calibration on real runs of this repository's runner (tests/calibration/real_runs): fit on three
-runs, validate on three held-out ones, every row reported, and the issue-11 targets (median |error|
-≤ 10%, worst ≤ 25% over checkpoint, local and peer retrieval and total recovery) checked as they are.
+"""Calibration on real runs of this repository's runner (tests/calibration/real_runs): fit on two
+runs, validate on two held-out ones, every row reported, and the issue-11 targets (median |error|
+≤ 10%, worst ≤ 25% over checkpoint, local and peer retrieval and total recovery) checked.
 
-The fixtures were recorded on the quiet 2-core development host (load average about 1): the recovery
-totals (worker starts of 8-11 s) come within 17%, but millisecond events still scatter between runs of
-one command (a 0.8 MB shard's local restore took 1.7-5.1 ms, tiny replication rounds 10-40 ms). Targets
-this host cannot meet are strict xfails that say by how much and why; they turn into failures the day
-they pass, so the numbers here stay true.
+The fixtures were recorded on the quiet 2-core development host: 2 machines, shards of 29 MB (5m) and
+117 MB (20m), each run with five software and five hardware failures over 50 steps, so every row
+averages 5-37 events. (Six earlier fixtures of 0.8 MB shards with one failure of each kind per run
+missed the targets: their millisecond events scattered 2-3x between runs of one command.)
 """
 
 from pathlib import Path
@@ -26,8 +25,8 @@ from scenarios.loader import apply_overrides, load_scenario, validate
 from scenarios.schema import Scenario
 
 REAL = Path(__file__).parent / "real_runs"
-FIT = [REAL / name / "measurements.parquet" for name in ("fit-tiny-sw", "fit-5m-hw", "fit-tiny-sw-hw")]
-HELD = ("held-tiny-sw", "held-tiny-hw", "held-tiny-sw-hw")
+FIT = [REAL / name / "measurements.parquet" for name in ("fit-5m", "fit-20m")]
+HELD = ("held-5m", "held-20m")
 HELD_OUT = [REAL / name / "measurements.parquet" for name in HELD]
 BASE = load_scenario("gpt2-100b-p4d")
 
@@ -48,44 +47,49 @@ def _params(calibration: Calibration) -> dict:
 
 
 def test_every_row_is_reported(table) -> None:
-    # 3 checkpoint rows and 3 first rounds of a process, 2 local + 2 peer retrievals, their 4 recovery
-    # totals, 1 disk load: 15 rows.
-    assert len(table) == 15
+    # Per held-out run: the checkpoint and the first rounds of a process, local and peer retrieval, their
+    # recovery totals, the disk load: 7 rows, 14 in all, 10 of them in the target.
+    assert len(table) == 14
     text = format_validation(table)
-    assert len(text.splitlines()) == 1 + 15 + 1  # header, every row, the summary line
+    assert len(text.splitlines()) == 1 + 14 + 1  # header, every row, the summary line
     assert "(not in the target)" in text and "disk load" in text
     assert all("(not in the target)" in line for line in text.splitlines() if "first round" in line)
     assert "median |error|" in text.splitlines()[-1]
     summary = summarize_errors(table)
-    assert summary["rows"] == 11 == int(table["quantity"].isin(TARGET_QUANTITIES).sum())
+    assert summary["rows"] == 10 == int(table["quantity"].isin(TARGET_QUANTITIES).sum())
+    # Every target row averages several events: five failures of each kind per run.
+    assert (table[table["quantity"].isin(TARGET_QUANTITIES)]["n"] >= 5).all()
 
 
-def test_detection_follows_the_rendezvous_settings(calibrated: tuple[Calibration, Scenario]) -> None:
+def test_detection_follows_the_rendezvous(calibrated: tuple[Calibration, Scenario]) -> None:
     calibration, scenario = calibrated
     params = _params(calibration)
-    runs = load_runs(FIT)
-    found = [detections(r) for r in runs]
+    found = [detections(r) for r in load_runs(FIT)]
     software = [d for f in found for d in f[f["kind"] == "software"]["detect_s"]]
     hardware = [d for f in found for d in f[f["kind"] == "hardware"]["detect_s"]]
-    assert len(software) == 2 and len(hardware) == 2  # fit-tiny-sw, fit-tiny-sw-hw; fit-5m-hw, fit-tiny-sw-hw
-    start = sum(software) / 2
+    assert len(software) == 10 and len(hardware) == 10  # five of each kind in each fitting run
+    start = sum(software) / 10
     assert scenario.recovery.detection_s == pytest.approx(start)
-    # Hardware: the start plus max(keep-alive 1 s x 2, the new agent's start fitted from the hw failures).
-    agent = sum(h - start for h in hardware) / 2
-    assert scenario.recovery.hardware_detection_s == pytest.approx(start + max(2.0, agent))
+    # Hardware: the start plus the replacement agent's start and join, both fitted; the survivors open the
+    # next rendezvous round at once, so the dead machine's 2 s of keep-alives are not waited for.
+    assert scenario.recovery.hardware_detection_s == pytest.approx(sum(hardware) / 10)
+    for run in load_runs([*FIT, *HELD_OUT]):
+        kinds = detections(run).groupby("kind")["detect_s"].mean()
+        assert 0 < kinds["hardware"] - kinds["software"] < 2.0, run.label  # under keep_alive_s x 2
     for path in ("recovery.detection_s", "recovery.hardware_detection_s", "recovery.warmup_s"):
         estimate = params[path].estimate
-        assert estimate.n >= 2 and estimate.low <= estimate.value <= estimate.high  # 95% intervals
+        assert estimate.n >= 10 and estimate.low <= estimate.value <= estimate.high  # 95% intervals
 
 
 def test_a_hardware_recovery_is_predicted_with_its_own_detection(table, calibrated) -> None:
     _, scenario = calibrated
     rows = table.set_index(["run", "quantity"])["predicted_s"]
-    gap = rows[("held-tiny-sw-hw", "recovery total peer")] - rows[("held-tiny-sw-hw", "recovery total local")]
-    retrievals = rows[("held-tiny-sw-hw", "retrieval peer")] - rows[("held-tiny-sw-hw", "retrieval local")]
-    assert gap == pytest.approx(
-        scenario.recovery.hardware_detection_s - scenario.recovery.detection_s + retrievals
-    )
+    for run in HELD:
+        gap = rows[(run, "recovery total peer")] - rows[(run, "recovery total local")]
+        retrievals = rows[(run, "retrieval peer")] - rows[(run, "retrieval local")]
+        assert gap == pytest.approx(
+            scenario.recovery.hardware_detection_s - scenario.recovery.detection_s + retrievals
+        )
 
 
 def test_the_disk_load_is_predicted_from_the_disk(calibrated, table) -> None:
@@ -98,60 +102,38 @@ def test_the_disk_load_is_predicted_from_the_disk(calibrated, table) -> None:
         and "disk baseline loads" in params["storage.bandwidth_gbps"].how
     )
     assert scenario.storage.bandwidth_gbps < 5 < BASE.storage.bandwidth_gbps
-    row = table.set_index("quantity").loc["disk load (persistent read)"]
-    # The same tiny load took 0.34, 0.73 and 1.17 s in three runs of a loaded host: within a factor of 2.5.
-    assert -0.6 < row["rel_error"] < 1.5
+    # One load per run (not in the target): -7.8% and +16.3% when this was written.
+    for error in table[table["quantity"] == "disk load (persistent read)"]["rel_error"]:
+        assert abs(error) < 0.5
 
 
-def test_rounds_and_fetches_get_their_own_fixed_costs_and_bandwidths(calibrated) -> None:
+def test_rounds_fetches_and_restores_get_their_own_fixed_costs_and_bandwidths(calibrated) -> None:
     calibration, scenario = calibrated
     params = _params(calibration)
     rounds, nic = params["checkpoint.replication_gbps"], params["cluster.nic_bandwidth_gbps"]
     fetch, latency = params["checkpoint.fetch_latency_s"], params["checkpoint.transfer_latency_s"]
-    # Two peer fetches, 0.8 MB and 29 MB: their own α and B, no interval from two points.
-    assert fetch.fitted and nic.fitted and nic.estimate.n == 2
-    assert fetch.value < latency.estimate.low  # a fetch, with no training beside it, starts faster
-    assert rounds.fitted and latency.fitted and latency.estimate.low > 0
+    # Ten peer fetches of 29 and 117 MB: their own α and B, with intervals.
+    assert fetch.fitted and nic.fitted and nic.estimate.n == 10
+    assert nic.estimate.low <= nic.value <= nic.estimate.high
+    assert rounds.fitted and latency.fitted
+    # A fetch has the loopback to itself; a round shares it (and the CPUs) with training.
+    assert nic.value > rounds.value
     assert scenario.checkpoint.fetch_latency_s == fetch.value
+    # Ten local restores of two sizes: their own fixed cost and copy rate.
+    restore = params["checkpoint.local_retrieval_gbps"]
+    assert restore.fitted and restore.estimate.n == 10
+    assert scenario.checkpoint.local_retrieval_gbps == restore.value
 
 
-def _errors(table) -> dict[tuple[str, str], float]:
-    return table.set_index(["run", "quantity"])["rel_error"].to_dict()
-
-
-def test_rows_within_the_worst_case_target(table) -> None:
-    """The rows this host does bring within 25% (each named, with its error when this was written)."""
-    errors = _errors(table)
-    for key in [
-        ("held-tiny-sw", "in-memory checkpoint"),  # -13%
-        ("held-tiny-sw", "recovery total local"),  # -11%
-        ("held-tiny-hw", "recovery total peer"),  # +2%
-        ("held-tiny-sw-hw", "retrieval peer"),  # -20%
-        ("held-tiny-sw-hw", "recovery total local"),  # -17%
-        ("held-tiny-sw-hw", "recovery total peer"),  # -9%
-    ]:
-        assert abs(errors[key]) <= 0.25, (key, errors[key])
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="missed: worst |error| 113% (held-tiny-sw retrieval local: 1.9 ms measured, 4.0 ms predicted"
-    " from fit restores of 2.9 and 5.1 ms; the same 0.8 MB restore scatters 1.7-5.1 ms on this host),"
-    " peer retrieval +73% (7.4 ms measured; two fit fetches give α and B without an interval), checkpoint"
-    " -33%/-40% (tiny rounds of 17-24 ms under an affine fit that the 5m run's 29 MB rounds dominate)",
-)
 def test_worst_error_target(table) -> None:
+    # Worst 9.5% (held-20m recovery total local) when this was written.
     assert summarize_errors(table)["worst_abs_error"] <= 0.25
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missed: median |error| 19.8% over 11 rows; the millisecond rows (checkpoint, retrievals)"
-    " scatter 2-3x between runs of one command on this host, the recovery totals (worker starts of 8-11 s)"
-    " are within 17%",
-)
 def test_median_error_target(table) -> None:
+    # Median 4.9% over the 10 target rows when this was written.
     assert summarize_errors(table)["median_abs_error"] <= 0.10
+    assert summarize_errors(table)["met"] is True
 
 
 def _without_fixed_costs(scenario: Scenario) -> Scenario:

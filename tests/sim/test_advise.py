@@ -7,7 +7,8 @@ import pytest
 
 from analysis.advise_figures import frontier_figure
 from scenarios.loader import load_scenario
-from sim.advise import SearchSpace, _significantly_better, advise, format_advice
+from scenarios.schema import Scenario
+from sim.advise import Candidate, SearchSpace, _next_round, _significantly_better, advise, format_advice
 
 SPACE = SearchSpace(
     policies=("gemini", "strawman", "young-daly"),
@@ -67,6 +68,27 @@ def test_the_cheapest_candidate_within_noise_of_the_top_is_recommended() -> None
     noisy = {0: 0.96, 1: 0.95, 2: 0.95, 3: 0.94}
     assert not _significantly_better(top, noisy) and not _significantly_better(noisy, top)
     assert not _significantly_better(top, dict(top))
+
+
+def test_halving_keeps_a_cheaper_candidate_within_noise_of_the_leader() -> None:
+    def candidate(spares: int) -> Candidate:
+        return Candidate("gemini", 1, 2, "group", spares)
+
+    leader, second, close_cheap, far_cheap, close_costly = (candidate(n) for n in (8, 6, 0, 2, 10))
+    ratios = {
+        leader: {0: 0.950, 1: 0.960},
+        second: {0: 0.949, 1: 0.959},
+        close_cheap: {0: 0.949, 1: 0.958},  # within noise of the leader on two seeds, and cheaper
+        far_cheap: {0: 0.850, 1: 0.860},  # cheaper, but 0.1 worse on both seeds: significantly worse
+        close_costly: {0: 0.948, 1: 0.9585},  # within noise, but dearer than what is kept
+    }
+    scenarios = {
+        c: Scenario().with_overrides({"cluster.standby_machines": c.standby_machines}) for c in ratios
+    }
+    assert _next_round(list(ratios), 2, ratios, scenarios) == [leader, second, close_cheap]
+    # The top `keep` alone when nothing cheaper is within noise.
+    del ratios[close_cheap]
+    assert _next_round(list(ratios), 2, ratios, scenarios) == [leader, second]
 
 
 def test_spares_are_searched_around_the_scenarios_own(scenario) -> None:

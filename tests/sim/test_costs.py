@@ -67,6 +67,19 @@ def test_replication_bandwidth_times_the_rounds_and_not_the_peer_fetches():
     assert costs.replication_round_s(slow_nic) == costs.peer_retrieval_s(slow_nic) == 6.0
 
 
+def test_a_restore_copies_at_its_own_rate_when_it_has_one():
+    # 9.375 GB per GPU: at the snapshots' 100 Gbps 0.75 s; at a measured restore rate of 50 Gbps 1.5 s.
+    own = Scenario.model_validate(
+        {"checkpoint": {"local_retrieval_gbps": 50, "local_retrieval_latency_s": 0.125}}
+    )
+    assert costs.local_retrieval_gbps(own) == 50.0
+    assert costs.local_retrieval_s(own) == 1.5 + 0.125
+    assert costs.replication_round_s(own) == costs.replication_round_s(Scenario())  # nothing else moves
+    default = Scenario()
+    assert default.checkpoint.local_retrieval_gbps is None
+    assert costs.local_retrieval_gbps(default) == default.interleave.gpu_to_cpu_gbps == 100.0
+
+
 def test_fixed_costs_default_to_zero():
     scenario = Scenario()
     assert scenario.checkpoint.transfer_latency_s == 0.0

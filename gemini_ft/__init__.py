@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from scenarios.version import __version__
-
 _API = (
     "Results", "Scenario", "calibrate", "interleave", "load_scenario", "placement", "placement_holders",
     "presets", "read_results", "simulate", "summarize", "sweep", "validate",
@@ -21,6 +19,10 @@ __all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read from the installed metadata on first use
+        from scenarios.version import installed_version
+
+        return installed_version()
     if name in _API:
         from gemini_ft import api
 

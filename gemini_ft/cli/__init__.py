@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 from gemini_ft.cli.commands import COMMANDS
 from gemini_ft.cli.options import OneLineParser
-from scenarios.version import __version__
 
 EVERY = "every"  # build_parser's default: every subcommand with its flags
 
@@ -29,7 +28,7 @@ def build_parser(only: str | None = EVERY) -> argparse.ArgumentParser:
         prog="gemini-ft",
         description="Failure recovery with in-memory checkpoints: simulate, run for real, calibrate, plot.",
     )
-    parser.add_argument("--version", action="version", version=f"gemini-ft {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the program's version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     subparsers.required = True
     for name, help_text in COMMANDS.items():
@@ -39,6 +38,20 @@ def build_parser(only: str | None = EVERY) -> argparse.ArgumentParser:
         else:
             subparsers.add_parser(name, help=help_text)
     return parser
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed version, read only when asked for (argparse's own action needs the
+    string when the parser is built, which every command would pay for)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from scenarios.version import installed_version
+
+        print(f"gemini-ft {installed_version()}")
+        parser.exit()
 
 
 def _command(argv: Sequence[str]) -> str | None:

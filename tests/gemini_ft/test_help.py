@@ -87,3 +87,10 @@ def test_set_on_a_swept_field_narrows_the_sweep(capsys):
     out = capsys.readouterr().out
     assert "strawman" not in out.split("\n")[0] and out.count("\n") == 4  # one header line, 3 rates
     assert "gemini" not in out and "highfreq" not in out
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"gemini-ft {version('gemini-ft')}\n"

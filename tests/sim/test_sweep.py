@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from child_signals import sigint_default
 
 from scenarios.errors import UserError
 from scenarios.loader import load_scenario
@@ -81,7 +82,9 @@ def test_interrupted_sweep_leaves_only_whole_files_and_resumes(tmp_path: Path) -
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "gemini_ft", "sweep", "gpt2-100b-p4d", "--workers", "1", "--no-progress",
                "--out", str(out), "--set", "cluster.machines=1024", "--set", "run.seeds=6"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sigint_default
+    )
     parts = out / PARTS_DIR
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(parts.glob("*.summary.parquet"))) < 3:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from child_signals import sigint_default
 
 from gemini_ft.cli import main
 from realrun.config import RealRunConfig
@@ -195,7 +196,7 @@ def test_ctrl_c_removes_processes_and_shared_memory(tmp_path):
         "--port",
         str(_free_port()),
     ]
-    launcher = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     events = tmp_path / "events" / "rank0.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (events.exists() and '"step"' in events.read_text()):

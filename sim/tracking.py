@@ -407,7 +407,9 @@ def track_sweep(
     """One tracked run per grid point of a finished sweep; returns how many were recorded.
 
     TensorBoard: `directory/point-NNNNN/` each (open `directory` for the HPARAMS tab). W&B: one run
-    per point in `directory/wandb/`, grouped as `name`. A tracker that fails stops the rest (warned once).
+    per point in `directory/wandb/`, grouped as `name`; W&B's service may still be writing a run's
+    offline file when its `finish` returns: the files are whole once the process exits or after
+    `wandb.teardown()`. A tracker that fails stops the rest (warned once).
     """
     check_tracker(kind)
     if kind == "none":

@@ -238,14 +238,15 @@ def _job_source(sources: pd.Series) -> str:
     return "local"
 
 
-# torchrun's c10d rendezvous drops a machine after this many missed keep-alives (the launcher's
-# `keep_alive_max_attempt`): a dead machine that no survivor notices holds up the next round this long.
+# torchrun's c10d rendezvous drops a machine whose last keep-alive is older than this many intervals
+# (the launcher's `keep_alive_max_attempt`). A machine dies on average half an interval after its last
+# keep-alive, so it is dropped on average (this − ½) intervals after it died.
 KEEP_ALIVE_MAX_ATTEMPTS = 2
 
 
 def keep_alive_wait_s(run: Run) -> float:
-    """How long a dead machine stays in the rendezvous: keep-alive interval × missed attempts."""
-    return KEEP_ALIVE_MAX_ATTEMPTS * run.config.keep_alive_s
+    """The mean wait from a machine's death until the rendezvous drops it: (attempts − ½) × interval."""
+    return (KEEP_ALIVE_MAX_ATTEMPTS - 0.5) * run.config.keep_alive_s
 
 
 def detections(run: Run) -> pd.DataFrame:
@@ -254,7 +255,7 @@ def detections(run: Run) -> pd.DataFrame:
     The kind follows the job's checkpoint source, as in the simulator: a recovery from local memory
     follows a software failure (the machine and its memory survived, torchrun's monitor restarts the
     workers); from a peer or from storage, a hardware failure, whose next rendezvous round also waits
-    for the replacement machine's agent to start and join.
+    until the dead machine is dropped (its keep-alives expired) and the replacement's agent has joined.
     """
     per_rank = recoveries(run)
     columns = ["failure", "kind", "detect_s"]

@@ -66,6 +66,12 @@ def test_pooled_sizes_recover_latencies_bandwidths_and_constants(sized_runs: lis
     assert _near(params["storage.latency_s"].estimate, truth.storage_latency_s)
     assert _near(params["storage.bandwidth_gbps"].estimate, truth.storage_bytes_per_s / GBPS)
     assert params["recovery.detection_s"].value == pytest.approx(truth.detect_s, rel=0.03)
+    # No hardware failure in these runs: a dead machine waits for its keep-alives to expire, on average
+    # (2 − ½) intervals after it died (its last keep-alive came half an interval before, on average).
+    keep_alive_s = load_runs(sized_runs)[0].config.keep_alive_s
+    hardware = params["recovery.hardware_detection_s"]
+    assert not hardware.fitted and "no hardware failure" in hardware.how
+    assert hardware.value == pytest.approx(params["recovery.detection_s"].value + 1.5 * keep_alive_s)
     assert params["recovery.warmup_s"].value == pytest.approx(truth.restart_s, rel=0.03)
     assert params["model.iteration_time_s"].value == pytest.approx(truth.iteration_s, rel=0.03)
     # Shape and size come from the first file: 2 machines × 2 ranks of 1 MiB at 12 bytes/parameter.

@@ -344,7 +344,7 @@ def _local_copies(runs: list[Run], base: Scenario) -> list[Parameter]:
     return [
         Parameter(latency.path, max(fixed.value, 0.0), fixed, "s", how),
         rate,
-        kept_rate("restores of one size"),
+        kept_rate("restores of one size, or no usable fit of two"),
     ]
 
 

@@ -70,7 +70,15 @@ def wandb_records(path: Path) -> list:
 
 
 def wandb_runs(directory: Path) -> list[Path]:
-    """The `.wandb` files of the offline runs under `directory/wandb/`, oldest first."""
+    """The `.wandb` files of the offline runs under `directory/wandb/`, oldest first.
+
+    W&B's service still writes a run's offline file after `finish` returns (on a loaded host one of four
+    was its 7-byte header when read at once, whole a moment later): the service is shut down first, which
+    flushes every file, as a process's exit does.
+    """
+    import wandb
+
+    wandb.teardown()
     return sorted((Path(directory) / "wandb").glob("offline-run-*/run-*.wandb"))
 
 

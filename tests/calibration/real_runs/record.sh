@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Records the four calibration fixtures of this folder (README.md here says why they look like this).
-# Run from the repository root on a quiet host (nothing else using the CPUs): about 8 minutes on 2 cores.
+# Run from the repository root on a quiet host (nothing else using the CPUs): about 12 minutes on 2 cores.
 #   bash tests/calibration/real_runs/record.sh
 set -euo pipefail
 here=$(dirname "$0")

@@ -24,7 +24,7 @@ useful + wasted = wall-clock by construction.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import heapq
 import math
 from dataclasses import dataclass
@@ -40,7 +40,7 @@ from sim.job_checkpoints import JobCheckpoints
 from sim.operations import Operations
 from sim.placement import Placement, build_placement
 from sim.policies import CheckpointPlan, cost_scenario, plan_for
-from sim.records import WASTE_COMPONENTS, FailureRecord, RunSummary
+from sim.records import STEP_FIELDS, WASTE_COMPONENTS, FailureRecord, RunSummary
 from sim.storage import SharedStorage
 
 STREAMS = (
@@ -52,10 +52,11 @@ STREAMS = (
 _EPS = 1e-9
 
 
-def random_streams(seed: int) -> dict[str, np.random.Generator]:
-    """One SeedSequence per run, spawned into named, independent streams."""
+def random_streams(seed: int) -> dict[str, np.random.SeedSequence]:
+    """One SeedSequence per run, spawned into named, independent streams. A stream's generator is built
+    where the run draws from it (`np.random.default_rng(stream)`): most runs use only one or two."""
     children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-    return {name: np.random.default_rng(child) for name, child in zip(STREAMS, children, strict=True)}
+    return dict(zip(STREAMS, children, strict=True))
 
 
 @dataclass
@@ -67,18 +68,9 @@ class RunResult:
     events: int
 
 
-class _CountingEnvironment(simpy.Environment):
-    """Counts processed events, to show that their number does not grow with iterations."""
-
-    processed = 0
-
-    def step(self) -> None:
-        self.processed += 1
-        super().step()
-
-
 # A segment is one stretch of the current phase — training, a persistent-checkpoint stall or one
-# recovery step — as a tuple (kind, start, end, order): a phase is one SimPy timeout to its last
+# recovery step — as a tuple (kind, start, end, order), where kind is "train", "stall" or the
+# `FailureRecord` field of the recovery step: a phase is one SimPy timeout to its last
 # segment's end, and the segments inside it are arithmetic. `order` settles a tie with a failure at
 # the same instant as SimPy's queue did when every segment was its own timeout, by when it was armed:
 # (wall time, arming sequence). The first segment is armed with its phase; a later one only when the
@@ -96,15 +88,17 @@ class ClusterSimulation:
         self.plan: CheckpointPlan = plan_for(scenario)
         self.duration_s = scenario.run.duration_days * DAY_S
         streams = random_streams(seed)
-        self.ops = Operations(scenario, streams["operations"]) if scenario.operations.enabled else None
+        rng = np.random.default_rng
+        self.ops = Operations(scenario, rng(streams["operations"])) if scenario.operations.enabled else None
         rate_scale = self.ops.rate_scale if self.ops is not None else 1.0
-        self.arrivals = failure_arrivals(scenario, streams["failures"], self.duration_s, rate_scale)
+        self.arrivals = failure_arrivals(scenario, rng(streams["failures"]), self.duration_s, rate_scale)
         thinning = self.ops is not None and self.ops.thins
         self._kept_anyway = (
-            self.ops.thinning_coins(len(self.arrivals), streams["thinning"]) if thinning else None
+            self.ops.thinning_coins(len(self.arrivals), rng(streams["thinning"])) if thinning else None
         )
         self.placement = _placement_for(scenario, streams["placement"]) if self.plan.mem_interval_s else None
-        self.env = _CountingEnvironment()
+        self.env = simpy.Environment()
+        self._timeouts = 0  # the job's timeouts: with its start, its end and the run's stop, every SimPy event
         self.now = 0.0  # the job's clock: exact boundary times (SimPy's sums may differ in the last bit)
         self._rate = self.plan.progress_rate
         # Job state.
@@ -138,19 +132,28 @@ class ClusterSimulation:
         self.env.run(until=self.duration_s)
         # SimPy stops before any event at the very end: the run's end wins every tie.
         self._settle(self.duration_s, (-math.inf, -math.inf))
-        return RunResult(self._summary(), self.records, self.env.processed)
+        return RunResult(self._summary(), self.records, self._events())
+
+    def _events(self) -> int:
+        """SimPy events processed: the process's start, its timeouts, its end, and the stop at the run's
+        end (the process always ends before it: it never waits past the run). Counted here rather than in
+        SimPy's step loop, which would cost a Python call per event."""
+        return self._timeouts + 3
 
     # ---- the job: one SimPy process, one timeout per phase or failure -----------------------------
     def _run_job(self):
         self._begin_training()
         self._arm_failure(0.0)
-        env, duration = self.env, self.duration_s
+        env, duration, next_boundary = self.env, self.duration_s, self._next_boundary
+        timeout = env.timeout  # a SimPy bound class: looked up once, not at every event
         while True:
-            at, what = self._next_boundary()
+            at, what = next_boundary()
             if at >= duration:
                 return
             if at > self.now:
-                yield env.timeout(max(0.0, at - env.now))
+                delay = at - env.now  # SimPy's clock is a sum of delays: it may differ in the last bit
+                self._timeouts += 1
+                yield timeout(delay if delay > 0.0 else 0.0)
                 self.now = at
             if what == "phase":
                 self._end_phase()
@@ -188,7 +191,8 @@ class ClusterSimulation:
             i = self.ops.next_kept(arrivals.machines, self._kept_anyway, i)
         if i < len(arrivals):
             self._failure_at = arrivals.times[i]
-            self._failure_order = (now, self._arm())
+            self._arming += 1
+            self._failure_order = (now, self._arming)
             self._next_failure = i + 1
         else:
             self._failure_at, self._next_failure = math.inf, i
@@ -204,7 +208,7 @@ class ClusterSimulation:
         if self.awaiting.isdisjoint(event.machines):
             return event
         alive = tuple(machine for machine in event.machines if machine not in self.awaiting)
-        return dataclasses.replace(event, machines=alive) if alive else None
+        return event._replace(machines=alive) if alive else None
 
     def _strike(self) -> None:
         now, order = self.now, self._failure_order
@@ -252,15 +256,15 @@ class ClusterSimulation:
             self._segments = [("train", now, train_end, (now, self._arming))]
 
     def _recovery_steps(self) -> dict[str, tuple[tuple[str, float | None], ...]]:
-        """Per checkpoint source, each recovery step and what it costs (None: the replacement's wait,
-        known only at the failure). A read from storage has the storage to itself: the failure cancelled
-        every upload, and none starts before training resumes."""
+        """Per checkpoint source, each recovery step as (the record's field for it, its cost; None: the
+        replacement's wait, known only at the failure). A read from storage has the storage to itself: the
+        failure cancelled every upload, and none starts before training resumes."""
         checkpoints = self.checkpoints
         costs, read_s = self.plan.recovery, checkpoints.storage.transfer_s(checkpoints.persistent_bytes)
         return {
             source: tuple(
                 (
-                    step,
+                    STEP_FIELDS[step],
                     None
                     if step == "replacement"
                     else read_s
@@ -275,15 +279,23 @@ class ClusterSimulation:
     def _begin_recovery(self, record: FailureRecord) -> None:
         """The recovery's steps back to back from now, each charged to `record` as if the recovery
         completes (a failure that cuts it short takes back what did not happen, see `_settle`). A step
-        that costs nothing is no segment, and a recovery that costs nothing ends at once."""
+        that costs nothing is no segment, and a recovery that costs nothing ends at once. (The hot path
+        of every failure: steps with a known cost are charged inline, only the replacement's wait calls
+        `_charge_step`.)"""
         t = self.now
         segments: list[Segment] = []
-        for step, cost in self._steps[record.recovered_from]:
-            duration = cost if cost is not None else max(0.0, self.replaced_by - t)
-            if duration > 0:
-                end = t + duration
-                segments.append((step, t, end, (t, math.inf) if segments else (t, self._arm())))
-                self._charge_step(record, step, t, end)
+        for field, cost in self._steps[record.recovered_from]:
+            if cost is None:
+                duration = self.replaced_by - t
+                if duration > 0:
+                    end = t + duration
+                    segments.append((field, t, end, (t, math.inf) if segments else (t, self._arm())))
+                    self._charge_step(record, field, t, end)
+                    t = end
+            elif cost > 0:
+                end = t + cost
+                segments.append((field, t, end, (t, math.inf) if segments else (t, self._arm())))
+                setattr(record, field, end - t)
                 t = end
         if segments:
             self._segments = segments
@@ -322,7 +334,8 @@ class ClusterSimulation:
         in_recovery = self.recovery is not None
         self._repeat = None  # a repeat failure is due only after a recovery that this one now replaces
         checkpoints = self.checkpoints
-        checkpoints.promote(now)
+        if checkpoints.pending:
+            checkpoints.promote(now)
         if not in_recovery:
             checkpoints.advance_in_memory(now)
         no_spare = False
@@ -340,12 +353,12 @@ class ClusterSimulation:
             source, target = "persistent", checkpoints.persistent_progress
         else:
             source, target = checkpoints.restore_point()
-        lost = max(0.0, self.progress - target)
+        lost = self.progress - target if self.progress > target else 0.0
         self.progress = target
         record = FailureRecord(
             time_s=now,
             machines=len(event.machines),
-            machine_ids=",".join(map(str, event.machines)),
+            machine_ids=",".join(map(str, event.machines)) if len(event.machines) > 1 else str(event.machines[0]),
             type=event.kind,
             simultaneous=in_recovery,
             recovered_from=source,
@@ -395,33 +408,57 @@ class ClusterSimulation:
         elif kind == "stall":
             self.checkpoint_s += elapsed
 
-    def _charge_step(self, record: FailureRecord, step: str, start: float, until: float) -> None:
-        """`record`'s recovery `step` lasted from `start` to `until` (each step happens once per record)."""
+    def _charge_step(self, record: FailureRecord, field: str, start: float, until: float) -> None:
+        """`record`'s recovery step (its `field`) lasted from `start` to `until` (each step happens once
+        per record)."""
         elapsed = until - start
-        if step == "replacement":
+        if field == "replacement_s":
             waited = 0.0
             if self.spare_by > start:
                 # The part spent waiting for the spare pool is its own waste component.
                 waited = min(elapsed, self.spare_by - start)
                 elapsed -= waited
             record.spare_wait_s = waited
-        record.set_step(step, elapsed)
+        setattr(record, field, elapsed)
 
     # ---- results ------------------------------------------------------------------------------
     def _summary(self) -> RunSummary:
-        sc, plan, records = self.scenario, self.plan, self.records
-        for record in records:
-            record.close()
+        sc, plan = self.scenario, self.plan
         # Every recovery second and lost progress belongs to one record: the totals are their sums, in
-        # the order they happened.
+        # the order they happened (one pass: at 16,384 machines a run has thousands of records).
+        lost = detection = replacement = serialization = retrieval = warmup = spare_wait = 0.0
+        repeat_wasted = 0.0
+        hardware = simultaneous = no_spare = misdiagnosed = repeats = 0
+        recovered = dict.fromkeys(SOURCES, 0)
+        for r in self.records:
+            r.close()
+            lost += r.lost_progress_s
+            detection += r.detection_s
+            replacement += r.replacement_s
+            serialization += r.serialization_s
+            retrieval += r.retrieval_s
+            warmup += r.warmup_s
+            spare_wait += r.spare_wait_s
+            hardware += r.type == "hardware"
+            simultaneous += r.simultaneous
+            recovered[r.recovered_from] += 1
+            no_spare += r.no_spare
+            misdiagnosed += r.misdiagnosed
+            if r.repeat:
+                repeats += 1
+                repeat_wasted += r.wasted_s
         totals = {
             "checkpoint": self.checkpoint_s,
-            "lost_progress": sum(r.lost_progress_s for r in records),
-            **{step: sum(r.step_s(step) for r in records) for step in RECOVERY_STEPS},
-            "spare_wait": sum(r.spare_wait_s for r in records),
+            "lost_progress": lost,
+            "detection": detection,
+            "replacement": replacement,
+            "serialization": serialization,
+            "retrieval": retrieval,
+            "warmup": warmup,
+            "spare_wait": spare_wait,
         }
-        assert tuple(totals) == WASTE_COMPONENTS
-        sources = [r.recovered_from for r in self.records]
+        assert tuple(totals) == WASTE_COMPONENTS  # a new recovery step needs its own sum above
+        failures = len(self.records)
         wasted = self.duration_s - self.progress
         ckpt_interval = plan.mem_interval_s if plan.mem_interval_s else plan.persistent_interval_s
         return RunSummary(
@@ -439,15 +476,15 @@ class ClusterSimulation:
             wasted_s=wasted,
             effective_ratio=self.progress / self.duration_s,
             **{f"wasted_{name}_s": value for name, value in totals.items()},
-            failures=len(self.records),
-            software_failures=sum(r.type == "software" for r in self.records),
-            hardware_failures=sum(r.type == "hardware" for r in self.records),
-            simultaneous_failures=sum(bool(r.simultaneous) for r in self.records),
-            recoveries_local=sources.count("local"),
-            recoveries_peer=sources.count("peer"),
-            recoveries_persistent=sources.count("persistent"),
+            failures=failures,
+            software_failures=failures - hardware,
+            hardware_failures=hardware,
+            simultaneous_failures=simultaneous,
+            recoveries_local=recovered["local"],
+            recoveries_peer=recovered["peer"],
+            recoveries_persistent=recovered["persistent"],
             fraction_from_cpu_memory=(
-                (sources.count("local") + sources.count("peer")) / len(sources) if sources else float("nan")
+                (recovered["local"] + recovered["peer"]) / failures if failures else float("nan")
             ),
             ckpt_interval_s=ckpt_interval,
             persistent_interval_s=plan.persistent_interval_s,
@@ -455,25 +492,36 @@ class ClusterSimulation:
             if plan.mem_interval_s
             else plan.persistent_stall_s + plan.persistent_upload_s,
             iteration_overhead_fraction=plan.overhead_fraction,
-            events=self.env.processed,
-            spare_waits=sum(r.no_spare for r in self.records),
-            misdiagnoses=sum(r.misdiagnosed for r in self.records),
-            repeat_failures=sum(r.repeat for r in self.records),
-            wasted_repeat_failures_s=sum(r.wasted_s for r in self.records if r.repeat),
+            events=self._events(),
+            spare_waits=no_spare,
+            misdiagnoses=misdiagnosed,
+            repeat_failures=repeats,
+            wasted_repeat_failures_s=repeat_wasted,
             retired_machines=self.ops.retired if self.ops is not None else 0,
             persistent_uploads=self.checkpoints.uploads,
             persistent_skipped=self.persistent_skipped,
         )
 
 
-def _placement_for(scenario: Scenario, rng: np.random.Generator) -> Placement:
+def _placement_for(scenario: Scenario, stream: np.random.SeedSequence) -> Placement:
+    """The run's placement: drawn from `stream` for `random`, else the same for every seed (built once)."""
     ckpt, cluster = scenario.checkpoint, scenario.cluster
     try:
-        return build_placement(
-            ckpt.placement, cluster.machines, ckpt.replicas, domain_size=cluster.failure_domain_size, rng=rng
-        )
+        if ckpt.placement == "random":
+            return build_placement(
+                "random", cluster.machines, ckpt.replicas, rng=np.random.default_rng(stream)
+            )
+        return _fixed_placement(ckpt.placement, cluster.machines, ckpt.replicas, cluster.failure_domain_size)
     except UserError as exc:
         raise UserError(f"checkpoint.placement ({exc.field})", exc.value, exc.allowed) from None
+
+
+@functools.lru_cache(maxsize=32)
+def _fixed_placement(strategy: str, machines: int, replicas: int, domain_size: int | None) -> Placement:
+    # Shared by every run of a sweep's grid point, so read-only.
+    placement = build_placement(strategy, machines, replicas, domain_size=domain_size)
+    placement.holders.setflags(write=False)
+    return placement
 
 
 def simulate(scenario: Scenario, seed: int) -> RunResult:

@@ -27,6 +27,10 @@ class MemCheckpoint:
     progress: float
     lost: set[int] = field(default_factory=set)
     replicated: bool = True  # False after a restore from storage: each machine holds only its own shard
+    intact: bool = True
+    """Every machine's checkpoint survives somewhere despite `lost`: kept up to date by `lose`, since
+    `lost` only grows (once a checkpoint is gone it stays gone), so a failure that loses no CPU memory
+    asks nothing of the placement."""
 
 
 class JobCheckpoints:
@@ -69,7 +73,9 @@ class JobCheckpoints:
         if not self.pending:
             return target, 0
         rate = self.plan.progress_rate
-        busy_until = max(self.storage.finish_s(t) for _, t in self.pending)
+        pending, finish_s = self.pending, self.storage.finish_s
+        # At most one upload is in flight (the engine's rule), so this is usually one lookup.
+        busy_until = finish_s(pending[0][1]) if len(pending) == 1 else max(finish_s(t) for _, t in pending)
         reached = now + (target - progress) / rate
         if reached >= busy_until - _EPS:
             return target, 0
@@ -100,20 +106,18 @@ class JobCheckpoints:
 
     def lose(self, machines: set[int]) -> None:
         """`machines` lost their CPU memory (a hardware failure)."""
-        if self.mem is not None:
-            self.mem.lost |= machines
+        mem = self.mem
+        if mem is None or machines <= mem.lost:
+            return
+        mem.lost |= machines
+        if mem.intact:
+            mem.intact = mem.replicated and self.placement is not None and self.placement.recoverable(mem.lost)
 
     def restore_point(self) -> tuple[str, float]:
         """Where the job restarts from: CPU memory when every machine's checkpoint survives somewhere."""
         mem = self.mem
-        if mem is not None:
-            survives = (
-                not mem.lost
-                if not mem.replicated
-                else (self.placement is not None and self.placement.recoverable(mem.lost))
-            )
-            if survives:
-                return ("peer" if mem.lost else "local"), mem.progress
+        if mem is not None and mem.intact and (self.placement is not None or not mem.replicated):
+            return ("peer" if mem.lost else "local"), mem.progress
         return "persistent", self.persistent_progress
 
     def restarted(self, source: str, progress: float) -> None:

@@ -15,7 +15,6 @@ Nothing here schedules SimPy events: repairs are resolved lazily when the job as
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 from collections import deque
 
@@ -146,8 +145,8 @@ class Operations:
                     self._swap(slot, now, retire=slot in retiring)
         if machines is event.machines and hardware == event.hardware and not repeat and staying is None:
             return event
-        return dataclasses.replace(
-            event, machines=machines, hardware=hardware, misdiagnosed=staying is not None, repeat=repeat
+        return event._replace(
+            machines=machines, hardware=hardware, misdiagnosed=staying is not None, repeat=repeat
         )
 
     def _count_failure(self, host: int, now: float) -> bool:

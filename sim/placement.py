@@ -48,9 +48,12 @@ class Placement:
 
     def recoverable(self, failed: Iterable[int]) -> bool:
         """True when every machine still has a surviving holder of its checkpoint."""
-        lost = set(failed)
+        lost = failed if isinstance(failed, set | frozenset) else set(failed)
         rows = self._rows
-        return not any(lost.issuperset(rows[i]) for i in lost)
+        for i in lost:  # a machine that is up holds its own checkpoint: only lost ones can lose theirs
+            if lost.issuperset(rows[i]):
+                return False
+        return True
 
     @cached_property
     def _rows(self) -> list[list[int]]:

@@ -46,12 +46,6 @@ class FailureRecord:
     repeat: bool = False
     """It struck a faulty machine left in the job by a wrong diagnosis or a silently failed repair."""
 
-    def set_step(self, step: str, seconds: float) -> None:
-        setattr(self, _STEP_FIELDS[step], seconds)
-
-    def step_s(self, step: str) -> float:
-        return getattr(self, _STEP_FIELDS[step])
-
     def close(self) -> None:
         steps = (
             self.detection_s + self.replacement_s + self.serialization_s + self.retrieval_s + self.warmup_s
@@ -121,7 +115,8 @@ class RunSummary:
         return {name: getattr(self, name) for name in SUMMARY_COLUMNS}
 
 
-_STEP_FIELDS = {step: f"{step}_s" for step in RECOVERY_STEPS}  # the record's field of each recovery step
+STEP_FIELDS = {step: f"{step}_s" for step in RECOVERY_STEPS}
+"""The `FailureRecord` field of each recovery step."""
 FAILURE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(FailureRecord))
 SUMMARY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunSummary))
 WASTE_COMPONENTS: tuple[str, ...] = ("checkpoint", "lost_progress", *RECOVERY_STEPS, "spare_wait")

@@ -98,7 +98,7 @@ class ClusterSimulation:
         )
         self.placement = _placement_for(scenario, streams["placement"]) if self.plan.mem_interval_s else None
         self.env = simpy.Environment()
-        self._timeouts = 0  # the job's timeouts: with its start, its end and the run's stop, every SimPy event
+        self._timeouts = 0  # the job's timeouts (see `_events`)
         self.now = 0.0  # the job's clock: exact boundary times (SimPy's sums may differ in the last bit)
         self._rate = self.plan.progress_rate
         # Job state.
@@ -358,7 +358,7 @@ class ClusterSimulation:
         record = FailureRecord(
             time_s=now,
             machines=len(event.machines),
-            machine_ids=",".join(map(str, event.machines)) if len(event.machines) > 1 else str(event.machines[0]),
+            machine_ids=_ids(event.machines),
             type=event.kind,
             simultaneous=in_recovery,
             recovered_from=source,
@@ -501,6 +501,11 @@ class ClusterSimulation:
             persistent_uploads=self.checkpoints.uploads,
             persistent_skipped=self.persistent_skipped,
         )
+
+
+def _ids(machines: tuple[int, ...]) -> str:
+    """The machines of a failure as a record's `machine_ids` (most failures take one machine down)."""
+    return str(machines[0]) if len(machines) == 1 else ",".join(map(str, machines))
 
 
 def _placement_for(scenario: Scenario, stream: np.random.SeedSequence) -> Placement:

@@ -111,7 +111,9 @@ class JobCheckpoints:
             return
         mem.lost |= machines
         if mem.intact:
-            mem.intact = mem.replicated and self.placement is not None and self.placement.recoverable(mem.lost)
+            mem.intact = (
+                mem.replicated and self.placement is not None and self.placement.recoverable(mem.lost)
+            )
 
     def restore_point(self) -> tuple[str, float]:
         """Where the job restarts from: CPU memory when every machine's checkpoint survives somewhere."""

@@ -50,10 +50,8 @@ class Placement:
         """True when every machine still has a surviving holder of its checkpoint."""
         lost = failed if isinstance(failed, set | frozenset) else set(failed)
         rows = self._rows
-        for i in lost:  # a machine that is up holds its own checkpoint: only lost ones can lose theirs
-            if lost.issuperset(rows[i]):
-                return False
-        return True
+        # A machine that is up holds its own checkpoint: only lost ones can lose theirs.
+        return not any(lost.issuperset(rows[i]) for i in lost)
 
     @cached_property
     def _rows(self) -> list[list[int]]:

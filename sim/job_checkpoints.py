@@ -47,6 +47,10 @@ class JobCheckpoints:
         self.persistent_progress = 0.0  # the initial model counts as persisted
         self.pending: list[tuple[float, Transfer]] = []  # (progress, its upload)
         self.uploads = 0
+        # Read at every training stretch and failure: looked up once.
+        self._grid = plan.mem_interval_s
+        self._wall_per_progress = 1.0 / plan.progress_rate
+        self._mem_ckpt_s = plan.mem_ckpt_time_s
 
     # ---- persistent ---------------------------------------------------------------------------
     def start_upload(self, progress: float, now: float) -> None:
@@ -86,20 +90,20 @@ class JobCheckpoints:
     # ---- in memory ----------------------------------------------------------------------------
     def note_snapshots(self, start_wall: float, start_progress: float, end_progress: float) -> None:
         """Record the in-memory snapshots taken while progress went from start to end (grid points)."""
-        grid = self.plan.mem_interval_s
+        grid = self._grid
         if grid is None:
             return
         last = math.floor(end_progress / grid + _EPS) * grid
-        wall_per_progress = 1.0 / self.plan.progress_rate
+        taken, wall_per_progress = self.mem_taken, self._wall_per_progress
         for point in (last - grid, last):
             if point > start_progress + _EPS:
-                self.mem_taken.append((point, start_wall + (point - start_progress) * wall_per_progress))
-        del self.mem_taken[:-2]
+                taken.append((point, start_wall + (point - start_progress) * wall_per_progress))
+        del taken[:-2]
 
     def advance_in_memory(self, now: float) -> None:
         """The newest snapshot whose replicas were complete by `now` replaces the in-memory checkpoint."""
         for progress, taken_at in reversed(self.mem_taken):
-            if taken_at + self.plan.mem_ckpt_time_s <= now + _EPS:
+            if taken_at + self._mem_ckpt_s <= now + _EPS:
                 if self.mem is None or progress > self.mem.progress:
                     self.mem = MemCheckpoint(progress)
                 return
@@ -107,12 +111,16 @@ class JobCheckpoints:
     def lose(self, machines: set[int]) -> None:
         """`machines` lost their CPU memory (a hardware failure)."""
         mem = self.mem
-        if mem is None or machines <= mem.lost:
+        if mem is None:
             return
-        mem.lost |= machines
+        new = machines - mem.lost
+        if not new:
+            return
+        mem.lost |= new
         if mem.intact:
+            placement = self.placement
             mem.intact = (
-                mem.replicated and self.placement is not None and self.placement.recoverable(mem.lost)
+                mem.replicated and placement is not None and placement.still_recoverable(mem.lost, new)
             )
 
     def restore_point(self) -> tuple[str, float]:

@@ -11,7 +11,7 @@ with exactly these placements.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -32,7 +32,6 @@ class Placement:
     replicas: int
     holders: np.ndarray
     domain_size: int | None = None
-    _holder_sets: list[frozenset[int]] | None = field(default=None, repr=False)
 
     def holders_of(self, machine: int) -> tuple[int, ...]:
         return tuple(int(h) for h in self.holders[machine])
@@ -53,10 +52,30 @@ class Placement:
         # A machine that is up holds its own checkpoint: only lost ones can lose theirs.
         return not any(lost.issuperset(rows[i]) for i in lost)
 
+    def still_recoverable(self, lost: set[int], new: Iterable[int]) -> bool:
+        """`recoverable(lost)` for a `lost` that was recoverable without the machines in `new`: only a
+        checkpoint that one of them held can have lost its last holder. The engine asks at every hardware
+        failure, and a chain of them during recoveries makes `lost` long (this costs O(|new| · m²))."""
+        rows, (owners, bounds) = self._rows, self._held_by
+        for machine in new:
+            for i in owners[bounds[machine] : bounds[machine + 1]]:
+                if i in lost and lost.issuperset(rows[i]):
+                    return False
+        return True
+
     @cached_property
     def _rows(self) -> list[list[int]]:
-        # The holders as Python lists, built once: the engine asks `recoverable` at every failure.
+        # The holders as Python lists, built once: the engine reads them at hardware failures.
         return self.holders.tolist()
+
+    @cached_property
+    def _held_by(self) -> tuple[list[int], list[int]]:
+        """(owners, bounds): the machines whose checkpoints machine x holds are
+        owners[bounds[x]:bounds[x + 1]] (one sort of the holder table, built once per placement)."""
+        flat = self.holders.ravel()
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(self.machines + 1))
+        return (order // self.replicas).tolist(), bounds.tolist()
 
     def holder_sets(self) -> list[frozenset[int]]:
         """Distinct holder sets: the failure sets that lose some checkpoint are supersets of these."""

@@ -97,3 +97,23 @@ def test_bad_sizes_and_names_raise_user_errors(strategy, n, m, kwargs, field):
     with pytest.raises(UserError) as err:
         build_placement(strategy, n, m, **kwargs)
     assert err.value.field == field
+
+
+@given(
+    sizes(),
+    st.sampled_from(["ring", "mixed", "random"]),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.lists(st.integers(0, 39), min_size=1, max_size=4), min_size=1, max_size=12),
+)
+def test_incremental_recoverability_matches_the_full_check(nm, strategy, seed, losses):
+    """The engine checks a hardware loss only against the checkpoints the newly lost machines held: while
+    the losses so far were recoverable, that answers exactly as checking every lost machine does."""
+    n, m = nm
+    placement = _build(strategy, n, m, seed=seed)
+    lost: set[int] = set()
+    for loss in losses:
+        new = {machine % n for machine in loss} - lost
+        lost |= new
+        assert placement.still_recoverable(lost, new) == placement.recoverable(lost)
+        if not placement.recoverable(lost):
+            break

@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from gemini_ft.cli.commands import COMMANDS
+from gemini_ft.cli.commands import COMMANDS, SIMULATOR_COMMANDS
 from gemini_ft.cli.options import OneLineParser
 
 EVERY = "every"  # build_parser's default: every subcommand with its flags
@@ -74,10 +74,25 @@ def _flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
     return flags
 
 
+def limit_blas_threads(command: str | None) -> None:
+    """One OpenBLAS thread for the simulator's commands, unless the user chose a number.
+
+    OpenBLAS starts a thread pool (one thread per core, up to 64) as numpy loads, and its threads spin
+    before they sleep: CPU time paid by every short command for BLAS calls the simulator never makes.
+    OpenBLAS reads the variable only then, so it is set before the first numpy import; sweep
+    workers (process pool, local Dask cluster) inherit it from this process's environment. In a process
+    that has loaded numpy already (a test, a notebook calling `main`) it would change nothing here and
+    only reach later child processes, so it is left alone there."""
+    if command in SIMULATOR_COMMANDS and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command(argv)
+    limit_blas_threads(command)
     # Building every subcommand's flags costs more than a small simulation: build only the one run.
-    parser = build_parser(_command(argv))
+    parser = build_parser(command)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a one-line parse error: its status is the answer

@@ -4,6 +4,8 @@ Kept apart from the subcommand modules so the command line can list every subcom
 the one being run, without importing the others (realrun's flags alone come from a pydantic model).
 """
 
+from __future__ import annotations
+
 COMMANDS: dict[str, str] = {
     "scenarios": "list, show and validate scenarios",
     "placement": "probability that every checkpoint survives k simultaneous failures, per placement",
@@ -17,3 +19,8 @@ COMMANDS: dict[str, str] = {
     "plot": "draw the figures a result file supports (PNG + PDF + CSV)",
     "report": "run the preset sweeps and write every paper figure plus index.html",
 }
+
+# Subcommands whose numerical work is the simulator and its tables: none calls BLAS, so OpenBLAS's thread
+# pool (started when numpy loads) only costs CPU time (see `gemini_ft.cli.limit_blas_threads`). Not
+# realrun (torch and its torchrun children keep their threads), nor calibrate/validate/plot.
+SIMULATOR_COMMANDS = frozenset({"simulate", "sweep", "advise", "interleave", "placement", "report"})

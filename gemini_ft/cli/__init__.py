@@ -74,23 +74,28 @@ def _flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
     return flags
 
 
-def limit_blas_threads(command: str | None) -> None:
-    """One OpenBLAS thread for the simulator's commands, unless the user chose a number.
+def lighten_simulator_start(command: str | None) -> None:
+    """For the simulator's commands, skip two start-up costs that buy them nothing, unless the user set
+    the variables: OpenBLAS's thread pool and pydantic's plugin search.
 
     OpenBLAS starts a thread pool (one thread per core, up to 64) as numpy loads, and its threads spin
     before they sleep: CPU time paid by every short command for BLAS calls the simulator never makes.
-    OpenBLAS reads the variable only then, so it is set before the first numpy import; sweep
-    workers (process pool, local Dask cluster) inherit it from this process's environment. In a process
-    that has loaded numpy already (a test, a notebook calling `main`) it would change nothing here and
-    only reach later child processes, so it is left alone there."""
+    Pydantic looks for plugins (observers of validation, such as tracing) by reading the entry points
+    of every installed distribution when it builds its first model; the scenario's results do not
+    depend on them (`PYDANTIC_DISABLE_PLUGINS=` keeps them). Both variables are read once, at numpy's
+    load and at the first model, so they are set before either; sweep workers (process pool, local
+    Dask cluster) inherit them from this process's environment. In a process that has loaded numpy
+    already (a test, a notebook calling `main`) the first would change nothing and both would reach
+    later child processes, so they are left alone there."""
     if command in SIMULATOR_COMMANDS and "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command(argv)
-    limit_blas_threads(command)
+    lighten_simulator_start(command)
     # Building every subcommand's flags costs more than a small simulation: build only the one run.
     parser = build_parser(command)
     try:

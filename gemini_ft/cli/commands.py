@@ -20,7 +20,8 @@ COMMANDS: dict[str, str] = {
     "report": "run the preset sweeps and write every paper figure plus index.html",
 }
 
-# Subcommands whose numerical work is the simulator and its tables: none calls BLAS, so OpenBLAS's thread
-# pool (started when numpy loads) only costs CPU time (see `gemini_ft.cli.limit_blas_threads`). Not
-# realrun (torch and its torchrun children keep their threads), nor calibrate/validate/plot.
+# Subcommands whose numerical work is the simulator and its tables: none calls BLAS or needs a pydantic
+# plugin, so they start without OpenBLAS's thread pool and pydantic's plugin search (see
+# `gemini_ft.cli.lighten_simulator_start`). Not realrun (torch and its torchrun children keep their
+# threads), nor calibrate/validate/plot.
 SIMULATOR_COMMANDS = frozenset({"simulate", "sweep", "advise", "interleave", "placement", "report"})

@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from scenarios.errors import UserError
 from scenarios.overrides import apply_overrides as _apply
 from scenarios.overrides import flatten_sweep, parse_overrides, parse_value
@@ -97,6 +95,8 @@ def expand_sweep(scenario: Scenario) -> list[tuple[dict[str, Any], Scenario]]:
 
 def to_toml(scenario: Scenario) -> str:
     """The resolved scenario as TOML (None fields are omitted: TOML has no null)."""
+    import tomli_w  # only to write TOML: loading a scenario (every command) does without it
+
     data = scenario.model_dump(mode="json", exclude_none=True)
     if not data.get("sweep"):
         data.pop("sweep", None)

@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from gemini_ft.cli.commands import COMMANDS
+from gemini_ft.cli.commands import COMMANDS, SIMULATOR_COMMANDS
 from gemini_ft.cli.options import OneLineParser
 
 EVERY = "every"  # build_parser's default: every subcommand with its flags
@@ -74,10 +74,30 @@ def _flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
     return flags
 
 
+def lighten_simulator_start(command: str | None) -> None:
+    """For the simulator's commands, skip two start-up costs that buy them nothing, unless the user set
+    the variables: OpenBLAS's thread pool and pydantic's plugin search.
+
+    OpenBLAS starts a thread pool (one thread per core, up to 64) as numpy loads, and its threads spin
+    before they sleep: CPU time paid by every short command for BLAS calls the simulator never makes.
+    Pydantic looks for plugins (observers of validation, such as tracing) by reading the entry points
+    of every installed distribution when it builds its first model; the scenario's results do not
+    depend on them (`PYDANTIC_DISABLE_PLUGINS=` keeps them). Both variables are read once, at numpy's
+    load and at the first model, so they are set before either; sweep workers (process pool, local
+    Dask cluster) inherit them from this process's environment. In a process that has loaded numpy
+    already (a test, a notebook calling `main`) the first would change nothing and both would reach
+    later child processes, so they are left alone there."""
+    if command in SIMULATOR_COMMANDS and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command(argv)
+    lighten_simulator_start(command)
     # Building every subcommand's flags costs more than a small simulation: build only the one run.
-    parser = build_parser(_command(argv))
+    parser = build_parser(command)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a one-line parse error: its status is the answer

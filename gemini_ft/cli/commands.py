@@ -4,6 +4,8 @@ Kept apart from the subcommand modules so the command line can list every subcom
 the one being run, without importing the others (realrun's flags alone come from a pydantic model).
 """
 
+from __future__ import annotations
+
 COMMANDS: dict[str, str] = {
     "scenarios": "list, show and validate scenarios",
     "placement": "probability that every checkpoint survives k simultaneous failures, per placement",
@@ -17,3 +19,9 @@ COMMANDS: dict[str, str] = {
     "plot": "draw the figures a result file supports (PNG + PDF + CSV)",
     "report": "run the preset sweeps and write every paper figure plus index.html",
 }
+
+# Subcommands whose numerical work is the simulator and its tables: none calls BLAS or needs a pydantic
+# plugin, so they start without OpenBLAS's thread pool and pydantic's plugin search (see
+# `gemini_ft.cli.lighten_simulator_start`). Not realrun (torch and its torchrun children keep their
+# threads), nor calibrate/validate/plot.
+SIMULATOR_COMMANDS = frozenset({"simulate", "sweep", "advise", "interleave", "placement", "report"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -57,6 +56,8 @@ def _cell(column: str, value: Any, group: bool) -> str:
 
 def to_json(value: Any) -> str:
     """Strict JSON (NaN and infinities become null) for `--json` outputs."""
+    import json  # only for --json: the printed table, the common case, does without it
+
     return json.dumps(_finite(value), indent=2)
 
 

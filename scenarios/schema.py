@@ -45,9 +45,11 @@ class Section(BaseModel):
     @classmethod
     def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic's lax mode reads `machines = true` as 1; a boolean is never a count or a rate.
+        # Other fields (names, choices, paths) leave a boolean to their own validation and its message.
         if isinstance(value, bool) and info.field_name is not None:
             annotation = cls.model_fields[info.field_name].annotation
-            if annotation is not bool and bool not in get_args(annotation):
+            kinds = (annotation, *get_args(annotation))
+            if bool not in kinds and (int in kinds or float in kinds):
                 raise ValueError("must be a number, not a boolean")
         return value
 

@@ -82,3 +82,19 @@ def test_gemini_replicas_must_fit_in_cpu_memory() -> None:
         load_scenario("gpt2-100b-p4d", {"cluster.cpu_memory_gib": 100})
     strawman = {"cluster.cpu_memory_gib": 100, "checkpoint.policy": "strawman", "sweep": {}}
     assert load_scenario("gpt2-100b-p4d", strawman).checkpoint.policy == "strawman"  # no in-memory copies
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"cluster": {"machines": True}}, "must be a number, not a boolean"),
+        ({"checkpoint": {"iteration_overhead_fraction": False}}, "must be a number, not a boolean"),
+        ({"checkpoint": {"policy": True}}, "Input should be 'gemini'"),
+        ({"name": True}, "valid string"),
+    ],
+)
+def test_a_boolean_is_refused_in_the_words_of_its_field(data, message):
+    """A boolean is never a count or a rate (pydantic would read `true` as 1); a field of names or choices
+    refuses it with its own message, not the numbers'."""
+    with pytest.raises(ValidationError, match=message):
+        Scenario.model_validate(data)

@@ -62,10 +62,18 @@ class SharedStorage:
         return any(t.kind == kind and self._done[t] > now + _EPS for t in self.transfers)
 
     def cancel_all(self, now: float) -> None:
-        """Every transfer still running at `now` dies (the job that drove them failed)."""
-        self._advance(now)
+        """Every transfer still running at `now` dies (the job that drove them failed); one that completed
+        by then keeps its completion time. (No need to bring the dying ones' bytes to `now`: at every
+        failure, so `_done`, exact since the last start, answers.)"""
+        if now < self.now - _EPS:
+            raise ValueError(f"storage time runs forward only: {now} < {self.now}")
+        for transfer in self.transfers:
+            done = self._done.get(transfer, math.inf)
+            if done <= now:
+                transfer.done_s, transfer.remaining_bytes = done, 0.0
         self.transfers.clear()
         self._done = {}
+        self.now = max(self.now, now)
 
     def transfer_s(self, nbytes: float) -> float:
         """One transfer of `nbytes` with the storage to itself: latency + bytes at the full bandwidth."""

@@ -325,7 +325,10 @@ class ClusterSimulation:
                 if not complete:
                     break
             elif not complete:  # a recovery step cut short or never begun: charge what happened
-                self._charge_step(record, kind, start, max(start, now))
+                if kind == "replacement_s":
+                    self._charge_step(record, kind, start, max(start, now))
+                else:  # inline: at 16,384 machines most failures cut a recovery short
+                    setattr(record, kind, now - start if now > start else 0.0)
         self._segments = [_IDLE]
 
     # ---- failures and recovery ----------------------------------------------------------------

@@ -313,16 +313,18 @@ def _table(
 
 
 def _pareto(table: pd.DataFrame) -> pd.Series:
-    """Candidates no other beats on ratio without costing more spare machines or CPU memory (compared on
-    the seeds every candidate ran, so that the comparison is paired)."""
+    """Candidates no other dominates: none is at least as good on ratio, spare machines and CPU memory and
+    strictly better on one (ratios compared on the seeds every candidate ran, so the comparison is paired).
+    More spares that never run out give the same ratio on common seeds, so they are off the frontier;
+    equivalent candidates (same ratio and costs, e.g. placements that lose no checkpoint) all stay."""
     ratio = table["ratio_common_seeds"].to_numpy()
     spares = table["spare_machines"].to_numpy()
     memory = table["cpu_memory_gib"].to_numpy()
-    dominated = [
-        bool(np.any((ratio > ratio[i]) & (spares <= spares[i]) & (memory <= memory[i] + 1e-9)))
-        for i in range(len(table))
-    ]
-    return pd.Series([not d for d in dominated], index=table.index)
+    cheaper_memory = memory < memory[:, None] - 1e-9  # [i, j]: j needs less memory than i
+    no_more_memory = memory <= memory[:, None] + 1e-9
+    at_least = (ratio >= ratio[:, None]) & (spares <= spares[:, None]) & no_more_memory
+    strictly = (ratio > ratio[:, None]) | (spares < spares[:, None]) | cheaper_memory
+    return pd.Series(~(at_least & strictly).any(axis=1), index=table.index)
 
 
 def format_advice(advice: Advice) -> str:
@@ -345,7 +347,7 @@ def format_advice(advice: Advice) -> str:
         if diff < 0:
             lines.append("  (the best is the cheapest candidate within noise of the highest ratio)")
     frontier = advice.candidates[advice.candidates["frontier"]]
-    lines.append(f"  frontier (no cheaper candidate does better): {len(frontier)} candidate(s)")
+    lines.append(f"  frontier (no candidate does as well for less): {len(frontier)} candidate(s)")
     lines[-1] += " (ratio on the seeds all candidates ran):"
     frontier = frontier.sort_values("ratio_common_seeds", ascending=False)
     for _, row in frontier.head(8).iterrows():

@@ -3,12 +3,21 @@ best of an exhaustive grid within its confidence interval."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from analysis.advise_figures import frontier_figure
 from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
-from sim.advise import Candidate, SearchSpace, _next_round, _significantly_better, advise, format_advice
+from sim.advise import (
+    Candidate,
+    SearchSpace,
+    _next_round,
+    _pareto,
+    _significantly_better,
+    advise,
+    format_advice,
+)
 
 SPACE = SearchSpace(
     policies=("gemini", "strawman", "young-daly"),
@@ -103,3 +112,17 @@ def test_spares_are_searched_around_the_scenarios_own(scenario) -> None:
     best = advice.best
     # Never dearer than the top finalist.
     assert (best["spare_machines"], best["cpu_memory_gib"]) <= (top["spare_machines"], top["cpu_memory_gib"])
+
+
+def test_the_frontier_drops_a_candidate_that_costs_more_for_the_same_ratio() -> None:
+    """Weak dominance: 8 spares that never run out give the 2-spare ratio on common seeds, so only the
+    2-spare candidate is on the frontier; equal candidates (ratio and costs) both stay, and one that is
+    cheaper in memory stays beside a better but dearer one."""
+    table = pd.DataFrame(
+        {
+            "ratio_common_seeds": [0.95, 0.95, 0.95, 0.90, 0.96, 0.94],
+            "spare_machines": [2, 8, 2, 0, 8, 2],
+            "cpu_memory_gib": [2.2, 2.2, 2.2, 2.2, 4.4, 1.1],
+        }
+    )
+    assert _pareto(table).tolist() == [True, False, True, True, True, True]

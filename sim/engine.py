@@ -24,7 +24,6 @@ useful + wasted = wall-clock by construction.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import math
 from dataclasses import dataclass
@@ -32,15 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from scenarios.errors import UserError
 from scenarios.schema import Scenario
 from sim.costs import RECOVERY_STEPS, SOURCES
 from sim.failures import DAY_S, FailureEvent, failure_arrivals
 from sim.job_checkpoints import JobCheckpoints
 from sim.operations import Operations
-from sim.placement import Placement, build_placement
+from sim.placement import scenario_placement
 from sim.policies import CheckpointPlan, cost_scenario, plan_for
-from sim.records import STEP_FIELDS, WASTE_COMPONENTS, FailureRecord, RunSummary
+from sim.records import STEP_FIELDS, WASTE_COMPONENTS, FailureRecord, RecordTally, RunSummary
 from sim.storage import SharedStorage
 
 STREAMS = (
@@ -96,7 +94,9 @@ class ClusterSimulation:
         self._kept_anyway = (
             self.ops.thinning_coins(len(self.arrivals), rng(streams["thinning"])) if thinning else None
         )
-        self.placement = _placement_for(scenario, streams["placement"]) if self.plan.mem_interval_s else None
+        self.placement = (
+            scenario_placement(scenario, streams["placement"]) if self.plan.mem_interval_s else None
+        )
         self.env = simpy.Environment()
         self._timeouts = 0  # the job's timeouts (see `_events`)
         self.now = 0.0  # the job's clock: exact boundary times (SimPy's sums may differ in the last bit)
@@ -427,41 +427,11 @@ class ClusterSimulation:
     # ---- results ------------------------------------------------------------------------------
     def _summary(self) -> RunSummary:
         sc, plan = self.scenario, self.plan
-        # Every recovery second and lost progress belongs to one record: the totals are their sums, in
-        # the order they happened (one pass: at 16,384 machines a run has thousands of records).
-        lost = detection = replacement = serialization = retrieval = warmup = spare_wait = 0.0
-        repeat_wasted = 0.0
-        hardware = simultaneous = no_spare = misdiagnosed = repeats = 0
-        recovered = dict.fromkeys(SOURCES, 0)
-        for r in self.records:
-            r.close()
-            lost += r.lost_progress_s
-            detection += r.detection_s
-            replacement += r.replacement_s
-            serialization += r.serialization_s
-            retrieval += r.retrieval_s
-            warmup += r.warmup_s
-            spare_wait += r.spare_wait_s
-            hardware += r.type == "hardware"
-            simultaneous += r.simultaneous
-            recovered[r.recovered_from] += 1
-            no_spare += r.no_spare
-            misdiagnosed += r.misdiagnosed
-            if r.repeat:
-                repeats += 1
-                repeat_wasted += r.wasted_s
-        totals = {
-            "checkpoint": self.checkpoint_s,
-            "lost_progress": lost,
-            "detection": detection,
-            "replacement": replacement,
-            "serialization": serialization,
-            "retrieval": retrieval,
-            "warmup": warmup,
-            "spare_wait": spare_wait,
-        }
-        assert tuple(totals) == WASTE_COMPONENTS  # a new recovery step needs its own sum above
-        failures = len(self.records)
+        # Every recovery second and lost progress belongs to one record: the totals are their sums.
+        tally = RecordTally.of(self.records)
+        totals = {"checkpoint": self.checkpoint_s, **tally.waste_s}
+        assert tuple(totals) == WASTE_COMPONENTS
+        failures, recovered = tally.failures, tally.recovered_from
         wasted = self.duration_s - self.progress
         ckpt_interval = plan.mem_interval_s if plan.mem_interval_s else plan.persistent_interval_s
         return RunSummary(
@@ -480,9 +450,9 @@ class ClusterSimulation:
             effective_ratio=self.progress / self.duration_s,
             **{f"wasted_{name}_s": value for name, value in totals.items()},
             failures=failures,
-            software_failures=failures - hardware,
-            hardware_failures=hardware,
-            simultaneous_failures=simultaneous,
+            software_failures=failures - tally.hardware,
+            hardware_failures=tally.hardware,
+            simultaneous_failures=tally.simultaneous,
             recoveries_local=recovered["local"],
             recoveries_peer=recovered["peer"],
             recoveries_persistent=recovered["persistent"],
@@ -496,10 +466,10 @@ class ClusterSimulation:
             else plan.persistent_stall_s + plan.persistent_upload_s,
             iteration_overhead_fraction=plan.overhead_fraction,
             events=self._events(),
-            spare_waits=no_spare,
-            misdiagnoses=misdiagnosed,
-            repeat_failures=repeats,
-            wasted_repeat_failures_s=repeat_wasted,
+            spare_waits=tally.no_spare,
+            misdiagnoses=tally.misdiagnosed,
+            repeat_failures=tally.repeats,
+            wasted_repeat_failures_s=tally.repeat_wasted_s,
             retired_machines=self.ops.retired if self.ops is not None else 0,
             persistent_uploads=self.checkpoints.uploads,
             persistent_skipped=self.persistent_skipped,
@@ -509,27 +479,6 @@ class ClusterSimulation:
 def _ids(machines: tuple[int, ...]) -> str:
     """The machines of a failure as a record's `machine_ids` (most failures take one machine down)."""
     return str(machines[0]) if len(machines) == 1 else ",".join(map(str, machines))
-
-
-def _placement_for(scenario: Scenario, stream: np.random.SeedSequence) -> Placement:
-    """The run's placement: drawn from `stream` for `random`, else the same for every seed (built once)."""
-    ckpt, cluster = scenario.checkpoint, scenario.cluster
-    try:
-        if ckpt.placement == "random":
-            return build_placement(
-                "random", cluster.machines, ckpt.replicas, rng=np.random.default_rng(stream)
-            )
-        return _fixed_placement(ckpt.placement, cluster.machines, ckpt.replicas, cluster.failure_domain_size)
-    except UserError as exc:
-        raise UserError(f"checkpoint.placement ({exc.field})", exc.value, exc.allowed) from None
-
-
-@functools.lru_cache(maxsize=32)
-def _fixed_placement(strategy: str, machines: int, replicas: int, domain_size: int | None) -> Placement:
-    # Shared by every run of a sweep's grid point, so read-only.
-    placement = build_placement(strategy, machines, replicas, domain_size=domain_size)
-    placement.holders.setflags(write=False)
-    return placement
 
 
 def simulate(scenario: Scenario, seed: int) -> RunResult:

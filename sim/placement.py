@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scenarios.errors import UserError
 from scenarios.placements import PLACEMENTS, check_placement
+
+if TYPE_CHECKING:
+    from scenarios.schema import Scenario
 
 MATERIALIZED_LIMIT = 10_000_000
 """The most machines a placement table (N × m integers) is built for."""
@@ -137,6 +141,27 @@ def build_placement(
     else:  # the registry names a strategy this module cannot build
         raise AssertionError(f"no builder for placement {strategy!r} of {PLACEMENTS}")
     return Placement(strategy, machines, replicas, holders, domain_size)
+
+
+def scenario_placement(scenario: Scenario, stream: np.random.SeedSequence) -> Placement:
+    """One run's placement: drawn from `stream` for `random`, else the same for every seed (built once
+    per process and shared, read-only). A field error names the scenario's field."""
+    ckpt, cluster = scenario.checkpoint, scenario.cluster
+    try:
+        if ckpt.placement == "random":
+            return build_placement(
+                "random", cluster.machines, ckpt.replicas, rng=np.random.default_rng(stream)
+            )
+        return _fixed_placement(ckpt.placement, cluster.machines, ckpt.replicas, cluster.failure_domain_size)
+    except UserError as exc:
+        raise UserError(f"checkpoint.placement ({exc.field})", exc.value, exc.allowed) from None
+
+
+@lru_cache(maxsize=32)
+def _fixed_placement(strategy: str, machines: int, replicas: int, domain_size: int | None) -> Placement:
+    placement = build_placement(strategy, machines, replicas, domain_size=domain_size)
+    placement.holders.setflags(write=False)  # shared by every run of a grid point
+    return placement
 
 
 def _grouped(order: np.ndarray, m: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The benchmarks say what they do to the machine and what a surprising number means."""
+"""The benchmarks say what they do to the machine and what a surprising number means; the digest tool
+sees a changed result."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _load(name: str) -> ModuleType:
+def _load(name: str, script: str | None = None) -> ModuleType:
     # benchmarks/ is a folder of scripts, not a package: load one by path.
-    spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCHMARKS / f"bench_{name}.py")
+    path = BENCHMARKS / (script or f"bench_{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -89,3 +91,12 @@ def test_bench_realrun_says_it_drops_the_page_cache_as_root(
     out = capsys.readouterr().out
     assert f"page cache: writing 3 to {proc} (drops this machine's whole page cache)" in out
     assert "cold load reads from disk, not from memory" in out
+
+
+def test_sim_digest_is_stable_and_sees_a_changed_result() -> None:
+    """The digest an engine change is checked with: the same runs hash alike, and a different result (one
+    more failure per machine per day) does not."""
+    digest = _load("digest", "sim_digest.py").digest
+    same = digest("gpt2-100b-p4d", {}, seeds=1)
+    assert same == digest("gpt2-100b-p4d", {}, seeds=1)
+    assert same != digest("gpt2-100b-p4d", {"failures.rate_per_machine_per_day": 0.02}, seeds=1)

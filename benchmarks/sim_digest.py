@@ -1,0 +1,73 @@
+"""A digest of everything the simulator returns, per case: to prove an engine change keeps results bit for bit.
+
+Each line names a case (a preset, or the 1,024-machine scenario with some overrides) and hashes every
+summary and failure row of three seeds, with numbers as exact float reprs (so an int 0 that became 0.0
+still matches). Run it in two checkouts and diff the outputs; `events` is among the hashed columns.
+
+    PYTHONPATH=$OLD python benchmarks/sim_digest.py > old.txt
+    PYTHONPATH=$NEW python benchmarks/sim_digest.py > new.txt && diff old.txt new.txt
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from scenarios.loader import load_scenario
+from sim.engine import simulate
+
+OPERATIONS_ON = {
+    "operations.enabled": True,
+    "operations.bad_machine_fraction": 0.02,
+    "operations.bad_rate_multiplier": 10.0,
+    "operations.silent_repair_failure_fraction": 0.05,
+    "operations.misdiagnosis_fraction": 0.05,
+    "operations.retire_after_failures": 3,
+    "operations.retire_window_days": 7.0,
+    "cluster.standby_machines": 8,
+}
+CASES: list[tuple[str, dict]] = [
+    *((preset, {}) for preset in ("gpt2-100b-p4d", "gpt2-40b-p3dn", "llama3-405b-ops", "llama3-405b", "opt-175b")),
+    ("gpt2-100b-p4d", {"cluster.machines": 1024}),
+    ("gpt2-100b-p4d", {"cluster.machines": 1024, **OPERATIONS_ON}),
+    ("gpt2-100b-p4d", {"cluster.machines": 16384}),
+    ("gpt2-100b-p4d", {"cluster.machines": 1024, "failures.strike_during_recovery": False}),
+    ("gpt2-100b-p4d", {"cluster.machines": 1024, "checkpoint.placement": "ring", "checkpoint.replicas": 3}),
+    ("gpt2-100b-p4d", {"cluster.machines": 1000, "checkpoint.placement": "random", "checkpoint.replicas": 3}),
+    *(("gpt2-100b-p4d", {"cluster.machines": 1024, "checkpoint.policy": p}) for p in ("strawman", "highfreq", "young-daly")),
+    ("gpt2-100b-p4d", {"cluster.machines": 512, "failures.distribution": "weibull", "failures.weibull_shape": 0.7}),
+    ("gpt2-100b-p4d", {"cluster.machines": 512, "failures.distribution": "lognormal"}),
+    (
+        "gpt2-100b-p4d",
+        {"cluster.machines": 4096, "failures.correlated_fraction": 0.3, "failures.hardware_fraction": 0.8,
+         "cluster.failure_domain_size": 8},
+    ),
+    ("gpt2-100b-p4d", {"cluster.machines": 2048, "failures.rate_per_machine_per_day": 0.5, "failures.hardware_fraction": 0.9}),
+]  # fmt: skip
+
+
+def _exact(row: dict) -> bytes:
+    return repr({k: v if isinstance(v, bool | str) else repr(float(v)) for k, v in row.items()}).encode()
+
+
+def digest(preset: str, overrides: dict, seeds: int = 3) -> str:
+    """Hash of every summary and failure row of `seeds` runs."""
+    scenario = load_scenario(preset, overrides)
+    h = hashlib.sha256()
+    for seed in range(seeds):
+        result = simulate(scenario, seed)
+        h.update(_exact(result.summary.row()))
+        for record in result.failures:
+            h.update(_exact(record.row()))
+    return h.hexdigest()[:16]
+
+
+def main() -> None:
+    for preset, overrides in CASES:
+        label = ", ".join(f"{k}={v}" for k, v in overrides.items() if not k.startswith("operations."))
+        if any(k.startswith("operations.") for k in overrides):
+            label += ", operations on"
+        print(f"{digest(preset, overrides)}  {preset}  {label}")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,10 +13,12 @@ prints our time, the reference's and the ratio, plus simulated machine-hours per
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import simpy
@@ -155,9 +157,6 @@ def startup(repeats: int = 5) -> None:
     As a user's machine runs them: each command runs once first with bytecode caching on (in a private
     PYTHONPYCACHEPREFIX, PYTHONDONTWRITEBYTECODE removed), so the measured runs load cached bytecode
     instead of compiling every module."""
-    import os
-    import tempfile
-
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "gemini-ft --help": [sys.executable, "-m", "gemini_ft", "--help"],

@@ -11,20 +11,15 @@ still matches). Run it in two checkouts and diff the outputs; `events` is among 
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
 
 from scenarios.loader import load_scenario
 from sim.engine import simulate
 
-OPERATIONS_ON = {
-    "operations.enabled": True,
-    "operations.bad_machine_fraction": 0.02,
-    "operations.bad_rate_multiplier": 10.0,
-    "operations.silent_repair_failure_fraction": 0.05,
-    "operations.misdiagnosis_fraction": 0.05,
-    "operations.retire_after_failures": 3,
-    "operations.retire_window_days": 7.0,
-    "cluster.standby_machines": 8,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # a script beside bench_sim, not a package
+from bench_sim import OPERATIONS_ON  # the operations model of the speed targets
+
 CASES: list[tuple[str, dict]] = [
     *((preset, {}) for preset in ("gpt2-100b-p4d", "gpt2-40b-p3dn", "llama3-405b-ops", "llama3-405b", "opt-175b")),
     ("gpt2-100b-p4d", {"cluster.machines": 1024}),

@@ -279,23 +279,18 @@ class ClusterSimulation:
     def _begin_recovery(self, record: FailureRecord) -> None:
         """The recovery's steps back to back from now, each charged to `record` as if the recovery
         completes (a failure that cuts it short takes back what did not happen, see `_settle`). A step
-        that costs nothing is no segment, and a recovery that costs nothing ends at once. (The hot path
-        of every failure: steps with a known cost are charged inline, only the replacement's wait calls
-        `_charge_step`.)"""
+        that costs nothing is no segment, and a recovery that costs nothing ends at once."""
         t = self.now
         segments: list[Segment] = []
         for field, cost in self._steps[record.recovered_from]:
-            if cost is None:
-                duration = self.replaced_by - t
-                if duration > 0:
-                    end = t + duration
-                    segments.append((field, t, end, (t, math.inf) if segments else (t, self._arm())))
-                    self._charge_step(record, field, t, end)
-                    t = end
-            elif cost > 0:
-                end = t + cost
+            duration = self.replaced_by - t if cost is None else cost
+            if duration > 0:
+                end = t + duration
                 segments.append((field, t, end, (t, math.inf) if segments else (t, self._arm())))
-                setattr(record, field, end - t)
+                if cost is None:
+                    self._charge_replacement(record, t, end)
+                else:  # inline (every failure's hot path): a step with a known cost is only its time
+                    setattr(record, field, end - t)
                 t = end
         if segments:
             self._segments = segments
@@ -326,7 +321,7 @@ class ClusterSimulation:
                     break
             elif not complete:  # a recovery step cut short or never begun: charge what happened
                 if kind == "replacement_s":
-                    self._charge_step(record, kind, start, max(start, now))
+                    self._charge_replacement(record, start, max(start, now))
                 else:  # inline: at 16,384 machines most failures cut a recovery short
                     setattr(record, kind, now - start if now > start else 0.0)
         self._segments = [_IDLE]
@@ -411,18 +406,16 @@ class ClusterSimulation:
         elif kind == "stall":
             self.checkpoint_s += elapsed
 
-    def _charge_step(self, record: FailureRecord, field: str, start: float, until: float) -> None:
-        """`record`'s recovery step (its `field`) lasted from `start` to `until` (each step happens once
-        per record)."""
+    def _charge_replacement(self, record: FailureRecord, start: float, until: float) -> None:
+        """`record`'s replacement step lasted from `start` to `until`; the part spent waiting for the
+        spare pool is its own waste component (each step happens once per record)."""
         elapsed = until - start
-        if field == "replacement_s":
-            waited = 0.0
-            if self.spare_by > start:
-                # The part spent waiting for the spare pool is its own waste component.
-                waited = min(elapsed, self.spare_by - start)
-                elapsed -= waited
-            record.spare_wait_s = waited
-        setattr(record, field, elapsed)
+        waited = 0.0
+        if self.spare_by > start:
+            waited = min(elapsed, self.spare_by - start)
+            elapsed -= waited
+        record.spare_wait_s = waited
+        record.replacement_s = elapsed
 
     # ---- results ------------------------------------------------------------------------------
     def _summary(self) -> RunSummary:

@@ -65,8 +65,7 @@ class SharedStorage:
         """Every transfer still running at `now` dies (the job that drove them failed); one that completed
         by then keeps its completion time. (No need to bring the dying ones' bytes to `now`: at every
         failure, so `_done`, exact since the last start, answers.)"""
-        if now < self.now - _EPS:
-            raise ValueError(f"storage time runs forward only: {now} < {self.now}")
+        self._check_forward(now)
         for transfer in self.transfers:
             done = self._done.get(transfer, math.inf)
             if done <= now:
@@ -80,11 +79,14 @@ class SharedStorage:
         return self.latency_s + nbytes * 8 / self.bits_per_s
 
     # ---- exact processor sharing --------------------------------------------------------------
+    def _check_forward(self, now: float) -> None:
+        if now < self.now - _EPS:
+            raise ValueError(f"storage time runs forward only: {now} < {self.now}")
+
     def _advance(self, now: float) -> None:
         """Bring every transfer to `now`: finished ones leave with their completion time, the others
         keep the bytes they still have to move."""
-        if now < self.now - _EPS:
-            raise ValueError(f"storage time runs forward only: {now} < {self.now}")
+        self._check_forward(now)
         if self.transfers:
             done, remaining = self._simulate(now)
             for transfer in list(self.transfers):

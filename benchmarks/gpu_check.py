@@ -22,10 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 from realrun.engine.checkpointer import Checkpointer
 from realrun.engine.config import CheckpointConfig
 from realrun.engine.shard import plan_shard
@@ -224,10 +227,15 @@ def real_run(work: Path) -> list[Row]:
         ]
         command += [*base, *extra, "--out", str(out), "--port", str(_free_port())]
         start = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
         text = done.stdout
         summary = json.loads(text[: text.rindex("}") + 1]) if "}" in text else {}
         outcomes[name] = (done.returncode, summary, out, time.perf_counter() - start, done.stderr[-500:])
+        print(f"real run {name}: exit {done.returncode}, {time.perf_counter() - start:.0f} s", flush=True)
+        if done.returncode:
+            print(done.stdout[-3000:], done.stderr[-3000:], sep="\n", file=sys.stderr, flush=True)
+        else:
+            print(json.dumps(summary.get("checkpoint", {})), flush=True)
     (code_ref, _, ref_out, _, err_ref), (code, summary, out, wall, err) = (
         outcomes["reference"],
         outcomes["hw"],
@@ -258,6 +266,16 @@ def real_run(work: Path) -> list[Row]:
     ]
 
 
+def _stage(name: str, run: Callable[[], list[Row]]) -> list[Row]:
+    """A stage's rows, or one FAIL row naming what broke it (its traceback on stderr): the table
+    still gets printed, with every other stage's result."""
+    try:
+        return run()
+    except Exception as error:  # a check reports every stage; it does not stop at the first error
+        traceback.print_exc()
+        return [(name, f"{type(error).__name__}: {str(error).strip()[:160]}", "-", "FAIL")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -268,6 +286,10 @@ def main() -> int:
     parser.add_argument(
         "--no-real-run", action="store_true", help="skip the 2-machine run with a hardware failure"
     )
+    parser.add_argument(
+        "--work", type=Path, default=None,
+        help="keep the runs' directories (logs, events) here instead of a temporary directory",
+    )  # fmt: skip
     args = parser.parse_args()
     started = time.perf_counter()
     rows = [cuda_tests()]
@@ -279,20 +301,29 @@ def main() -> int:
         ]
     else:
         print(f"GPU: {torch.cuda.get_device_name()} x {torch.cuda.device_count()}", flush=True)
-        state = torch.zeros(int(args.shard_gib * GIB) // 4, dtype=torch.float32, device="cuda")
-        store = ShmStore(Path("/dev/shm") / f"gemini-ft-gpucheck-{os.getpid()}", 0)
         with tempfile.TemporaryDirectory() as tmp:
+            work = args.work or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            state = torch.zeros(int(args.shard_gib * GIB) // 4, dtype=torch.float32, device="cuda")
+            store = ShmStore(Path("/dev/shm") / f"gemini-ft-gpucheck-{os.getpid()}", 0)
+            raw_gbps: list[float] = []
+
+            def copy_rows() -> list[Row]:
+                found, gbps = bandwidth(state, store, work)
+                raw_gbps.append(gbps)
+                return found
+
             try:
-                found, raw_gbps = bandwidth(state, store, Path(tmp))
-                rows += found
-                rows += overhead(state, store, Path(tmp), raw_gbps)
+                rows += _stage("engine vs raw D2H copy", copy_rows)
+                if raw_gbps:
+                    rows += _stage("iteration overhead", lambda: overhead(state, store, work, raw_gbps[0]))
             finally:
                 store.wipe()
                 store.root.rmdir()
             del state
             torch.cuda.empty_cache()
             if not args.no_real_run:
-                rows += real_run(Path(tmp))
+                rows += _stage("real run, hw failure", lambda: real_run(work))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     header = ("check", "measured", "target", "verdict")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]

@@ -18,6 +18,8 @@ as the device→device copy is done and the slow device→host transfer runs fro
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import threading
 import time
@@ -243,10 +245,12 @@ class CudaCopier:
         cudart = torch.cuda.cudart()
         error = cudart.cudaHostRegister(address, nbytes, 0)
         if _failed(error):
+            # E.g. a slot on a disk filesystem: the kernel page-locks only shmem (tmpfs) mappings for DMA.
+            _clear_pending_error()
             if self._direct:
                 log.warning(
                     "cudaHostRegister of a %d-byte shm slot failed (%s): snapshots go through a pinned "
-                    "staging buffer and a host memcpy", nbytes, error,
+                    "staging buffer and a host memcpy", nbytes, _error_text(cudart, error),
                 )  # fmt: skip
             self._direct = False
             self._unregistrable.add(address)
@@ -353,6 +357,38 @@ def _check_chunk(chunk_bytes: int) -> None:
     # The checkpointer hashes each copied chunk in checksum-chunk pieces as soon as it is done.
     if chunk_bytes <= 0 or chunk_bytes % CHECKSUM_CHUNK:
         raise ValueError(f"copy chunk {chunk_bytes} must be a positive multiple of {CHECKSUM_CHUNK}")
+
+
+def _clear_pending_error() -> None:
+    """Take back the error a failed runtime call left pending on this thread. Else the next check
+    of torch's (cudaGetLastError after a kernel launch) reports it as its own, and the fallback
+    path dies with "invalid argument" (seen on an H200). torch binds no cudaGetLastError, so this
+    calls the libcudart the process has loaded."""
+    library = _loaded_cudart()
+    if library is not None:
+        library.cudaGetLastError()
+
+
+@functools.cache
+def _loaded_cudart() -> ctypes.CDLL | None:
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libcudart.so" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            return ctypes.CDLL(path)  # already loaded by torch: this returns the same library
+        except OSError:
+            continue
+    return None  # a torch linked to a static cudart: the error stays pending
+
+
+def _error_text(cudart: object, error: object) -> str:
+    try:
+        return f"{cudart.cudaGetErrorString(error)} (error {int(getattr(error, 'value', error))})"  # type: ignore[attr-defined]
+    except (TypeError, ValueError, AttributeError):
+        return str(error)
 
 
 def _failed(error: object) -> bool:

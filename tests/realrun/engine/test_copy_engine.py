@@ -4,8 +4,11 @@
 an event per chunk), and `before_chunk` holds chunks back so a test sees the pipeline mid-copy.
 """
 
+import shutil
 import threading
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,9 +63,9 @@ class Gate:
             event.set()
 
 
-def _engine(tmp_path, copier, codec=None):
+def _engine(tmp_path, copier, codec=None, shm_root=None):
     codec = codec or FakeCodec()
-    store = ShmStore(tmp_path / "shm", 0)
+    store = ShmStore(shm_root or tmp_path / "shm", 0)
     events = EventLog(tmp_path, "t", 0, 0, time.time())
     engine = Checkpointer(CheckpointConfig(rank=0, chunk_bytes=MIB), store, codec, events, copier=copier)
     return engine, store, codec
@@ -286,18 +289,27 @@ class CudaCodec(FakeCodec):
         return bytes(flat.numpy())
 
 
+@pytest.fixture
+def dev_shm():
+    # The kernel page-locks shared memory (tmpfs) for DMA, not a mapping of a file on disk: the
+    # registered path needs slots where real runs keep them.
+    root = Path("/dev/shm") / f"gemini-ft-test-{uuid.uuid4().hex}"
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("gpu_snapshot", ["off", "on"])
 @pytest.mark.parametrize("register", [True, False])
-def test_cuda_copy_lands_in_shm_by_every_path(tmp_path, monkeypatch, gpu_snapshot, register):
+def test_cuda_copy_lands_in_shm_by_every_path(tmp_path, dev_shm, monkeypatch, gpu_snapshot, register):
     from realrun.engine.copy_engine import CudaCopier
 
     if not register:  # the fallback: a pinned staging buffer and a host memcpy per chunk
         monkeypatch.setattr(CudaCopier, "register", lambda self, flat: False)
     codec = CudaCodec()
     copier = CudaCopier(torch.device("cuda", 0), gpu_snapshot, chunk_bytes=CHECKSUM_CHUNK)
-    engine, store, _ = _engine(tmp_path, copier, codec)
+    engine, store, _ = _engine(tmp_path, copier, codec, shm_root=dev_shm)
     for step in (1, 2, 3):
         engine.wait_copied()
         codec.a.add_(1)
@@ -317,6 +329,8 @@ def test_cuda_copy_lands_in_shm_by_every_path(tmp_path, monkeypatch, gpu_snapsho
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_device_snapshot_frees_the_state_before_the_d2h_copy(tmp_path):
     # The state changes right after wait_copied(); the committed bytes are still those of the snapshot.
+    # The slots are files under tmp_path: where that is a disk, registration fails and the copy goes
+    # through staging, and the failed call must not leave an error for the device copy to report.
     from realrun.engine.copy_engine import CudaCopier
 
     codec = CudaCodec()

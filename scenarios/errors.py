@@ -7,6 +7,8 @@ same one-line form by `format_validation_error`.
 
 from __future__ import annotations
 
+import os
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,8 +33,12 @@ class InvalidScenario(UserError):
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """The value as the user gave it: a long one is cut to 80 characters, except a file path, which is
+    what the user must find and fix (a cut one is useless)."""
+    text = repr(str(value) if isinstance(value, PurePath) else value)
+    if len(text) <= 80 or (isinstance(value, str | PurePath) and os.sep in str(value)):
+        return text
+    return text[:77] + "..."
 
 
 def format_validation_error(

@@ -8,7 +8,7 @@
      the uninterrupted run; with one GPU the two ranks share it over gloo (NCCL needs a GPU per rank)
 
 It prints one table. Without CUDA it runs step 1 (everything skips) and says why the rest is skipped.
-Usage: python benchmarks/gpu_check.py [--shard-gib 4] [--no-real-run]
+Usage: python benchmarks/gpu_check.py [--shard-gib 4] [--no-real-run] [--work DIR]
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from realrun.engine.checkpointer import Checkpointer
 from realrun.engine.config import CheckpointConfig
 from realrun.engine.shard import plan_shard
 from realrun.engine.shm_store import ShmStore
+from realrun.final_params import differences
 from realrun.measurements import EventLog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,7 +250,10 @@ def real_run(work: Path) -> list[Row]:
                 "FAIL",
             )
         ]
-    same = (ref_out / "final_params.bin").read_bytes() == (out / "final_params.bin").read_bytes()
+    differing = differences(ref_out, out)
+    same = not differing
+    for line in differing:
+        print(f"  differs: {line}", flush=True)
     recovery = summary.get("recovery", {})
     peer = recovery.get("retrieve_peer", {})
     measured = (

@@ -19,8 +19,8 @@ from sim.results_io import check_output_path
 MARKER = ".gemini-ft-realrun"
 # What a previous run left; removed before a forced rerun so nothing stale is mistaken for new.
 _PREVIOUS = (
-    "events", "engine", "faults", "persistent", "disk_baseline", "logs", "final_params.bin", "config.json",
-    "measurements.parquet",
+    "events", "engine", "faults", "persistent", "disk_baseline", "logs", "final_params.bin",
+    "final_params.json", "config.json", "measurements.parquet",
 )  # fmt: skip
 
 

@@ -31,6 +31,7 @@ from realrun.engine.shard import ShardCodec, make_optimizer
 from realrun.engine.shm_store import ShmStore
 from realrun.engine.transport import GlooTransport
 from realrun.faults import FaultInjector, parse_failures
+from realrun.final_params import write_final_params
 from realrun.markers import last_failure_time, newest_failure
 from realrun.measurements import EventLog, write_engine_info
 from realrun.worker.model import build_model, ordered_allreduce_hook, synthetic_batch
@@ -202,13 +203,9 @@ def _persist(
 
 
 def _write_final(run_dir: Path, rank: int, model: torch.nn.Module) -> None:
-    """The final parameters as flat bytes (rank 0), so runs can be compared bit for bit."""
-    if rank != 0:
-        return
-    path = run_dir / "final_params.bin"
-    with open(path, "wb") as handle:
-        for _, param in sorted(model.state_dict().items()):
-            handle.write(param.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    """The final parameters as flat bytes with an index (rank 0), so runs can be compared bit for bit."""
+    if rank == 0:
+        write_final_params(run_dir, model.state_dict())
 
 
 def _disk_baseline(codec: ShardCodec, rank: int, run_dir: Path, step: int, events: EventLog) -> None:

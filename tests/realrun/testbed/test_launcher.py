@@ -20,6 +20,7 @@ from child_signals import sigint_default
 
 from gemini_ft.cli import main
 from realrun.config import RealRunConfig
+from realrun.final_params import differences  # a failed bit-exact check names the tensors that differ
 from realrun.measurements import read_events, summarize
 from realrun.testbed.launcher import validate
 from sim.results_io import read_metadata
@@ -70,10 +71,6 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
-def _same_params(a: Path, b: Path) -> bool:
-    return (a / "final_params.bin").read_bytes() == (b / "final_params.bin").read_bytes()
-
-
 def test_measurements_file(reference):
     frame = pd.read_parquet(reference / "measurements.parquet")
     for column in (
@@ -121,7 +118,7 @@ def test_losing_every_holder_falls_back_to_the_newest_persistent_checkpoint_that
     rejected = frame[frame.event == "persistent_rejected"]
     assert set(rejected.step) == {4} and all(d.startswith(".metadata has ") for d in rejected.detail)
     assert summarize(frame)["recovery"]["persistent_rejected_steps"] == [4]
-    assert _same_params(tmp_path, reference)
+    assert not differences(tmp_path, reference)
 
 
 def test_a_flipped_byte_in_the_only_persistent_checkpoint_means_a_fresh_start(reference, tmp_path):
@@ -132,7 +129,7 @@ def test_a_flipped_byte_in_the_only_persistent_checkpoint_means_a_fresh_start(re
     assert _retrieves(frame) == [(0, 0, "fresh"), (1, 0, "fresh")]
     recovery = summarize(frame)["recovery"]
     assert recovery["persistent_rejected_steps"] == [3] and recovery["fresh_restarts"] == 1
-    assert _same_params(tmp_path, reference)
+    assert not differences(tmp_path, reference)
 
 
 def test_a_software_then_a_hardware_failure_resume_from_local_memory_then_a_peer(reference, failed_run):
@@ -142,7 +139,7 @@ def test_a_software_then_a_hardware_failure_resume_from_local_memory_then_a_peer
     run_dir = failed_run[0]
     frame = read_events(run_dir)
     assert _retrieves(frame) == [(0, 2, "local"), (1, 2, "local"), (0, 4, "local"), (1, 4, "peer")]
-    assert _same_params(run_dir, reference)
+    assert not differences(run_dir, reference)
 
 
 def test_failures_mid_snapshot_and_mid_replication_never_load_partial_state(reference, tmp_path):
@@ -160,7 +157,7 @@ def test_failures_mid_snapshot_and_mid_replication_never_load_partial_state(refe
         "--no-disk-baseline",
     )
     assert _retrieves(frame) == [(0, 2, "local"), (1, 2, "local"), (0, 4, "local"), (1, 4, "peer")]
-    assert _same_params(tmp_path, reference)
+    assert not differences(tmp_path, reference)
 
 
 def test_ring_of_three_machines_with_two_processes_each(tmp_path):
@@ -176,7 +173,7 @@ def test_ring_of_three_machines_with_two_processes_each(tmp_path):
     )
     local = [(rank, 4, "local", None) for rank in (0, 1, 4, 5)]
     assert fetched == sorted([*local, (2, 4, "peer", 4), (3, 4, "peer", 5)])
-    assert _same_params(tmp_path / "reference", tmp_path / "failed")
+    assert not differences(tmp_path / "reference", tmp_path / "failed")
 
 
 def test_ctrl_c_removes_processes_and_shared_memory(tmp_path):

@@ -10,6 +10,7 @@ still matches). Run it in two checkouts and diff the outputs; `events` is among 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import sys
 from pathlib import Path
@@ -40,28 +41,38 @@ CASES: list[tuple[str, dict]] = [
 ]  # fmt: skip
 
 
-def _exact(row: dict) -> bytes:
-    return repr({k: v if isinstance(v, bool | str) else repr(float(v)) for k, v in row.items()}).encode()
+def _exact(row: dict, ignore: frozenset[str] = frozenset()) -> bytes:
+    return repr(
+        {k: v if isinstance(v, bool | str) else repr(float(v)) for k, v in row.items() if k not in ignore}
+    ).encode()
 
 
-def digest(preset: str, overrides: dict, seeds: int = 3) -> str:
-    """Hash of every summary and failure row of `seeds` runs."""
+def digest(preset: str, overrides: dict, seeds: int = 3, ignore: frozenset[str] = frozenset()) -> str:
+    """Hash of every summary and failure row of `seeds` runs, without the columns in `ignore`."""
     scenario = load_scenario(preset, overrides)
     h = hashlib.sha256()
     for seed in range(seeds):
         result = simulate(scenario, seed)
-        h.update(_exact(result.summary.row()))
+        h.update(_exact(result.summary.row(), ignore))
         for record in result.failures:
-            h.update(_exact(record.row()))
+            h.update(_exact(record.row(), ignore))
     return h.hexdigest()[:16]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--ignore", action="append", default=[], metavar="COLUMN",
+        help="leave a column out of the hash (e.g. events, for a change meant to alter only the event count)",
+    )  # fmt: skip
+    ignore = frozenset(parser.parse_args().ignore)
     for preset, overrides in CASES:
         label = ", ".join(f"{k}={v}" for k, v in overrides.items() if not k.startswith("operations."))
         if any(k.startswith("operations.") for k in overrides):
             label += ", operations on"
-        print(f"{digest(preset, overrides)}  {preset}  {label}")
+        print(f"{digest(preset, overrides, ignore=ignore)}  {preset}  {label}")
 
 
 if __name__ == "__main__":

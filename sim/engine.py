@@ -1,8 +1,10 @@
 """The SimPy model of a synchronous training job on N machines: failures, checkpoints, recovery.
 
-Synchronous data-parallel training has one clock, so the job is a single SimPy process with one
-timeout per phase — training up to the next persistent checkpoint (and its stall), or a whole
-recovery — or per failure, whichever comes first; everything inside a phase is arithmetic. Failures
+Synchronous data-parallel training has one clock, so the job is a single SimPy process whose clock
+moves by one timeout per failure. Between failures the job goes through phases — training up to the
+next persistent checkpoint (and its stall), or a whole recovery — whose ends, like everything inside
+a phase, are arithmetic: nothing but a failure can change what a phase does, so its end needs no
+event of its own (a run has about one SimPy event per failure). Failures
 come from one pre-drawn stream for the whole cluster (`sim.failures`): the process looks ahead to the
 next one instead of running a failure process that interrupts it, and drops failures that cannot
 strike without an event. In-memory snapshots sit on a grid of training progress and are resolved
@@ -27,6 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from math import floor
 
 import numpy as np
 import simpy
@@ -48,6 +51,7 @@ STREAMS = (
     "thinning",
 )  # new streams go last: the others keep their seeds
 _EPS = 1e-9
+_INF = math.inf
 
 
 def random_streams(seed: int) -> dict[str, np.random.SeedSequence]:
@@ -68,8 +72,8 @@ class RunResult:
 
 # A segment is one stretch of the current phase — training, a persistent-checkpoint stall or one
 # recovery step — as a tuple (kind, start, end, order), where kind is "train", "stall" or the
-# `FailureRecord` field of the recovery step: a phase is one SimPy timeout to its last
-# segment's end, and the segments inside it are arithmetic. `order` settles a tie with a failure at
+# `FailureRecord` field of the recovery step: a phase ends at its last segment's end, and the segments
+# inside it are arithmetic. `order` settles a tie with a failure at
 # the same instant as SimPy's queue did when every segment was its own timeout, by when it was armed:
 # (wall time, arming sequence). The first segment is armed with its phase; a later one only when the
 # one before it ends, after anything armed earlier. (Plain tuples: the hot path builds ~5 per failure.)
@@ -101,6 +105,7 @@ class ClusterSimulation:
         self._timeouts = 0  # the job's timeouts (see `_events`)
         self.now = 0.0  # the job's clock: exact boundary times (SimPy's sums may differ in the last bit)
         self._rate = self.plan.progress_rate
+        self._persistent_interval, self._stall = self.plan.persistent_interval_s, self.plan.persistent_stall_s
         # Job state.
         self.progress = 0.0
         costed = cost_scenario(scenario)
@@ -140,7 +145,7 @@ class ClusterSimulation:
         SimPy's step loop, which would cost a Python call per event."""
         return self._timeouts + 3
 
-    # ---- the job: one SimPy process, one timeout per phase or failure -----------------------------
+    # ---- the job: one SimPy process, one timeout per failure -----------------------------------------
     def _run_job(self):
         self._begin_training()
         self._arm_failure(0.0)
@@ -150,14 +155,16 @@ class ClusterSimulation:
             at, what = next_boundary()
             if at >= duration:
                 return
+            if what == "phase":  # arithmetic too: no SimPy event (see the module's docstring)
+                self.now = at if at > self.now else self.now
+                self._end_phase()
+                continue
             if at > self.now:
                 delay = at - env.now  # SimPy's clock is a sum of delays: it may differ in the last bit
                 self._timeouts += 1
                 yield timeout(delay if delay > 0.0 else 0.0)
                 self.now = at
-            if what == "phase":
-                self._end_phase()
-            elif what == "failure":
+            if what == "failure":
                 self._strike()
             else:
                 self._strike_again()
@@ -239,30 +246,35 @@ class ClusterSimulation:
     # ---- phases -------------------------------------------------------------------------------
     def _begin_training(self) -> None:
         """Train up to the next persistent checkpoint that can be uploaded, then stall for it (if any)."""
-        plan, now = self.plan, self.now
-        interval = plan.persistent_interval_s
-        target = (math.floor(self.progress / interval + _EPS) + 1) * interval
-        target, self._skipped = self.checkpoints.first_uploadable(target, now, self.progress)
+        now, progress, interval = self.now, self.progress, self._persistent_interval
+        target = (floor(progress / interval + _EPS) + 1) * interval
+        checkpoints = self.checkpoints
+        if checkpoints.pending:  # an upload in flight may make the job skip due points
+            target, self._skipped = checkpoints.first_uploadable(target, now, progress)
+        else:
+            self._skipped = 0
         self._target = target
-        train_end = now + (target - self.progress) / self._rate
+        train_end = now + (target - progress) / self._rate
         self._arming += 1
-        if plan.persistent_stall_s > 0:
-            stall_end = train_end + plan.persistent_stall_s
+        stall = self._stall
+        if stall > 0:
             self._segments = [
                 ("train", now, train_end, (now, self._arming)),
-                ("stall", train_end, stall_end, (train_end, math.inf)),
+                ("stall", train_end, train_end + stall, (train_end, _INF)),
             ]
         else:
             self._segments = [("train", now, train_end, (now, self._arming))]
 
     def _recovery_steps(self) -> dict[str, tuple[tuple[str, float | None], ...]]:
-        """Per checkpoint source, each recovery step as (the record's field for it, its cost; None: the
-        replacement's wait, known only at the failure). A read from storage has the storage to itself: the
-        failure cancelled every upload, and none starts before training resumes."""
+        """Per checkpoint source, the recovery steps that can take time, as (the record's field for it,
+        its cost; None: the replacement's wait, known only at the failure). A step that costs nothing is
+        left out: it is no segment and leaves its field at 0. A read from storage has the storage to
+        itself: the failure cancelled every upload, and none starts before training resumes."""
         checkpoints = self.checkpoints
         costs, read_s = self.plan.recovery, checkpoints.storage.transfer_s(checkpoints.persistent_bytes)
-        return {
-            source: tuple(
+        steps = {}
+        for source in SOURCES:
+            costed = (
                 (
                     STEP_FIELDS[step],
                     None
@@ -273,25 +285,31 @@ class ClusterSimulation:
                 )
                 for step in RECOVERY_STEPS
             )
-            for source in SOURCES
-        }
+            steps[source] = tuple((field, cost) for field, cost in costed if cost is None or cost > 0)
+        return steps
 
     def _begin_recovery(self, record: FailureRecord) -> None:
         """The recovery's steps back to back from now, each charged to `record` as if the recovery
-        completes (a failure that cuts it short takes back what did not happen, see `_settle`). A step
-        that costs nothing is no segment, and a recovery that costs nothing ends at once."""
+        completes (a failure that cuts it short takes back what did not happen, see `_settle`). A
+        recovery that costs nothing ends at once."""
         t = self.now
         segments: list[Segment] = []
         for field, cost in self._steps[record.recovered_from]:
-            duration = self.replaced_by - t if cost is None else cost
-            if duration > 0:
-                end = t + duration
-                segments.append((field, t, end, (t, math.inf) if segments else (t, self._arm())))
-                if cost is None:
-                    self._charge_replacement(record, t, end)
-                else:  # inline (every failure's hot path): a step with a known cost is only its time
-                    setattr(record, field, end - t)
-                t = end
+            if cost is None:  # the replacement's wait, if any
+                end = self.replaced_by
+                if end <= t:
+                    continue
+                end = t + (end - t)  # as t + duration, bit for bit what a step of that duration ends at
+                self._charge_replacement(record, t, end)
+            else:  # inline (every failure's hot path): a step with a known cost is only its time
+                end = t + cost
+                setattr(record, field, end - t)
+            if segments:
+                segments.append((field, t, end, (t, _INF)))
+            else:  # the first step is armed with the phase
+                self._arming += 1
+                segments.append((field, t, end, (t, self._arming)))
+            t = end
         if segments:
             self._segments = segments
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from math import floor
 
 from sim.placement import Placement
 from sim.policies import CheckpointPlan
@@ -93,12 +94,17 @@ class JobCheckpoints:
         grid = self._grid
         if grid is None:
             return
-        last = math.floor(end_progress / grid + _EPS) * grid
-        taken, wall_per_progress = self.mem_taken, self._wall_per_progress
-        for point in (last - grid, last):
-            if point > start_progress + _EPS:
-                taken.append((point, start_wall + (point - start_progress) * wall_per_progress))
-        del taken[:-2]
+        last = floor(end_progress / grid + _EPS) * grid
+        # Only the last two grid points matter (see `advance_in_memory`); written out, as this runs
+        # for every stretch of training.
+        taken, wall_per_progress, after = self.mem_taken, self._wall_per_progress, start_progress + _EPS
+        point = last - grid
+        if point > after:
+            taken.append((point, start_wall + (point - start_progress) * wall_per_progress))
+        if last > after:
+            taken.append((last, start_wall + (last - start_progress) * wall_per_progress))
+        if len(taken) > 2:
+            del taken[:-2]
 
     def advance_in_memory(self, now: float) -> None:
         """The newest snapshot whose replicas were complete by `now` replaces the in-memory checkpoint."""

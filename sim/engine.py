@@ -196,7 +196,7 @@ class ClusterSimulation:
         arrivals, i = self.arrivals, self._next_failure
         if self._kept_anyway is not None:
             i = self.ops.next_kept(arrivals.machines, self._kept_anyway, i)
-        if i < len(arrivals):
+        if i < len(arrivals.times):  # the list's own len: no Python-level __len__ per failure
             self._failure_at = arrivals.times[i]
             self._arming += 1
             self._failure_order = (now, self._arming)

@@ -110,7 +110,7 @@ def main() -> None:
             f" over {seeds} seed(s); per-iteration SimPy reference {reference:.3f} s; ratio {median / reference:.2f};"
             f" {machine_hours / median:,.0f} simulated machine-hours per second; effective ratio {ratio:.3f}"
         )
-        print(f"  {explain_ratio(summaries[0], scenario.model.iteration_time_s)}")
+        print(f"  {explain_ratio(summaries[0].row(), scenario.model.iteration_time_s)}")
 
 
 # The operations model of the llama3-405b-ops preset (repairs, a finite pool, bad machines, wrong

@@ -156,7 +156,8 @@ class ClusterSimulation:
             if at >= duration:
                 return
             if what == "phase":  # arithmetic too: no SimPy event (see the module's docstring)
-                self.now = at if at > self.now else self.now
+                if at > self.now:
+                    self.now = at
                 self._end_phase()
                 continue
             if at > self.now:
@@ -296,10 +297,10 @@ class ClusterSimulation:
         segments: list[Segment] = []
         for field, cost in self._steps[record.recovered_from]:
             if cost is None:  # the replacement's wait, if any
-                end = self.replaced_by
-                if end <= t:
+                duration = self.replaced_by - t
+                if duration <= 0:
                     continue
-                end = t + (end - t)  # as t + duration, bit for bit what a step of that duration ends at
+                end = t + duration
                 self._charge_replacement(record, t, end)
             else:  # inline (every failure's hot path): a step with a known cost is only its time
                 end = t + cost

@@ -35,7 +35,10 @@ class SearchSpace:
     policies: tuple[str, ...] = ("gemini", "strawman", "highfreq", "young-daly")
     in_memory_every_iterations: tuple[int, ...] = (1, 2, 4)
     replicas: tuple[int, ...] = (1, 2, 3)
-    placements: tuple[str, ...] = ("group", "ring", "mixed")
+    placements: tuple[str, ...] = ("group", "mixed", "ring")
+    """In order of preference among configurations that do equally well: group placement gives every
+    checkpoint the best odds of surviving simultaneous failures (the paper's Theorem 1), mixed is group
+    where m does not divide N, ring is the baseline."""
     standby_machines: tuple[int, ...] | None = None
     """None: around the scenario's own count S (0, S/2, S, 2S), or 0, 2 and 8 when it has none."""
 
@@ -78,13 +81,17 @@ class Advice:
     runner_up: pd.Series | None
     candidates: pd.DataFrame
     """One row per evaluated candidate: its settings, cost, seeds, mean ratio and CI over its seeds, the
-    mean over the seeds every candidate ran (`ratio_common_seeds`), the halving round it reached and
-    whether it is on the frontier."""
+    mean over the seeds every candidate ran (`ratio_common_seeds`), the halving round it reached, its
+    place in the search space's order (`preference`: the lower wins among equals) and whether it is on
+    the frontier."""
     best_minus_runner_up: tuple[float, float] | None
     """Paired (common seeds) mean difference of the ratios and its 95% Student-t CI half-width."""
     runs: int
     skipped: dict[str, str] = field(default_factory=dict)
     """Candidates left out, with why."""
+    equivalents: list[str] = field(default_factory=list)
+    """Other configurations as good as the best on every seed, at the same cost (e.g. placements that
+    never lose a checkpoint in these runs); the best is the first of them in the search space's order."""
 
 
 def advise(
@@ -132,7 +139,7 @@ def advise(
         seeds, round_ = min(next_seeds, affordable), round_ + 1
     table = _table(scenarios, ratios, reached, range(first_seed, first_seed + min(seeds, min_seeds)))
     finalists = table[table["round"] == round_].sort_values(
-        ["ratio", "spare_machines", "cpu_memory_gib"], ascending=[False, True, True], kind="stable"
+        ["ratio", "spare_machines", "cpu_memory_gib", "preference"], ascending=[False, True, True, True]
     )
     # The recommendation is the cheapest finalist (fewest spares, then least CPU memory) that the top
     # one does not beat significantly on their common seeds: paying for a difference within noise is
@@ -147,18 +154,32 @@ def advise(
     ranked = pd.concat(
         [
             finalists.loc[as_good].sort_values(
-                ["spare_machines", "cpu_memory_gib", "ratio"], ascending=[True, True, False], kind="stable"
+                ["spare_machines", "cpu_memory_gib", "ratio", "preference"],
+                ascending=[True, True, False, True],
             ),
             finalists.drop(index=as_good),
         ]
     )
+    # Ties go to the search space's order (`preference`), so the first of the equivalent configurations
+    # is the preferred one (see `SearchSpace.placements`). The runner-up is the next configuration that
+    # differs: an equivalent one tells the user nothing new.
     best = ranked.iloc[0]
-    runner_up = ranked.iloc[1] if len(ranked) > 1 else None
+    equivalent = [index for index, row in ranked.iterrows() if _equivalent(best, row, ratios)]
+    rest = ranked.drop(index=equivalent)
+    # Nor is a configuration the best dominates (no higher ratio, no cheaper: e.g. more spares that are
+    # never needed), while one that trades cost against ratio remains.
+    trade_offs = rest[
+        (rest["ratio"] > best["ratio"])
+        | (rest["spare_machines"] < best["spare_machines"])
+        | (rest["cpu_memory_gib"] < best["cpu_memory_gib"] - 1e-9)
+    ]
+    runner_up = trade_offs.iloc[0] if len(trade_offs) else rest.iloc[0] if len(rest) else None
     difference = None
     if runner_up is not None:
         diffs = _paired(ratios[_key(best)], ratios[_key(runner_up)])
         difference = (float(diffs.mean()), half_width(diffs))
-    return Advice(scenario.name, best, runner_up, table, difference, runs, skipped)
+    equivalents = [ranked.loc[index, "label"] for index in equivalent[1:]]
+    return Advice(scenario.name, best, runner_up, table, difference, runs, skipped, equivalents)
 
 
 def _next_round(
@@ -185,6 +206,15 @@ def _next_round(
     return kept + [
         c for c in ranked[keep:] if cost(c) < cheapest and not _significantly_better(leader, ratios[c])
     ]
+
+
+def _equivalent(a: pd.Series, b: pd.Series, ratios: dict[Candidate, dict[int, float]]) -> bool:
+    """Whether two evaluated candidates cost the same and gave the same ratio on the same seeds."""
+    return (
+        a["spare_machines"] == b["spare_machines"]
+        and math.isclose(a["cpu_memory_gib"], b["cpu_memory_gib"])
+        and ratios[_key(a)] == ratios[_key(b)]
+    )
 
 
 def _paired(a: dict[int, float], b: dict[int, float]) -> np.ndarray:
@@ -291,7 +321,7 @@ def _table(
     common: range,
 ) -> pd.DataFrame:
     rows = []
-    for candidate, scenario in scenarios.items():
+    for preference, (candidate, scenario) in enumerate(scenarios.items()):
         values = np.array(list(ratios[candidate].values()))
         half = half_width(values)  # the sweep summary's Student-t interval (NaN for one seed)
         rows.append(
@@ -305,9 +335,11 @@ def _table(
                 "ratio_ci95": half,
                 "ratio_common_seeds": float(np.mean([ratios[candidate][s] for s in common])),
                 "round": reached[candidate],
+                "preference": preference,
             }
         )
-    table = pd.DataFrame(rows).sort_values("ratio", ascending=False, ignore_index=True)
+    # Stable: equal ratios keep the search space's order, which is the preference among equivalents.
+    table = pd.DataFrame(rows).sort_values("ratio", ascending=False, ignore_index=True, kind="stable")
     table["frontier"] = _pareto(table)
     return table
 
@@ -340,21 +372,30 @@ def format_advice(advice: Advice) -> str:
             f" costs {row['cpu_memory_gib']:.1f} GiB CPU memory per machine, {row['spare_machines']} spare"
             " machine(s)"
         )
+        if title == "best" and advice.equivalents:
+            lines.append(
+                "             as good on every seed, at the same cost: " + "; ".join(advice.equivalents)
+            )
     if advice.best_minus_runner_up is not None:
         diff, half = advice.best_minus_runner_up
         verdict = "significant" if not math.isnan(half) and diff > half else "within noise"
         lines.append(f"  best − runner-up: {diff:+.4f} ± {half:.4f} on common seeds ({verdict})")
         if diff < 0:
             lines.append("  (the best is the cheapest candidate within noise of the highest ratio)")
-    frontier = advice.candidates[advice.candidates["frontier"]]
-    lines.append(f"  frontier (no candidate does as well for less): {len(frontier)} candidate(s)")
-    lines[-1] += " (ratio on the seeds all candidates ran):"
-    frontier = frontier.sort_values("ratio_common_seeds", ascending=False)
-    for _, row in frontier.head(8).iterrows():
-        lines.append(
-            f"    {row['ratio_common_seeds']:.4f}  {row['spare_machines']:>4} spares"
-            f"  {row['cpu_memory_gib']:8.1f} GiB  {row['label']}"
-        )
+    frontier = advice.candidates[advice.candidates["frontier"]].sort_values("preference")
+    # Candidates at the same ratio (common seeds) and cost are one point of the frontier: one line each,
+    # the first in the search space's order named.
+    points = frontier.groupby(["ratio_common_seeds", "spare_machines", "cpu_memory_gib"], sort=False)[
+        "label"
+    ].agg(list)
+    points = points.sort_index(level=0, ascending=False, sort_remaining=False, kind="stable")
+    lines.append(
+        f"  frontier (no candidate does as well for less): {len(points)} point(s), {len(frontier)}"
+        " candidate(s) (ratio on the seeds all candidates ran):"
+    )
+    for (ratio, spares, memory), labels in points.head(8).items():
+        more = f"  (and {len(labels) - 1} more at the same ratio and cost)" if len(labels) > 1 else ""
+        lines.append(f"    {ratio:.4f}  {spares:>4} spares  {memory:8.1f} GiB  {labels[0]}{more}")
     if advice.skipped:
         lines.append(f"  skipped {len(advice.skipped)} candidate(s) the scenario cannot hold, e.g.:")
         name, why = next(iter(advice.skipped.items()))

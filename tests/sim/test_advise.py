@@ -126,3 +126,32 @@ def test_the_frontier_drops_a_candidate_that_costs_more_for_the_same_ratio() -> 
         }
     )
     assert _pareto(table).tolist() == [True, False, True, True, True, True]
+
+
+def test_equivalent_configurations_are_one_recommendation() -> None:
+    """Placements that never lose a checkpoint give the same ratio on every seed at the same cost: the
+    best is the preferred one (group, the paper's optimum), the others are named beside it, and the
+    runner-up is a configuration that differs."""
+    rare = load_scenario(
+        "gpt2-100b-p4d",
+        {"run.duration_days": 10, "failures.rate_per_machine_per_day": 0.01, "cluster.cpu_memory_gib": 300},
+    )
+    space = SearchSpace(
+        policies=("gemini",),
+        in_memory_every_iterations=(1,),
+        replicas=(2,),
+        placements=("group", "mixed", "ring"),
+        standby_machines=(0, 2),
+    )
+    advice = advise(rare, space=space, min_seeds=4, max_seeds=4)
+    spares = advice.best["spare_machines"]
+    assert advice.best["placement"] == "group"
+    assert advice.equivalents == [
+        f"gemini every 1 iteration(s), m = 2, {placement}, {spares} spare(s)"
+        for placement in ("mixed", "ring")
+    ]
+    assert advice.runner_up is not None and advice.runner_up["spare_machines"] != spares
+    text = format_advice(advice)
+    assert "as good on every seed, at the same cost: " + "; ".join(advice.equivalents) in text
+    # The frontier names each point once.
+    assert "(and 2 more at the same ratio and cost)" in text

@@ -97,6 +97,10 @@ def launch(cfg: RealRunConfig) -> RunResult:
     validate(cfg)
     from torch.distributed import TCPStore  # heavy import only once the input is valid
 
+    # Every agent, the first ones and each replacement, starts from the environment the job started
+    # with: the launcher's own may change while the job runs (W&B's service sets WANDB_SERVICE when the
+    # tracker starts it), and a replacement machine must run what the machine it replaces ran.
+    environment = dict(os.environ)
     previous_umask = os.umask(0o077)  # every directory and file of the run is the job's alone
     job_id = new_job_id()
     run_dir = check_out(cfg.out, cfg.force)
@@ -136,7 +140,7 @@ def launch(cfg: RealRunConfig) -> RunResult:
             use_libuv=True,
         )
         for machine in range(cfg.machines):
-            agents[machine] = _start_agent(cfg, machine, job_id, shm, t0, bed)
+            agents[machine] = _start_agent(cfg, machine, job_id, shm, t0, environment, bed)
         done: set[int] = set()
         while len(done) < cfg.machines:
             if time.time() - t0 > cfg.time_limit_s:
@@ -147,7 +151,7 @@ def launch(cfg: RealRunConfig) -> RunResult:
                 shutil.rmtree(shm / f"machine{machine}", ignore_errors=True)  # the machine's memory is gone
                 request.unlink()
                 # The replacement joins in the same namespace: the link survives, the memory does not.
-                agents[machine] = _start_agent(cfg, machine, job_id, shm, t0, bed)
+                agents[machine] = _start_agent(cfg, machine, job_id, shm, t0, environment, bed)
                 replacements += 1
             for machine, agent in agents.items():
                 code = agent.poll()
@@ -176,9 +180,15 @@ def launch(cfg: RealRunConfig) -> RunResult:
 
 
 def _start_agent(
-    cfg: RealRunConfig, machine: int, job_id: str, shm: Path, t0: float, bed: netns.Testbed | None = None
+    cfg: RealRunConfig,
+    machine: int,
+    job_id: str,
+    shm: Path,
+    t0: float,
+    environment: dict[str, str],
+    bed: netns.Testbed | None = None,
 ) -> subprocess.Popen:
-    env = dict(os.environ)
+    env = dict(environment)
     store_host = bed.bridge_address if bed else LOOPBACK
     in_namespace: list[str] = []
     # gloo listens on the address of the interface it is given (else on what the hostname resolves to).

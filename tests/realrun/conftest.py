@@ -10,7 +10,9 @@ the CUDA paths have their own tests (`-m cuda`) and `benchmarks/gpu_check.py`.
 
 import importlib.util
 import socket
+import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
@@ -28,9 +30,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+class FailedRun(NamedTuple):
+    run_dir: Path
+    track: str  # the tracker the launcher used
+    job: Path  # that tracker's job directory
+    events: pd.DataFrame  # rank 0's
+    agent_environments: list[dict[str, str]]  # what each torchrun agent was started with, in order
+
+
 @pytest.fixture(scope="session")
-def failed_run(tmp_path_factory) -> tuple[Path, str, Path, pd.DataFrame]:
-    """The run directory, the tracker its launcher used, that tracker's job directory, rank 0's events.
+def failed_run(tmp_path_factory) -> FailedRun:
+    """The run, its tracking, rank 0's events and its agents' environments.
 
     Same shape and settings as tests/realrun/testbed/test_launcher.py's BASE, so its final parameters
     must equal that module's uninterrupted reference run.
@@ -42,11 +52,22 @@ def failed_run(tmp_path_factory) -> tuple[Path, str, Path, pd.DataFrame]:
         machines=2, replicas=2, steps=6, persist_every=3, chunk_mib=0.05, disk_baseline=False,
         failures=FAILURES, out=out, port=_free_port(), track=track, time_limit_s=280, device="cpu",
     )  # fmt: skip
+    environments: list[dict[str, str]] = []
+
+    class RecordingPopen(subprocess.Popen):
+        """Starts the process as Popen does, and keeps the environment of each torchrun agent."""
+
+        def __init__(self, args, *rest, **options):
+            if "torch.distributed.run" in args:
+                environments.append(dict(options["env"]))
+            super().__init__(args, *rest, **options)
+
     with pytest.MonkeyPatch.context() as env:
         for name, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DIR", str(out))):
             env.setenv(name, value)
+        env.setattr(subprocess, "Popen", RecordingPopen)
         result = launch(cfg)
     assert result.ok, (out / "logs" / "machine0.log").read_text()[-3000:]
     (job,) = list((out / "track").iterdir())  # one tracked run for the whole job
     events = read_events(out)
-    return out, track, job, events[events["rank"] == 0]
+    return FailedRun(out, track, job, events[events["rank"] == 0], environments)

@@ -75,7 +75,7 @@ def _check_job_view(points: dict[str, list[tuple[int, float]]], events: pd.DataF
 @pytest.mark.timeout(300)
 def test_tensorboard_shows_steps_checkpoints_and_both_failures(failed_run, tmp_path):
     pytest.importorskip("tensorboard")
-    run_dir, track, job, events = failed_run
+    run_dir, track, job, events, _ = failed_run
     if track != "tensorboard":
         job = track_finished_run(run_dir, "tensorboard", tmp_path / "tensorboard")
     _check_job_view(tensorboard_scalars(job), events)
@@ -89,7 +89,7 @@ def test_tensorboard_shows_steps_checkpoints_and_both_failures(failed_run, tmp_p
 @pytest.mark.timeout(300)
 def test_wandb_offline_run_holds_every_step_checkpoint_and_both_failures(failed_run):
     pytest.importorskip("wandb")
-    _, track, job, events = failed_run
+    _, track, job, events, _ = failed_run
     assert track == "wandb"  # the launcher tracked it live, through both failures
     (run,) = wandb_runs(job)  # one W&B run for the whole job, every round of it
     history, config = wandb_history([run])

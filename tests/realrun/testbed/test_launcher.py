@@ -136,10 +136,21 @@ def test_a_software_then_a_hardware_failure_resume_from_local_memory_then_a_peer
     # tests/realrun/conftest.py's run (shared with the tracking tests): rank 1's process dies in step 3,
     # every rank restores step 2 from its own machine; then machine 1 dies in step 5 (its memory
     # wiped), rank 0 restores step 4 locally and rank 1 fetches its shard from machine 0.
-    run_dir = failed_run[0]
+    run_dir = failed_run.run_dir
     frame = read_events(run_dir)
     assert _retrieves(frame) == [(0, 2, "local"), (1, 2, "local"), (0, 4, "local"), (1, 4, "peer")]
     assert not differences(run_dir, reference)
+
+
+def test_a_replacement_agent_starts_in_the_environment_of_the_agent_it_replaces(failed_run):
+    # The agents of machines 0 and 1, then machine 1's replacement after the hardware failure. The
+    # launcher's own environment changes while the job runs (W&B's tracker sets WANDB_SERVICE when it
+    # starts its service); a replacement that inherited it would not run what the first agent ran.
+    first0, first1, replacement = failed_run.agent_environments
+    assert replacement == first1
+    assert {k: v for k, v in first0.items() if k != "GEMINI_FT_MACHINE"} == {
+        k: v for k, v in first1.items() if k != "GEMINI_FT_MACHINE"
+    }
 
 
 def test_failures_mid_snapshot_and_mid_replication_never_load_partial_state(reference, tmp_path):

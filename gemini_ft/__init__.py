@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 _API = (
-    "Results", "Scenario", "calibrate", "interleave", "load_scenario", "placement", "placement_holders",
+    "Results", "Scenario", "advise", "calibrate", "interleave", "load_scenario", "placement", "placement_holders",
     "presets", "read_results", "simulate", "summarize", "sweep", "validate",
 )  # fmt: skip
 

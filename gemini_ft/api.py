@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -22,10 +22,13 @@ from scenarios.loader import preset_names
 from scenarios.schema import Scenario
 from sim.results import Results, read_results, run_seeds, summary_table
 
+if TYPE_CHECKING:
+    from sim.advise import Advice, SearchSpace
+
 ScenarioLike = Scenario | str | Path
 
 __all__ = [
-    "Results", "Scenario", "calibrate", "interleave", "load_scenario", "placement", "placement_holders",
+    "Results", "Scenario", "advise", "calibrate", "interleave", "load_scenario", "placement", "placement_holders",
     "presets", "read_results", "simulate", "summarize", "sweep", "validate",
 ]  # fmt: skip
 
@@ -131,6 +134,32 @@ def interleave(
 
     results = evaluate_schemes(load_scenario(scenario, overrides), list(schemes) if schemes else None)
     return pd.DataFrame([result.summary() for result in results])
+
+
+def advise(
+    scenario: ScenarioLike,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    workers: int = 1,
+    dask: str | None = None,
+    seed: int | None = None,
+    space: SearchSpace | None = None,
+    progress: bool = False,
+) -> Advice:
+    """The checkpoint policy, in-memory interval, replicas, placement and spare machines with the
+    highest effective training time ratio (common seeds, successive halving): `.best`, `.runner_up`,
+    `.equivalents`, `.candidates` (one row per configuration tried) and `.describe()`, the text
+    `gemini-ft advise` prints. `space` narrows or widens what is tried (`sim.advise.SearchSpace`)."""
+    from sim.advise import advise as search
+
+    return search(
+        load_scenario(scenario, overrides),
+        workers=workers,
+        dask=dask,
+        seed=seed,
+        space=space,
+        progress=progress,
+    )
 
 
 def calibrate(

@@ -14,12 +14,15 @@ renders the result as text; `analysis.advise_figures` draws the frontier.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from scenarios.errors import UserError
 from scenarios.placements import REGISTRY, check_placement
@@ -93,6 +96,46 @@ class Advice:
     """Other configurations as good as the best on every seed, at the same cost (e.g. placements that
     never lose a checkpoint in these runs); the best is the first of them in the search space's order."""
 
+    def describe(self) -> str:
+        """The advice as text, as `gemini-ft advise` prints it."""
+        return format_advice(self)
+
+    def summary(self) -> dict[str, Any]:
+        """The recommendation as plain, JSON-friendly values (stored beside the candidates table)."""
+
+        def choice(row: pd.Series | None) -> dict[str, Any] | None:
+            if row is None:
+                return None
+            names = (
+                "label",
+                *Candidate.__dataclass_fields__,
+                "cpu_memory_gib",
+                "seeds",
+                "ratio",
+                "ratio_ci95",
+            )
+            return {name: _plain(row[name]) for name in names}
+
+        difference = None
+        if self.best_minus_runner_up is not None:
+            mean, half = self.best_minus_runner_up
+            difference = {"mean": _plain(mean), "ci95": _plain(half)}
+        return {
+            "scenario": self.scenario,
+            "best": choice(self.best),
+            "runner_up": choice(self.runner_up),
+            "best_minus_runner_up": difference,
+            "equivalents": self.equivalents,
+            "runs": self.runs,
+            "skipped": self.skipped,
+        }
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON writes (NaN as None)."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
+
 
 def advise(
     scenario: Scenario,
@@ -106,12 +149,14 @@ def advise(
     max_seeds: int = 16,
     eta: int = 3,
     halving: bool = True,
+    progress: bool = False,
 ) -> Advice:
     """Search `space` for the highest effective training time ratio of `scenario`.
 
     `budget` caps the number of simulated runs (the first round always runs); seeds are `seed`
     (default run.base_seed) onwards, the same for every candidate. With `halving=False` every candidate
-    runs `max_seeds` seeds (the exhaustive reference)."""
+    runs `max_seeds` seeds (the exhaustive reference). `progress` shows a bar on stderr whose total
+    grows as each round's runs become known."""
     if eta < 2 or min_seeds < 1 or max_seeds < min_seeds:
         raise UserError("advise", (eta, min_seeds, max_seeds), "needs eta ≥ 2 and 1 ≤ min_seeds ≤ max_seeds")
     base = scenario.model_copy(update={"sweep": {}})
@@ -124,19 +169,22 @@ def advise(
     survivors = list(scenarios)
     seeds = max_seeds if not halving else min_seeds
     runs, round_ = 0, 0
-    while True:
-        runs += _evaluate(survivors, scenarios, ratios, range(first_seed, first_seed + seeds), workers, dask)
-        for candidate in survivors:
-            reached[candidate] = round_
-        if not halving or len(survivors) <= 2 or seeds >= max_seeds:
-            break
-        survivors = _next_round(survivors, max(2, math.ceil(len(survivors) / eta)), ratios, scenarios)
-        keep = len(survivors)
-        next_seeds = min(max_seeds, seeds * eta)
-        affordable = seeds + (budget - runs) // keep
-        if affordable <= seeds:
-            break
-        seeds, round_ = min(next_seeds, affordable), round_ + 1
+    with tqdm(total=0, desc="advise", unit="run", disable=not progress) as bar:
+        while True:
+            bar.set_postfix_str(f"round {round_ + 1}: {len(survivors)} candidates x {seeds} seeds")
+            seed_range = range(first_seed, first_seed + seeds)
+            runs += _evaluate(survivors, scenarios, ratios, seed_range, workers, dask, bar)
+            for candidate in survivors:
+                reached[candidate] = round_
+            if not halving or len(survivors) <= 2 or seeds >= max_seeds:
+                break
+            survivors = _next_round(survivors, max(2, math.ceil(len(survivors) / eta)), ratios, scenarios)
+            keep = len(survivors)
+            next_seeds = min(max_seeds, seeds * eta)
+            affordable = seeds + (budget - runs) // keep
+            if affordable <= seeds:
+                break
+            seeds, round_ = min(next_seeds, affordable), round_ + 1
     table = _table(scenarios, ratios, reached, range(first_seed, first_seed + min(seeds, min_seeds)))
     finalists = table[table["round"] == round_].sort_values(
         ["ratio", "spare_machines", "cpu_memory_gib", "preference"], ascending=[False, True, True, True]
@@ -271,8 +319,9 @@ def _evaluate(
     seeds: range,
     workers: int,
     dask: str | None,
+    bar: tqdm,
 ) -> int:
-    """Run the (candidate, seed) pairs not yet run; returns how many ran."""
+    """Run the (candidate, seed) pairs not yet run, counting them on `bar`; returns how many ran."""
     tasks, owner = [], {}
     for candidate in survivors:
         for seed in seeds:
@@ -280,8 +329,11 @@ def _evaluate(
                 task = Task(len(tasks), {}, scenarios[candidate], seed)
                 tasks.append(task)
                 owner[task.point] = candidate
+    bar.total += len(tasks)
+    bar.refresh()
     for task, row, _ in run_tasks(tasks, workers, dask, failures=False):
         ratios[owner[task.point]][task.seed] = float(row["effective_ratio"])
+        bar.update()
     return len(tasks)
 
 
@@ -357,6 +409,20 @@ def _pareto(table: pd.DataFrame) -> pd.Series:
     at_least = (ratio >= ratio[:, None]) & (spares <= spares[:, None]) & no_more_memory
     strictly = (ratio > ratio[:, None]) | (spares < spares[:, None]) | cheaper_memory
     return pd.Series(~(at_least & strictly).any(axis=1), index=table.index)
+
+
+ADVICE = "advice"
+"""Metadata key (after `gemini_ft.`) of the recommendation, as JSON, in a candidates file."""
+
+
+def write_advice(advice: Advice, scenario: Scenario, path: Path) -> Path:
+    """The candidates table at `path` (Parquet, written atomically), with the recommendation
+    (`Advice.summary`, JSON) and the resolved scenario (TOML) in its metadata."""
+    from scenarios.loader import to_toml
+    from sim.results_io import SCENARIO, write_table
+
+    metadata = {SCENARIO: to_toml(scenario), ADVICE: json.dumps(advice.summary())}
+    return write_table(advice.candidates, path, metadata)
 
 
 def format_advice(advice: Advice) -> str:

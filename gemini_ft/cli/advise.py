@@ -29,19 +29,33 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--plot", type=Path, metavar="DIR", help="write the frontier (ratio vs spare machines and CPU memory)"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE.parquet",
+        help="write every evaluated candidate (settings, costs, seeds, ratio and interval, round, frontier)"
+        " with the recommendation and the resolved scenario in its metadata",
+    )
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from sim.advise import advise, format_advice
+    from scenarios.errors import UserError
+    from sim.advise import advise, format_advice, write_advice
 
     positive_int("workers", args.workers)
     if args.plot is not None:
         check_output("plot", args.plot, kind="dir")
+    if args.out is not None:
+        if args.out.suffix != ".parquet":
+            raise UserError("out", str(args.out), "must be a file name ending in .parquet")
+        check_output("out", args.out, kind="file")
     scenario = load_scenario_from(args)
-    advice = advise(scenario, workers=args.workers, dask=args.dask, seed=args.seed)
+    advice = advise(scenario, workers=args.workers, dask=args.dask, seed=args.seed, progress=True)
     print(format_advice(advice))
+    if args.out is not None:
+        print(f"wrote {write_advice(advice, scenario, args.out)}")
     if args.plot is not None:
         import matplotlib
 

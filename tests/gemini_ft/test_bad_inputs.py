@@ -80,6 +80,7 @@ def _scenario_cases() -> list[tuple[list[str], str]]:
         (["sweep", "gpt2-100b-p4d", "--dask", "not an address", "--no-progress"], "--dask"),
         (["sweep", "gpt2-100b-p4d", "--track", "mlflow"], "--track"),
         (["advise", "gpt2-100b-p4d", "--workers", "0"], "--workers"),
+        (["advise", "gpt2-100b-p4d", "--out", "advice.csv"], "--out"),
         (["interleave", "gpt2-40b-p3dn", "--scheme", "fast"], "--scheme"),
         (["scenarios", "validate", "missing.toml"], "scenario"),
         (["scenarios", "frobnicate"], "ACTION"),

@@ -169,10 +169,13 @@ def advise(
     survivors = list(scenarios)
     seeds = max_seeds if not halving else min_seeds
     runs, round_ = 0, 0
-    with tqdm(total=0, desc="advise", unit="run", disable=not progress) as bar:
+    # The bar appears once its first round's runs are counted (its total grows round by round).
+    with tqdm(total=0, desc="advise", unit="run", disable=not progress, delay=0.5) as bar:
         while True:
-            bar.set_postfix_str(f"round {round_ + 1}: {len(survivors)} candidates x {seeds} seeds")
             seed_range = range(first_seed, first_seed + seeds)
+            bar.set_postfix_str(
+                f"round {round_ + 1}: {len(survivors)} candidates x {seeds} seeds", refresh=False
+            )
             runs += _evaluate(survivors, scenarios, ratios, seed_range, workers, dask, bar)
             for candidate in survivors:
                 reached[candidate] = round_

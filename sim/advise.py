@@ -341,7 +341,13 @@ def _evaluate(
 
 
 def _mean(values: dict[int, float]) -> float:
-    return float(np.mean(list(values.values())))
+    return float(np.mean(_by_seed(values)))
+
+
+def _by_seed(values: dict[int, float]) -> np.ndarray:
+    """A candidate's ratios in seed order. Runs finish (and are recorded) in any order with workers, and a
+    float sum depends on its order: equal ratios must give equal means, bit for bit."""
+    return np.array([values[seed] for seed in sorted(values)])
 
 
 def _key(row: pd.Series) -> Candidate:
@@ -377,7 +383,7 @@ def _table(
 ) -> pd.DataFrame:
     rows = []
     for preference, (candidate, scenario) in enumerate(scenarios.items()):
-        values = np.array(list(ratios[candidate].values()))
+        values = _by_seed(ratios[candidate])
         half = half_width(values)  # the sweep summary's Student-t interval (NaN for one seed)
         rows.append(
             {

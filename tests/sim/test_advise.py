@@ -15,6 +15,7 @@ from sim.advise import (
     _next_round,
     _pareto,
     _significantly_better,
+    _table,
     advise,
     format_advice,
 )
@@ -155,3 +156,13 @@ def test_equivalent_configurations_are_one_recommendation() -> None:
     assert "as good on every seed, at the same cost: " + "; ".join(advice.equivalents) in text
     # The frontier names each point once.
     assert "(and 2 more at the same ratio and cost)" in text
+
+
+def test_equal_ratios_recorded_in_another_order_have_equal_means() -> None:
+    """With workers, runs finish in any order; (0.1 + 0.2) + 0.3 != (0.3 + 0.2) + 0.1 in floats, and a
+    last-bit difference in the mean would rank one of two equivalent configurations first by chance."""
+    first, second = (Candidate("gemini", 1, 2, placement, 0) for placement in ("group", "ring"))
+    ratios = {first: {0: 0.1, 1: 0.2, 2: 0.3}, second: {2: 0.3, 1: 0.2, 0: 0.1}}
+    scenarios = dict.fromkeys(ratios, Scenario())
+    table = _table(scenarios, ratios, dict.fromkeys(ratios, 0), range(3))
+    assert table["ratio"].nunique() == 1 and list(table["placement"]) == ["group", "ring"]

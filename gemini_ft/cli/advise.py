@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         from analysis.advise_figures import frontier_figure
         from analysis.style import save_figure
 
-        for path in save_figure(frontier_figure(advice.candidates), args.plot, "advise-frontier"):
+        for path in save_figure(
+            frontier_figure(advice.candidates, advice.best["label"]), args.plot, "advise-frontier"
+        ):
             print(f"wrote {path}")
     return 0

@@ -67,7 +67,14 @@ def test_candidates_respect_cpu_memory_and_placement_limits(scenario) -> None:
 def test_frontier_figure_has_two_panels(scenario) -> None:
     advice = advise(scenario, space=SPACE, min_seeds=2, max_seeds=2)
     assert advice.candidates["frontier"].any()
-    assert len(frontier_figure(advice.candidates).axes) == 2
+    figure = frontier_figure(advice.candidates, advice.best["label"])
+    assert len(figure.axes) == 2
+    # The recommendation is starred in both panels, where its ratio on the common seeds is.
+    for ax in figure.axes:
+        (star,) = [c for c in ax.collections if c.get_label() == "recommended"]
+        assert star.get_offsets()[0][1] == advice.best["ratio_common_seeds"]
+    with pytest.raises(ValueError, match="no candidate"):
+        frontier_figure(advice.candidates, "not a candidate")
 
 
 def test_the_cheapest_candidate_within_noise_of_the_top_is_recommended() -> None:

@@ -24,6 +24,12 @@ class UserError(Exception):
         self.allowed = allowed
         super().__init__(f"{field} = {_show(value)}: {allowed}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a sweep's worker process (a bad trace file, a bad seed), it comes back pickled; the
+        # default rebuilds an exception from its message alone, which this __init__ cannot take, and the
+        # process pool then reports itself broken instead of the user's mistake.
+        return type(self), (self.field, self.value, self.allowed)
+
 
 class InvalidScenario(UserError):
     """A scenario that fails validation; the message is already `path = value: reason`."""
@@ -31,10 +37,15 @@ class InvalidScenario(UserError):
     def __init__(self, message: str) -> None:
         Exception.__init__(self, message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), self.args
+
 
 def _show(value: Any) -> str:
     """The value as the user gave it: a long one is cut to 80 characters, except a file path, which is
     what the user must find and fix (a cut one is useless)."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # a numpy scalar as the number it is (its repr is np.int64(99) in numpy 2)
     text = repr(str(value) if isinstance(value, PurePath) else value)
     if len(text) <= 80 or (isinstance(value, str | PurePath) and os.sep in str(value)):
         return text

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from scenarios.errors import UserError
 from scenarios.placements import REGISTRY, check_placement
 from scenarios.schema import GIB, Scenario
+from sim.engine import check_seed
 from sim.intervals import half_width
 from sim.sweep import Task, run_tasks
 
@@ -161,6 +162,7 @@ def advise(
         raise UserError("advise", (eta, min_seeds, max_seeds), "needs eta ≥ 2 and 1 ≤ min_seeds ≤ max_seeds")
     base = scenario.model_copy(update={"sweep": {}})
     first_seed = scenario.run.base_seed if seed is None else seed
+    check_seed(first_seed)  # before any work, not in the first worker
     scenarios, skipped = _candidates(base, space or SearchSpace())
     if not scenarios:
         raise UserError("advise", scenario.name, "no candidate configuration fits this scenario")

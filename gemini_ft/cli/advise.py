@@ -25,7 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_scenario_arguments(parser)
     add_execution_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="first seed of the common seeds")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="S",
+        help="first seed of the common seeds (default: the scenario's run.base_seed)",
+    )
     parser.add_argument(
         "--plot", type=Path, metavar="DIR", help="write the frontier (ratio vs spare machines and CPU memory)"
     )

@@ -81,6 +81,7 @@ def _scenario_cases() -> list[tuple[list[str], str]]:
         (["sweep", "gpt2-100b-p4d", "--track", "mlflow"], "--track"),
         (["advise", "gpt2-100b-p4d", "--workers", "0"], "--workers"),
         (["advise", "gpt2-100b-p4d", "--out", "advice.csv"], "--out"),
+        (["advise", "gpt2-100b-p4d", "--seed", "-1"], "--seed"),
         (["interleave", "gpt2-40b-p3dn", "--scheme", "fast"], "--scheme"),
         (["scenarios", "validate", "missing.toml"], "scenario"),
         (["scenarios", "frobnicate"], "ACTION"),

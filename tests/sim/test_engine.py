@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scenarios.loader import validate
+from scenarios.errors import UserError
+from scenarios.loader import load_scenario, validate
 from sim.engine import RECOVERY_STEPS, simulate
 
 DAY = 86400.0
@@ -317,3 +318,9 @@ def test_failures_cannot_strike_during_a_recovery_when_switched_off(tmp_path: Pa
     assert second.recovered_from == "peer" and second.recovery_completed
     assert [getattr(second, f"{s}_s") for s in RECOVERY_STEPS] == pytest.approx([2, 48, 5, 1, 3])
     assert result.summary.simultaneous_failures == 0
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "3"])
+def test_a_seed_that_is_no_integer_at_least_zero_is_the_users_error(seed) -> None:
+    with pytest.raises(UserError, match=r"seed = .*: must be an integer ≥ 0"):
+        simulate(load_scenario("gpt2-100b-p4d"), seed)

@@ -193,3 +193,16 @@ def test_adaptive_run_seeds_reports_the_cap() -> None:
     assert len(loose.summary) == 2 and not loose.adaptive.cap_hit
     with pytest.raises(UserError, match="target_ci"):
         run_seeds(scenario, target_ci=0.0)
+
+
+def test_a_users_mistake_in_a_worker_process_is_the_users_error(tmp_path: Path) -> None:
+    # The trace is read where the run is simulated, in a worker: its one-line error must come back as
+    # such (it broke the process pool when the exception could not be rebuilt).
+    trace = tmp_path / "trace.csv"
+    trace.write_text("time_s,machine,type\n10,0,software\n20,99,hardware\n")
+    scenario = load_scenario(
+        "gpt2-100b-p4d",
+        {"failures.distribution": "trace", "failures.trace_file": str(trace), "run.duration_days": 1},
+    )
+    with pytest.raises(UserError, match=r"row 3 column machine = 99: must be an integer in \[0, 15\]"):
+        run_sweep(scenario, workers=2, progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from scenarios.schema import GIB, SECTION_MODELS, ClusterConfig, Scenario, allowed_fields
+from scenarios.schema import GIB, MAX_FAILURE_DRAWS, SECTION_MODELS, ClusterConfig, Scenario, allowed_fields
 
 
 def test_defaults_are_the_papers_main_setup():
@@ -64,6 +64,27 @@ def test_cross_field_checks():
     with pytest.raises(ValidationError, match="trace_file is required"):
         Scenario.model_validate({"failures": {"distribution": "trace"}})
     assert Scenario.model_validate({"cluster": {"machines": 2}, "checkpoint": {"replicas": 2}})
+
+
+def test_a_run_that_would_draw_more_failures_than_memory_holds_is_refused():
+    # 1,024 machines × 1,000 failures a day × 30 days: 30.7 M failures (4.4 GB) for one seed.
+    with pytest.raises(ValidationError, match=r"= 30,720,000 failures drawn per run, more than 10,000,000"):
+        Scenario.model_validate(
+            {"cluster": {"machines": 1024}, "failures": {"rate_per_machine_per_day": 1000}}
+        )
+    # The operations model draws at the bad machines' rate before it thins.
+    ops = {"enabled": True, "bad_machine_fraction": 0.1, "bad_rate_multiplier": 1000}
+    with pytest.raises(ValidationError, match=r"× operations\.bad_rate_multiplier = 45,000,000"):
+        Scenario.model_validate({"cluster": {"machines": 100_000}, "operations": ops})
+    # A million machines at 1.5% a day for a year is within it; a trace's size is the file's.
+    year = Scenario.model_validate({"cluster": {"machines": 1_000_000}, "run": {"duration_days": 365}})
+    assert 5e6 < year.failure_draws_expected < MAX_FAILURE_DRAWS
+    assert (
+        Scenario.model_validate(
+            {"failures": {"distribution": "trace", "trace_file": "t.csv", "rate_per_machine_per_day": 1e6}}
+        ).failure_draws_expected
+        == 0
+    )
 
 
 def test_allowed_fields_lists_every_section():

@@ -85,7 +85,7 @@ def parse_failures(specs: list[str], machines: int, procs_per_machine: int, step
         step, target = _int(text, fields["step"]), _int(text, fields[who])
         limit = machines * procs_per_machine if kind == "sw" else machines
         if not 1 <= step <= steps:
-            raise UserError("failures", text, f"step must be between 1 and --steps = {steps}")
+            raise UserError("failures", text, f"step must be between 1 and steps = {steps}")
         if not 0 <= target < limit:
             raise UserError("failures", text, f"{who} must be between 0 and {limit - 1}")
         during = fields.get("during", "step")
@@ -101,7 +101,7 @@ def _disk(text: str, rest: str, steps: int, index: int) -> FailureSpec:
         raise UserError("failures", text, f"needs step= and how= one of {', '.join(DAMAGE)}")
     step = _int(text, fields["step"])
     if not 1 <= step <= steps:
-        raise UserError("failures", text, f"step must be between 1 and --steps = {steps}")
+        raise UserError("failures", text, f"step must be between 1 and steps = {steps}")
     return FailureSpec(index, "disk", step, 0, "step", fields["how"])
 
 

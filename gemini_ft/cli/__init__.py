@@ -129,7 +129,9 @@ def _name_flag(exc, flags: dict[str, str]) -> str:
     if field in flags and hasattr(exc, "allowed"):
         # Other fields named in the explanation ("needs replicas (3) to divide machines (4)") too.
         allowed = re.sub(
-            r"\b([a-z][a-z_]*)(?= \(| =)", lambda m: flags.get(m.group(1), m.group(1)), str(exc.allowed)
+            r"(?<![-\w])([a-z][a-z_]*)(?= \(| =)",
+            lambda m: flags.get(m.group(1), m.group(1)),
+            str(exc.allowed),
         )
         return type(exc)(flags[field], exc.value, allowed).args[0]
     return str(exc)

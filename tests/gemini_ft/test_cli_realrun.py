@@ -32,6 +32,10 @@ from gemini_ft.cli import main
         ),
         (["--keep-alive", "0"], "--keep-alive = 0: input should be greater than or equal to 1"),
         (["--steps", "0"], "--steps = 0: input should be greater than or equal to 1"),
+        (  # a field named in the explanation gets its flag, once
+            ["--steps", "5", "--fail", "hw@step=99:machine=0"],
+            "--fail = 'hw@step=99:machine=0': step must be between 1 and --steps = 5\n",
+        ),
     ],
 )
 def test_bad_input_is_one_line(argv, start, capsys, tmp_path):

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from annotated_types import Ge, Gt, Le, Lt
 
-from gemini_ft.cli import main
+from gemini_ft.cli import _name_flag, main
+from scenarios.errors import UserError
 from scenarios.schema import SECTION_MODELS
 
 SCENARIO_COMMANDS = (["simulate", "gpt2-100b-p4d"], ["sweep", "gpt2-100b-p4d", "--no-progress"],
@@ -143,3 +144,11 @@ def test_bad_input_is_one_line_and_exit_2(argv, names, tmp_path, monkeypatch, ca
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("gemini-ft: error: ") and err.count("\n") == 1, err
     assert names in err and "Traceback" not in err
+
+
+def test_a_flag_already_named_in_an_explanation_is_left_as_it_is() -> None:
+    flags = {"failures": "--fail", "steps": "--steps", "machines": "--machines"}
+    named = UserError("failures", "x", "step must be between 1 and --steps = 5")
+    assert _name_flag(named, flags) == "--fail = 'x': step must be between 1 and --steps = 5"
+    fields = UserError("failures", "x", "needs steps = 5 and machines (4)")
+    assert _name_flag(fields, flags) == "--fail = 'x': needs --steps = 5 and --machines (4)"

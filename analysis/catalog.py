@@ -7,6 +7,7 @@ time and free it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.advise_figures import frontier_figure
 from analysis.interleave_figures import plot_iteration_time
 from analysis.realrun_figures import plot_measurements
 from analysis.results_io import ResultFile
@@ -253,8 +255,24 @@ def measurements_figure(measurements: pd.DataFrame) -> FigureSpec:
     )
 
 
+def advice_figure(candidates: pd.DataFrame, recommended: str | None = None) -> FigureSpec:
+    return FigureSpec(
+        "advise-frontier",
+        "What each checkpoint configuration buys, and what it costs (gemini-ft advise)",
+        "Effective training time ratio of every configuration advise evaluated, on the seeds all of them ran,"
+        " against its spare machines and its checkpoints' CPU memory per machine; the line is the best ratio"
+        " at that cost or less, circles are the frontier (no candidate does as well for less)"
+        + (", the star is the recommendation." if recommended is not None else "."),
+        candidates,
+        lambda: frontier_figure(candidates, recommended),
+    )
+
+
 def figures_for(result: ResultFile) -> list[FigureSpec]:
     """The figures `result` supports (a sim result gets Fig. 15 along each axis that varies)."""
+    if result.kind == "advice":
+        advice = json.loads(result.metadata["advice"]) if "advice" in result.metadata else {}
+        return [advice_figure(result.data, (advice.get("best") or {}).get("label"))]
     if result.kind == "probability":
         return [recovery_probability_figure(result.data)]
     if result.kind == "measurements":

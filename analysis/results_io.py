@@ -1,5 +1,5 @@
 """Read a result file and say what it holds: a simulator run/sweep, real-runner measurements, or a
-recovery-probability table.
+recovery-probability table, or the candidates of an `advise --out` file.
 
 Simulator results are a sweep directory (`summary.parquet` + `failures.parquet`) or a
 `simulate --out X.parquet` file (failures in `X.failures.parquet`); measurements are
@@ -8,7 +8,7 @@ Simulator results are a sweep directory (`summary.parquet` + `failures.parquet`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -18,15 +18,18 @@ from analysis.tables import MEASUREMENT_COLUMNS, PROBABILITY_COLUMNS
 from scenarios.errors import UserError
 from sim.results_io import read_table
 
-Kind = Literal["sim", "measurements", "probability"]
+Kind = Literal["sim", "measurements", "probability", "advice"]
+ADVICE_COLUMNS = ("label", "spare_machines", "cpu_memory_gib", "ratio_common_seeds", "frontier")
 SUMMARY_KEY_COLUMNS = ("policy", "seed", "effective_ratio")
 _KINDS_HELP = (
     "a simulator summary (columns "
     + ", ".join(SUMMARY_KEY_COLUMNS)
     + ", ...), real-runner measurements ("
     + ", ".join(MEASUREMENT_COLUMNS)
-    + ") or a recovery-probability table ("
+    + "), a recovery-probability table ("
     + ", ".join(PROBABILITY_COLUMNS)
+    + ") or advise's candidates ("
+    + ", ".join(ADVICE_COLUMNS)
     + ")"
 )
 
@@ -40,6 +43,8 @@ class ResultFile:
     data: pd.DataFrame
     failures: pd.DataFrame | None = None
     scenario_toml: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    """The file's `gemini_ft.*` metadata (keys without the prefix), e.g. advise's recommendation."""
 
 
 def load_result_file(path: str | Path) -> ResultFile:
@@ -52,14 +57,15 @@ def load_result_file(path: str | Path) -> ResultFile:
     if path.name.endswith(".failures.parquet"):
         summary = path.with_name(path.name.removesuffix(".failures.parquet") + ".parquet")
         raise UserError("RESULTS", str(path), f"this is the failures file; pass the summary {summary}")
-    data, scenario = _read_table(path)
+    table = read_table(path)
+    data = table.frame
     kind = _classify(path, data)
     failures = None
     if kind == "sim":
         companion = path.with_name(path.stem + ".failures.parquet")
         if companion.is_file():
             failures, _ = _read_table(companion)
-    return ResultFile(path, kind, data, failures, scenario)
+    return ResultFile(path, kind, data, failures, table.scenario_toml, table.metadata)
 
 
 def _load_directory(path: Path) -> ResultFile:
@@ -89,6 +95,7 @@ def _classify(path: Path, data: pd.DataFrame, expected: Kind | None = None) -> K
         "measurements": MEASUREMENT_COLUMNS,
         "probability": PROBABILITY_COLUMNS,
         "sim": SUMMARY_KEY_COLUMNS,
+        "advice": ADVICE_COLUMNS,
     }
     for kind, needed in kinds.items():
         if (expected is None or kind == expected) and columns.issuperset(needed):

@@ -65,11 +65,8 @@ def run(args: argparse.Namespace) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        from analysis.advise_figures import frontier_figure
-        from analysis.style import save_figure
+        from analysis.catalog import advice_figure  # as `gemini-ft plot` draws an --out file
 
-        for path in save_figure(
-            frontier_figure(advice.candidates, advice.best["label"]), args.plot, "advise-frontier"
-        ):
+        for path in advice_figure(advice.candidates, advice.best["label"]).write(args.plot):
             print(f"wrote {path}")
     return 0

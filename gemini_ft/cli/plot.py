@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "plot",
         help=COMMANDS["plot"],
-        description="Sim summary (sweep directory or simulate --out file), real-runner measurements, or a "
-        "recovery-probability table: writes every figure it supports into --out and prints the paths.",
+        description="Sim summary (sweep directory or simulate --out file), real-runner measurements, a "
+        "recovery-probability table or an advise --out file: writes every figure it supports into --out and"
+        " prints the paths.",
     )
     parser.add_argument("results", metavar="RESULTS", help="result file or sweep directory")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write the figures")

@@ -7,9 +7,12 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import gemini_ft as g
+from analysis.catalog import figures_for
+from analysis.results_io import load_result_file
 from gemini_ft.cli import main
 from scenarios.loader import from_toml_text
 from sim.results_io import read_table
@@ -41,6 +44,15 @@ def test_advise_prints_the_recommendation_and_writes_the_candidates_and_the_fron
     assert table.frame["label"].is_unique and len(table.frame) == int(header.group(1))
     assert from_toml_text(table.scenario_toml).checkpoint.iteration_overhead_fraction == 0.01
     assert (plots / "advise-frontier.png").is_file() and str(out) in printed
+    assert len(pd.read_csv(plots / "advise-frontier.csv")) == len(table.frame)  # the numbers behind it
+    # `gemini-ft plot` draws the same figure from the file, starring the same recommendation.
+    assert main(["plot", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "advise-frontier.png").is_file()
+    result = load_result_file(out)
+    assert result.kind == "advice"
+    (spec,) = figures_for(result)
+    stars = [c for ax in spec.draw().axes for c in ax.collections if c.get_label() == "recommended"]
+    assert len(stars) == 2 and stars[0].get_offsets()[0][1] == row["ratio_common_seeds"]
 
 
 def test_the_api_gives_the_advice_the_command_prints(capsys: pytest.CaptureFixture[str]) -> None:

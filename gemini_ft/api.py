@@ -51,14 +51,15 @@ def simulate(
     overrides: Mapping[str, Any] | None = None,
     *,
     seeds: int | Sequence[int] | None = None,
+    progress: bool = False,
 ) -> Results:
     """Simulate one scenario (its sweep table ignored) per seed: an int is a count from run.base_seed,
-    a sequence lists the seeds; None uses run.seeds."""
+    a sequence lists the seeds; None uses run.seeds. `progress`: a bar once the seeds take over 1 s."""
     resolved = load_scenario(scenario, overrides).model_copy(update={"sweep": {}})
     if isinstance(seeds, int):
         resolved = resolved.with_overrides({"run.seeds": seeds})
         seeds = None
-    return run_seeds(resolved, seeds)
+    return run_seeds(resolved, seeds, progress=progress)
 
 
 def sweep(

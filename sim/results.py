@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from scenarios.errors import UserError
 from scenarios.loader import to_toml
@@ -57,12 +58,14 @@ def run_seeds(
     target_ci: float | None = None,
     max_seeds: int = DEFAULT_MAX_SEEDS,
     seed_batch: int | None = None,
+    progress: bool = False,
 ) -> Results:
     """Simulate `scenario` once per seed (default: run.base_seed + 0 … run.seeds − 1).
 
     With `target_ci`, seeds run.base_seed + n, … are added in batches of `seed_batch` (None: as many
     as so far) until the 95% half-width of the effective ratio is at most `target_ci` or `max_seeds`
-    seeds ran; `Results.adaptive` says which.
+    seeds ran; `Results.adaptive` says which. `progress`: a bar on stderr once the seeds take over a
+    second.
     """
     if seeds is None:
         seeds = range(scenario.run.base_seed, scenario.run.base_seed + scenario.run.seeds)
@@ -70,11 +73,15 @@ def run_seeds(
     rows, failures = [], []
     policy = None if target_ci is None else AdaptivePolicy(target_ci, max_seeds, seed_batch)
     report = None if policy is None else AdaptiveReport(policy.target_ci, policy.max_seeds)
+    # Shown only once the seeds take over a second; its total grows with each adaptive round.
+    bar = tqdm(total=0, desc="simulate", unit="seed", delay=1.0, disable=not progress)
     while seeds:
+        bar.total += len(seeds)
         for seed in seeds:
             row, records = run_result_frames(simulate(scenario, seed))
             rows.append(row)
             failures.extend(records)
+            bar.update()
         if policy is None or report is None:
             break
         values = [row["effective_ratio"] for row in rows]
@@ -82,6 +89,7 @@ def run_seeds(
         report.record({scenario.name: values})
         start = max(row["seed"] for row in rows) + 1
         seeds = list(range(start, start + policy.more_seeds(values)))
+    bar.close()
     return Results(pd.DataFrame(rows), failures_frame(failures), to_toml(scenario), report)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print the summary rows as JSON instead of a table"
     )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar (shown after 1 s)"
+    )
     add_adaptive_arguments(parser)
     parser.set_defaults(func=run)
     return parser
@@ -58,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
         check_output("out", args.out.with_name(args.out.stem + ".failures.parquet"), kind="file")
     scenario = load_scenario_from(args, {"run.seeds": args.seeds} if args.seeds else None)
     if args.out is None and not args.json and args.target_ci is None:
-        return _print_summary(scenario)
+        return _print_summary(scenario, args.progress)
     return _run_with_results(args, scenario)
 
 
-def _print_summary(scenario: Scenario) -> int:
+def _print_summary(scenario: Scenario, progress: bool) -> int:
     """Only the printed table: its rows come straight from the runs' summaries, with no DataFrame (pandas
     and pyarrow are most of a small simulation's CPU time; they load only for files and JSON)."""
     from gemini_ft.cli.tables import format_summary_rows
@@ -71,7 +75,12 @@ def _print_summary(scenario: Scenario) -> int:
 
     single = scenario.model_copy(update={"sweep": {}})
     seeds = range(scenario.run.base_seed, scenario.run.base_seed + scenario.run.seeds)
-    rows = [simulate(single, seed).summary.row() for seed in seeds]
+    runs: Iterable[int] = seeds
+    if progress and len(seeds) > 1:  # one seed starts without tqdm's import
+        from tqdm import tqdm
+
+        runs = tqdm(seeds, desc="simulate", unit="seed", delay=1.0)  # as run_seeds's
+    rows = [simulate(single, seed).summary.row() for seed in runs]
     print(format_summary_rows(group_means(rows, BY), BY))
     return 0
 
@@ -81,7 +90,10 @@ def _run_with_results(args: argparse.Namespace, scenario: Scenario) -> int:
     from sim.results import run_seeds, summary_table, write_results
 
     results = run_seeds(
-        scenario.model_copy(update={"sweep": {}}), target_ci=args.target_ci, max_seeds=args.max_seeds
+        scenario.model_copy(update={"sweep": {}}),
+        target_ci=args.target_ci,
+        max_seeds=args.max_seeds,
+        progress=args.progress,
     )
     paths = write_results(results, args.out) if args.out is not None else []
     if args.json:

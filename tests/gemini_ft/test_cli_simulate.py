@@ -90,3 +90,12 @@ def test_simulate_prints_without_pandas() -> None:
     header, row = printed.splitlines()[:2]
     assert header.split()[:5] == ["scenario", "policy", "placement", "machines", "seeds"]
     assert row.split()[:5] == ["gpt2-100b-p4d", "gemini", "group", "16", "2"]
+
+
+def test_no_progress_changes_nothing_but_the_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["simulate", "gpt2-100b-p4d", *FAST, "--seeds", "3"]
+    assert main(argv) == 0
+    with_bar = capsys.readouterr().out
+    assert main([*argv, "--no-progress"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.out == with_bar and quiet.err == ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import tomllib
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from scenarios.errors import UserError
@@ -32,6 +32,8 @@ def preset_names() -> list[str]:
 
 def resolve_path(name_or_path: str | Path) -> Path:
     """A preset name or a path to a TOML file."""
+    if not isinstance(name_or_path, str | PurePath):
+        raise UserError("scenario", name_or_path, "a preset name, a TOML path or a Scenario")
     path = Path(name_or_path)
     try:
         exists = path.exists()

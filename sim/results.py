@@ -70,6 +70,8 @@ def run_seeds(
     if seeds is None:
         seeds = range(scenario.run.base_seed, scenario.run.base_seed + scenario.run.seeds)
     seeds = list(seeds)
+    if not seeds:
+        raise UserError("seeds", seeds, "at least one seed")
     rows, failures = [], []
     policy = None if target_ci is None else AdaptivePolicy(target_ci, max_seeds, seed_batch)
     report = None if policy is None else AdaptiveReport(policy.target_ci, policy.max_seeds)

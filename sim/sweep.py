@@ -33,7 +33,7 @@ from sim.results import (
     run_result_frames,
     scenario_metadata,
 )
-from sim.results_io import TEMPORARY_SUFFIX, read_table, write_table
+from sim.results_io import TEMPORARY_SUFFIX, check_output_path, read_table, write_table
 
 PARTS_DIR = "parts"
 
@@ -108,6 +108,8 @@ def run_sweep(
     policy = None if target_ci is None else AdaptivePolicy(target_ci, max_seeds, seed_batch)
     tasks = sweep_tasks(scenario)
     scenario_toml = to_toml(scenario)
+    if out_dir is not None:  # refused now, not after the first runs (the CLI has checked it already)
+        check_output_path("out", out_dir, kind="dir")
     parts = out_dir / PARTS_DIR if out_dir is not None else None
     if parts is not None:
         _check_same_sweep(out_dir, scenario)

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from scenarios.errors import UserError
 from scenarios.placements import REGISTRY, check_placement
 from scenarios.schema import GIB, Scenario
-from sim.engine import check_seed
 from sim.intervals import half_width
+from sim.streams import check_seed
 from sim.sweep import Task, run_tasks
 
 

@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import heapq
 import math
-import numbers
 from dataclasses import dataclass
 from math import floor
 
 import numpy as np
 import simpy
 
-from scenarios.errors import UserError
 from scenarios.schema import Scenario
 from sim.costs import RECOVERY_STEPS, SOURCES
 from sim.failures import DAY_S, FailureEvent, failure_arrivals
@@ -45,30 +43,10 @@ from sim.placement import scenario_placement
 from sim.policies import CheckpointPlan, cost_scenario, plan_for
 from sim.records import STEP_FIELDS, WASTE_COMPONENTS, FailureRecord, RecordTally, RunSummary
 from sim.storage import SharedStorage
+from sim.streams import random_streams
 
-STREAMS = (
-    "failures",
-    "placement",
-    "operations",
-    "thinning",
-)  # new streams go last: the others keep their seeds
 _EPS = 1e-9
 _INF = math.inf
-
-
-def check_seed(seed: object, field: str = "seed") -> None:
-    """A seed is an integer ≥ 0 (numpy's SeedSequence takes nothing else); else a UserError."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise UserError(field, seed, "must be an integer ≥ 0")
-
-
-def random_streams(seed: int) -> dict[str, np.random.SeedSequence]:
-    """One SeedSequence per run, spawned into named, independent streams. A stream's generator is built
-    where the run draws from it (`np.random.default_rng(stream)`): most runs use only one or two. Every
-    seed enters here, from the command line or the Python API: a bad one is the user's error."""
-    check_seed(seed)
-    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-    return dict(zip(STREAMS, children, strict=True))
 
 
 @dataclass

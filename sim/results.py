@@ -76,22 +76,21 @@ def run_seeds(
     policy = None if target_ci is None else AdaptivePolicy(target_ci, max_seeds, seed_batch)
     report = None if policy is None else AdaptiveReport(policy.target_ci, policy.max_seeds)
     # Shown only once the seeds take over a second; its total grows with each adaptive round.
-    bar = tqdm(total=0, desc="simulate", unit="seed", delay=1.0, disable=not progress)
-    while seeds:
-        bar.total += len(seeds)
-        for seed in seeds:
-            row, records = run_result_frames(simulate(scenario, seed))
-            rows.append(row)
-            failures.extend(records)
-            bar.update()
-        if policy is None or report is None:
-            break
-        values = [row["effective_ratio"] for row in rows]
-        report.rounds += 1
-        report.record({scenario.name: values})
-        start = max(row["seed"] for row in rows) + 1
-        seeds = list(range(start, start + policy.more_seeds(values)))
-    bar.close()
+    with tqdm(total=0, desc="simulate", unit="seed", delay=1.0, disable=not progress) as bar:
+        while seeds:
+            bar.total += len(seeds)
+            for seed in seeds:
+                row, records = run_result_frames(simulate(scenario, seed))
+                rows.append(row)
+                failures.extend(records)
+                bar.update()
+            if policy is None or report is None:
+                break
+            values = [row["effective_ratio"] for row in rows]
+            report.rounds += 1
+            report.record({scenario.name: values})
+            start = max(row["seed"] for row in rows) + 1
+            seeds = list(range(start, start + policy.more_seeds(values)))
     return Results(pd.DataFrame(rows), failures_frame(failures), to_toml(scenario), report)
 
 

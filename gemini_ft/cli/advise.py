@@ -46,16 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scenarios.errors import UserError
     from sim.advise import advise, format_advice, write_advice
 
     positive_int("workers", args.workers)
     if args.plot is not None:
         check_output("plot", args.plot, kind="dir")
     if args.out is not None:
-        if args.out.suffix != ".parquet":
-            raise UserError("out", str(args.out), "must be a file name ending in .parquet")
-        check_output("out", args.out, kind="file")
+        check_output("out", args.out, kind="parquet")
     scenario = load_scenario_from(args)
     advice = advise(scenario, workers=args.workers, dask=args.dask, seed=args.seed, progress=True)
     print(format_advice(advice))

@@ -272,8 +272,14 @@ def _metavar(annotation: Any, field: str) -> str:
 
 # ---- output paths, checked before any work starts -------------------------------------------------
 def check_output(flag: str, path: Path, *, kind: str) -> Path:
-    """`path` can be written as a `kind` ('file' or 'dir'): refuse now, not after an hour of work."""
+    """`path` can be written as a `kind` ('file', 'dir', or 'parquet': a file whose name ends in
+    .parquet): refuse now, not after an hour of work."""
+    from scenarios.errors import UserError
     from sim.results_io import check_output_path  # pandas behind it: not for --help
 
+    if kind == "parquet":
+        if path.suffix != ".parquet":
+            raise UserError(flag, str(path), "must be a file name ending in .parquet")
+        kind = "file"
     check_output_path(flag, path, kind=kind)
     return path

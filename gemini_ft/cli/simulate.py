@@ -52,13 +52,10 @@ BY = ["scenario", "policy", "placement", "machines"]
 
 
 def run(args: argparse.Namespace) -> int:
-    from scenarios.errors import UserError
 
     positive_int("seeds", args.seeds)
     if args.out is not None:
-        if args.out.suffix != ".parquet":
-            raise UserError("out", str(args.out), "must be a file name ending in .parquet")
-        check_output("out", args.out, kind="file")
+        check_output("out", args.out, kind="parquet")
         check_output("out", args.out.with_name(args.out.stem + ".failures.parquet"), kind="file")
     scenario = load_scenario_from(args, {"run.seeds": args.seeds} if args.seeds else None)
     if args.out is None and not args.json and args.target_ci is None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import timeit
 
-from scenarios.loader import load_scenario, preset_names
-from sim.interleave import _cached_cost, iteration_cost
-from sim.interleave_exec import execute
-from sim.interleave_timeline import build_timeline
+from gemini_ft.scenarios.loader import load_scenario, preset_names
+from gemini_ft.sim.interleave import _cached_cost, iteration_cost
+from gemini_ft.sim.interleave_exec import execute
+from gemini_ft.sim.interleave_timeline import build_timeline
 
 REPEATS = 10
 

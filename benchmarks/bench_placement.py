@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sim.placement import build_placement
-from sim.recovery_probability import exact_probability
-from sim.recovery_sampling import enumerate_probability, montecarlo_probability
+from gemini_ft.placement.layout import build_placement
+from gemini_ft.placement.probability import exact_probability
+from gemini_ft.placement.sampling import enumerate_probability, montecarlo_probability
 
 MACHINES, REPLICAS, MAX_FAILURES = 100_000, 4, 16
 REPEATS = 5

@@ -37,21 +37,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from realrun.config import RealRunConfig, parse_model_size
-from realrun.engine import replication
-from realrun.engine.checkpointer import Checkpointer
-from realrun.engine.checksums import CHECKSUM_CHUNK, chunk_checksums
-from realrun.engine.config import CheckpointConfig, RecoveryConfig
-from realrun.engine.manifest import Manifest, build_layout
-from realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
-from realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
-from realrun.engine.shard import ShardCodec, make_optimizer
-from realrun.engine.shm_store import ShmStore
-from realrun.engine.transport import GlooTransport
-from realrun.measurements import EventLog
-from realrun.testbed.tracking import POLL_S, JobTracker
-from realrun.worker.model import build_model, synthetic_batch
-from realrun.worker.train import drop_page_cache
+from gemini_ft.realrun.config import RealRunConfig, parse_model_size
+from gemini_ft.realrun.engine import replication
+from gemini_ft.realrun.engine.checkpointer import Checkpointer
+from gemini_ft.realrun.engine.checksums import CHECKSUM_CHUNK, chunk_checksums
+from gemini_ft.realrun.engine.config import CheckpointConfig, RecoveryConfig
+from gemini_ft.realrun.engine.manifest import Manifest, build_layout
+from gemini_ft.realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
+from gemini_ft.realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
+from gemini_ft.realrun.engine.shard import ShardCodec, make_optimizer
+from gemini_ft.realrun.engine.shm_store import ShmStore
+from gemini_ft.realrun.engine.transport import GlooTransport
+from gemini_ft.realrun.measurements import EventLog
+from gemini_ft.realrun.testbed.tracking import POLL_S, JobTracker
+from gemini_ft.realrun.worker.model import build_model, synthetic_batch
+from gemini_ft.realrun.worker.train import drop_page_cache
 
 GIB = 1024**3
 CHUNK_BYTES = int(RealRunConfig().chunk_mib * 2**20)  # the engine's default replication chunk

@@ -23,8 +23,8 @@ import time
 
 import simpy
 
-from scenarios.loader import load_scenario
-from sim.engine import simulate
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim.engine import simulate
 
 
 def per_iteration_reference(iterations: int) -> float:

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
-from realrun.engine.checkpointer import Checkpointer
-from realrun.engine.config import CheckpointConfig
-from realrun.engine.shard import plan_shard
-from realrun.engine.shm_store import ShmStore
-from realrun.final_params import differences
-from realrun.measurements import EventLog
+from gemini_ft.realrun.engine.checkpointer import Checkpointer
+from gemini_ft.realrun.engine.config import CheckpointConfig
+from gemini_ft.realrun.engine.shard import plan_shard
+from gemini_ft.realrun.engine.shm_store import ShmStore
+from gemini_ft.realrun.final_params import differences
+from gemini_ft.realrun.measurements import EventLog
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30

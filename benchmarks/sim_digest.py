@@ -15,8 +15,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-from scenarios.loader import load_scenario
-from sim.engine import simulate
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim.engine import simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # a script beside bench_sim, not a package
 from bench_sim import OPERATIONS_ON  # the operations model of the speed targets

@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realrun.config import RealRunConfig
-from realrun.measurements import read_events
-from realrun.testbed.launcher import launch
+from gemini_ft.realrun.config import RealRunConfig
+from gemini_ft.realrun.measurements import read_events
+from gemini_ft.realrun.testbed.launcher import launch
 
 STEPS = 8
 PERSIST_EVERY = 3

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.tables import WASTED_COMPONENTS
+from gemini_ft.analysis.tables import WASTED_COMPONENTS
 
 POLICIES = ("gemini", "highfreq", "strawman", "young-daly")
 

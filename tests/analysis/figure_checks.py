@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 from matplotlib.transforms import Bbox
 
-from analysis.style import PAGE_WIDTH_PX, PNG_DPI
+from gemini_ft.analysis.style import PAGE_WIDTH_PX, PNG_DPI
 
 
 def draw(fig: Figure):

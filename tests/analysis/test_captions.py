@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from analysis_data import make_summary
 
-from analysis.catalog import effective_ratio_figure, figures_for, point_caption, wasted_time_figure
+from gemini_ft.analysis.catalog import effective_ratio_figure, figures_for, point_caption, wasted_time_figure
 
 
 def test_fig10_caption_names_n_and_the_rate() -> None:

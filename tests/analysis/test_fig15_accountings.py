@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from analysis_data import make_summary
 
-from analysis.catalog import accounting_differences, effective_ratio_accountings_figure
-from analysis.sim_figures import plot_effective_ratio_accountings
-from analysis.style import POLICY_COLOURS
-from analysis.tables import effective_ratio_accountings, fig15_cost_table
-from scenarios.errors import UserError
-from scenarios.loader import load_scenario
+from gemini_ft.analysis.catalog import accounting_differences, effective_ratio_accountings_figure
+from gemini_ft.analysis.sim_figures import plot_effective_ratio_accountings
+from gemini_ft.analysis.style import POLICY_COLOURS
+from gemini_ft.analysis.tables import effective_ratio_accountings, fig15_cost_table
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import load_scenario
 
 MACHINES = (16, 256, 1000)
 

@@ -13,21 +13,21 @@ from analysis_data import make_measurements, make_summary
 from figure_checks import draw, legend_problems, smallest_legend_px
 from matplotlib.colors import to_rgb, to_rgba
 
-from analysis.calibration_figures import plot_parity
-from analysis.interleave_figures import NO_FIT_COLOUR, interleave_table, plot_iteration_time
-from analysis.realrun_figures import plot_measurements
-from analysis.report import FULL, QUICK, recovery_probability_data
-from analysis.sim_figures import (
+from gemini_ft.analysis.calibration_figures import plot_parity
+from gemini_ft.analysis.interleave_figures import NO_FIT_COLOUR, interleave_table, plot_iteration_time
+from gemini_ft.analysis.realrun_figures import plot_measurements
+from gemini_ft.analysis.report import FULL, QUICK, recovery_probability_data
+from gemini_ft.analysis.sim_figures import (
     plot_ckpt_time_reduction,
     plot_effective_ratio,
     plot_effective_ratio_accountings,
     plot_recovery_probability,
     plot_wasted_time,
 )
-from analysis.style import POLICY_COLOURS, POLICY_ORDER, human_bytes
-from analysis.tables import ckpt_time_table, effective_ratio_accountings
-from scenarios.loader import load_scenario
-from sim.interleave import evaluate_schemes
+from gemini_ft.analysis.style import POLICY_COLOURS, POLICY_ORDER, human_bytes
+from gemini_ft.analysis.tables import ckpt_time_table, effective_ratio_accountings
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim.interleave import evaluate_schemes
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from analysis_data import make_summary
 
-from analysis.findings import (
+from gemini_ft.analysis.findings import (
     findings_frame,
     interleave_finding,
     lost_progress_finding,
@@ -14,10 +14,10 @@ from analysis.findings import (
     scale_finding,
     wasted_time_finding,
 )
-from analysis.report import recovery_probability_data
-from analysis.tables import WASTED_COMPONENTS
-from scenarios.errors import UserError
-from scenarios.loader import load_scenario
+from gemini_ft.analysis.report import recovery_probability_data
+from gemini_ft.analysis.tables import WASTED_COMPONENTS
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import load_scenario
 
 
 def test_placement_finding_reproduces_93_3_percent() -> None:
@@ -149,7 +149,7 @@ def test_interleave_finding_says_naive_is_out_of_gpu_memory() -> None:
 
 
 def test_interleave_finding_on_the_p3dn_preset() -> None:
-    from analysis.report import interleave_data
+    from gemini_ft.analysis.report import interleave_data
 
     finding = interleave_finding(interleave_data("gpt2-40b-p3dn"), "gpt2-40b-p3dn")
     assert finding.holds and "naive out of GPU memory" in finding.obtained

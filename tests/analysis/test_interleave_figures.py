@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.findings import interleave_finding
-from analysis.interleave_figures import interleave_table, plot_iteration_time
-from scenarios.errors import UserError
-from scenarios.loader import load_scenario
-from sim.interleave import evaluate_schemes
+from gemini_ft.analysis.findings import interleave_finding
+from gemini_ft.analysis.interleave_figures import interleave_table, plot_iteration_time
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim.interleave import evaluate_schemes
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from analysis.realrun_figures import plot_measurements
-from scenarios.errors import UserError
+from gemini_ft.analysis.realrun_figures import plot_measurements
+from gemini_ft.common.errors import UserError
 
 
 def test_measurements_save_and_recovery_series(measurements: pd.DataFrame) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.report import QUICK, build_report, render_index
 from gemini_ft import __version__
+from gemini_ft.analysis.report import QUICK, build_report, render_index
 from gemini_ft.cli import main
 
 STEMS = (
@@ -101,7 +101,7 @@ def test_report_rejects_bad_workers(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_render_index_escapes_text() -> None:
-    from analysis.findings import Finding
+    from gemini_ft.analysis.findings import Finding
 
     page = render_index([], [Finding("a < b", "p & q", "x", True, "t")], QUICK)
     assert "a &lt; b" in page and "p &amp; q" in page and "<td class='yes'>yes</td>" in page
@@ -110,7 +110,7 @@ def test_render_index_escapes_text() -> None:
 def test_build_report_needs_the_paper_rate(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from scenarios.errors import UserError
+    from gemini_ft.common.errors import UserError
 
     with pytest.raises(UserError, match=r"plan\.rates"):
         build_report(tmp_path, replace(QUICK, rates=(0.01,)))

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.results_io import load_result_file
-from scenarios.errors import UserError
+from gemini_ft.analysis.results_io import load_result_file
+from gemini_ft.common.errors import UserError
 
 
 def _write(df: pd.DataFrame, path: Path, scenario: str | None = None) -> None:

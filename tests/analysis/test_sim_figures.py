@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 from analysis_data import make_summary
 
-from analysis.sim_figures import (
+from gemini_ft.analysis.sim_figures import (
     plot_ckpt_time_reduction,
     plot_effective_ratio,
     plot_recovery_probability,
     plot_wasted_time,
 )
-from analysis.tables import WASTED_COMPONENTS, ckpt_time_table, wasted_per_failure
-from scenarios.errors import UserError
-from scenarios.loader import load_scenario
+from gemini_ft.analysis.tables import WASTED_COMPONENTS, ckpt_time_table, wasted_per_failure
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import load_scenario
 
 
 def _legend_texts(legend) -> list[str]:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.tables import (
+from gemini_ft.analysis.tables import (
     WASTED_COMPONENTS,
     ckpt_time_table,
     effective_ratio_table,
@@ -16,8 +16,8 @@ from analysis.tables import (
     require_columns,
     wasted_per_failure,
 )
-from scenarios.errors import UserError
-from scenarios.loader import load_scenario
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import load_scenario
 
 
 def _run(policy: str, seed: int, failures: int, per_component_s: float) -> dict[str, object]:

@@ -56,8 +56,8 @@ def test_bench_sim_does_not_explain_away_a_healthy_ratio() -> None:
 
 def test_bench_sim_explains_a_simulated_run_as_main_passes_it() -> None:
     # main() hands over a RunSummary's row (it once passed the RunSummary itself, which broke the run).
-    from scenarios.loader import load_scenario
-    from sim.engine import simulate
+    from gemini_ft.scenarios.loader import load_scenario
+    from gemini_ft.sim.engine import simulate
 
     bench = _load("sim")
     summary = simulate(load_scenario("gpt2-100b-p4d", {"cluster.machines": 64}), 0).summary

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realrun.config import RealRunConfig
-from realrun.measurements import COLUMNS, write_parquet
+from gemini_ft.realrun.config import RealRunConfig
+from gemini_ft.realrun.measurements import COLUMNS, write_parquet
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 from synthetic_measurements import Truth, synthetic_run
 
-from calibration.fit import GBPS, calibrate
-from calibration.measurements import load_runs
-from calibration.overlay import calibrated_scenario
-from scenarios.errors import UserError
-from scenarios.loader import load_scenario
-from sim import costs
+from gemini_ft.calibration.fit import GBPS, calibrate
+from gemini_ft.calibration.measurements import load_runs
+from gemini_ft.calibration.overlay import calibrated_scenario
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim import costs
 
 BASE = load_scenario("gpt2-100b-p4d")
 

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from calibration.fit import calibrate
-from calibration.measurements import load_runs
-from calibration.overlay import calibrated_scenario, overlay_toml
-from scenarios.loader import load_scenario
-from sim.policies import in_memory_costs
+from gemini_ft.calibration.fit import calibrate
+from gemini_ft.calibration.measurements import load_runs
+from gemini_ft.calibration.overlay import calibrated_scenario, overlay_toml
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim.policies import in_memory_costs
 
 BASE = load_scenario("gpt2-100b-p4d")
 

@@ -1,10 +1,10 @@
-"""The calibration parity plot (analysis.calibration_figures): one point per quantity and the y = x line."""
+"""The calibration parity plot (gemini_ft.analysis.calibration_figures): one point per quantity and the y = x line."""
 
 import numpy as np
 import pandas as pd
 from matplotlib.collections import PathCollection
 
-from analysis.calibration_figures import plot_parity
+from gemini_ft.analysis.calibration_figures import plot_parity
 
 
 def test_one_point_per_quantity_and_identity_line() -> None:

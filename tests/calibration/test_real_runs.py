@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from calibration.fit import Calibration, calibrate
-from calibration.measurements import detections, load_runs
-from calibration.overlay import calibrated_scenario
-from calibration.validate import (
+from gemini_ft.calibration.fit import Calibration, calibrate
+from gemini_ft.calibration.measurements import detections, load_runs
+from gemini_ft.calibration.overlay import calibrated_scenario
+from gemini_ft.calibration.validate import (
     TARGET_QUANTITIES,
     compare,
     format_validation,
     summarize_errors,
 )
-from scenarios.loader import apply_overrides, load_scenario, validate
-from scenarios.schema import Scenario
+from gemini_ft.scenarios.loader import apply_overrides, load_scenario, validate
+from gemini_ft.scenarios.schema import Scenario
 
 REAL = Path(__file__).parent / "real_runs"
 FIT = [REAL / name / "measurements.parquet" for name in ("fit-5m", "fit-20m")]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from gemini_ft.cli import main
-from scenarios.loader import load_scenario
+from gemini_ft.scenarios.loader import load_scenario
 
 
 def _free_port() -> int:

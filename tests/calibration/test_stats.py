@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from calibration.stats import fit_affine, fit_mean, fit_through, rate_from_slope
+from gemini_ft.calibration.stats import fit_affine, fit_mean, fit_through, rate_from_slope
 
 
 def test_affine_fit_recovers_alpha_and_bandwidth(rng: np.random.Generator) -> None:
@@ -37,7 +37,7 @@ def test_single_points_have_no_interval() -> None:
     assert math.isnan(fit_mean(np.array([2.0])).low)
     assert math.isnan(fit_through(np.array([1.0]), np.array([2.0])).high)
     # A slope whose interval reaches zero means an unbounded bandwidth, not a negative one.
-    from calibration.stats import Estimate
+    from gemini_ft.calibration.stats import Estimate
 
     assert rate_from_slope(Estimate(1.0, -0.5, 2.5, 3), 1.0).high == math.inf
 

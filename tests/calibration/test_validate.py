@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from synthetic_measurements import synthetic_run
 
-from calibration.fit import calibrate
-from calibration.measurements import load_run, load_runs, recovery_events
-from calibration.overlay import calibrated_scenario
-from calibration.validate import compare, substituted_scenario
-from scenarios.loader import load_scenario
-from sim.policies import plan_for
+from gemini_ft.calibration.fit import calibrate
+from gemini_ft.calibration.measurements import load_run, load_runs, recovery_events
+from gemini_ft.calibration.overlay import calibrated_scenario
+from gemini_ft.calibration.validate import compare, substituted_scenario
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim.policies import plan_for
 
 BASE = load_scenario("gpt2-100b-p4d")
 

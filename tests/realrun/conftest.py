@@ -17,9 +17,9 @@ from typing import NamedTuple
 import pandas as pd
 import pytest
 
-from realrun.config import RealRunConfig
-from realrun.measurements import read_events
-from realrun.testbed.launcher import launch
+from gemini_ft.realrun.config import RealRunConfig
+from gemini_ft.realrun.measurements import read_events
+from gemini_ft.realrun.testbed.launcher import launch
 
 FAILURES = ("sw@step=3:rank=1", "hw@step=5:machine=1")
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from realrun.config import RealRunConfig
-from realrun.devices import check_devices, device_for
-from realrun.testbed.launcher import validate
-from scenarios.errors import UserError
+from gemini_ft.common.errors import UserError
+from gemini_ft.realrun.config import RealRunConfig
+from gemini_ft.realrun.devices import check_devices, device_for
+from gemini_ft.realrun.testbed.launcher import validate
 
 
 def test_emulated_machines_on_one_host_take_distinct_gpus():
@@ -50,7 +50,7 @@ def test_accepted_layouts():
 
 
 def test_launcher_validate_refuses_before_anything_starts(monkeypatch):
-    monkeypatch.setattr("realrun.testbed.launcher.visible_gpus", lambda: 1)
+    monkeypatch.setattr("gemini_ft.realrun.testbed.launcher.visible_gpus", lambda: 1)
     with pytest.raises(UserError, match="--machines 2 x --procs-per-machine 1"):
         validate(RealRunConfig(machines=2, port=29999))
     validate(RealRunConfig(machines=2, device="cpu", port=29999))

@@ -2,8 +2,8 @@
 
 import pytest
 
-from realrun.faults import FaultInjector, parse_failures
-from scenarios.errors import UserError
+from gemini_ft.common.errors import UserError
+from gemini_ft.realrun.faults import FaultInjector, parse_failures
 
 
 def test_parse_specs():

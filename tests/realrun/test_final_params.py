@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from realrun.final_params import BIN, INDEX, differences, write_final_params
+from gemini_ft.realrun.final_params import BIN, INDEX, differences, write_final_params
 
 
 def _state(scale: float = 1.0) -> dict[str, torch.Tensor]:

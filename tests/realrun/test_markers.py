@@ -2,8 +2,8 @@
 
 import stat
 
-from realrun import markers
-from realrun.markers import Fired
+from gemini_ft.realrun import markers
+from gemini_ft.realrun.markers import Fired
 
 
 def test_a_marker_is_claimed_once_and_read_back(tmp_path):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from realrun.measurements import EventLog, read_events, summarize
+from gemini_ft.realrun.measurements import EventLog, read_events, summarize
 
 
 def test_summary_of_a_run_with_one_hardware_failure(tmp_path):

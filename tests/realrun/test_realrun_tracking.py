@@ -9,13 +9,13 @@ wandb is missing); the other tracker gets the same run through `track_finished_r
 
 import pandas as pd
 import pytest
-from tracking_readers import tensorboard_hparams, tensorboard_scalars, wandb_history, wandb_runs
 
-from realrun.config import RealRunConfig
-from realrun.measurements import EventLog
-from realrun.testbed.tracking import JobTracker, track_finished_run
-from scenarios.errors import UserError
-from sim import tracking
+from gemini_ft.common import tracking
+from gemini_ft.common.errors import UserError
+from gemini_ft.realrun.config import RealRunConfig
+from gemini_ft.realrun.measurements import EventLog
+from gemini_ft.realrun.testbed.tracking import JobTracker, track_finished_run
+from tracking_readers import tensorboard_hparams, tensorboard_scalars, wandb_history, wandb_runs
 
 FAILURES = ("sw@step=3:rank=1", "hw@step=5:machine=1")  # the shared run's (tests/realrun/conftest.py)
 PER_STEP = ("train/loss", "train/iteration_s")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.errors import UserError
-from scenarios.loader import (
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import (
     expand_sweep,
     from_toml_text,
     load_scenario,

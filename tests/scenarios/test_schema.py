@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from scenarios.schema import GIB, MAX_FAILURE_DRAWS, SECTION_MODELS, ClusterConfig, Scenario, allowed_fields
+from gemini_ft.scenarios.schema import (
+    GIB,
+    MAX_FAILURE_DRAWS,
+    SECTION_MODELS,
+    ClusterConfig,
+    Scenario,
+    allowed_fields,
+)
 
 
 def test_defaults_are_the_papers_main_setup():
@@ -95,8 +102,8 @@ def test_allowed_fields_lists_every_section():
 
 
 def test_gemini_replicas_must_fit_in_cpu_memory() -> None:
-    from scenarios.errors import UserError
-    from scenarios.loader import load_scenario
+    from gemini_ft.common.errors import UserError
+    from gemini_ft.scenarios.loader import load_scenario
 
     # 1.2 TB over 16 machines = 70 GiB per shard; 2 replicas need 140 GiB.
     with pytest.raises(UserError, match=r"checkpoint.replicas = 2: .*140 GiB.*cluster.cpu_memory_gib = 100"):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from analysis.advise_figures import frontier_figure
-from scenarios.loader import load_scenario
-from scenarios.schema import Scenario
-from sim.advise import (
+from gemini_ft.analysis.advise_figures import frontier_figure
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.scenarios.schema import Scenario
+from gemini_ft.sim.advise import (
     Candidate,
     SearchSpace,
     _next_round,

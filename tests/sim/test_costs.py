@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scenarios.schema import Scenario
-from sim import costs
-from sim.costs import RECOVERY_STEPS
+from gemini_ft.scenarios.schema import Scenario
+from gemini_ft.sim import costs
+from gemini_ft.sim.costs import RECOVERY_STEPS
 
 
 def test_the_papers_times():

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scenarios.errors import UserError
-from scenarios.loader import load_scenario, validate
-from sim.engine import RECOVERY_STEPS, simulate
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import load_scenario, validate
+from gemini_ft.sim.engine import RECOVERY_STEPS, simulate
 
 DAY = 86400.0
 
@@ -296,7 +296,7 @@ def test_at_most_one_persistent_upload_in_flight(tmp_path: Path) -> None:
 def test_young_daly_at_1000_machines_keeps_one_upload_in_flight() -> None:
     # Daly's interval (121 s of progress) is a quarter of the 480 s upload: between two failures 3 of
     # every 4 due points are skipped (main had four uploads in flight, each at the full 20 Gbps).
-    from scenarios.loader import load_scenario
+    from gemini_ft.scenarios.loader import load_scenario
 
     scenario = load_scenario("gpt2-100b-p4d").with_overrides(
         {"cluster.machines": 1000, "checkpoint.policy": "young-daly", "run.duration_days": 2, "sweep": {}}

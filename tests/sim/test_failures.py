@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scenarios.errors import UserError
-from scenarios.loader import validate
-from sim.failures import DAY_S, generate_failures, read_trace
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import validate
+from gemini_ft.sim.failures import DAY_S, generate_failures, read_trace
 
 
 def scenario(**failures: object) -> object:

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gemini_ft.cli import main
-from scenarios.loader import load_scenario
-from sim.interleave import IterationCost, evaluate_schemes, iteration_cost
-from sim.interleave_timeline import COMM, gpu_memory_left_bytes, model_timeline
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim.interleave import IterationCost, evaluate_schemes, iteration_cost
+from gemini_ft.sim.interleave_timeline import COMM, gpu_memory_left_bytes, model_timeline
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.interleave_exec import execute
-from sim.interleave_plan import partition_checkpoint
-from sim.interleave_timeline import COMM, COMPUTE, Op, Timeline
+from gemini_ft.sim.interleave_exec import execute
+from gemini_ft.sim.interleave_plan import partition_checkpoint
+from gemini_ft.sim.interleave_timeline import COMM, COMPUTE, Op, Timeline
 
 MB = 1e6
 B = 1e9

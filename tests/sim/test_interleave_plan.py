@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.interleave_plan import naive_plan, partition_checkpoint
-from sim.interleave_timeline import Span
+from gemini_ft.sim.interleave_plan import naive_plan, partition_checkpoint
+from gemini_ft.sim.interleave_timeline import Span
 
 MB = 1e6
 B = 1e9  # bytes/s: 1 MB takes 1 ms

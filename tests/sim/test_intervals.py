@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.tables import effective_ratio_table
-from sim.intervals import NON_NEGATIVE, RATIO_RANGE, half_width, mean_ci, t_quantile
-from sim.results import summary_table
+from gemini_ft.analysis.tables import effective_ratio_table
+from gemini_ft.sim.intervals import NON_NEGATIVE, RATIO_RANGE, half_width, mean_ci, t_quantile
+from gemini_ft.sim.results import summary_table
 
 
 def test_student_t_half_width() -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scenarios.loader import validate
-from scenarios.schema import Scenario
-from sim.engine import ClusterSimulation, simulate
-from sim.failures import FailureEvent
-from sim.operations import Operations
-from sim.records import WASTE_COMPONENTS
+from gemini_ft.scenarios.loader import validate
+from gemini_ft.scenarios.schema import Scenario
+from gemini_ft.sim.engine import ClusterSimulation, simulate
+from gemini_ft.sim.failures import FailureEvent
+from gemini_ft.sim.operations import Operations
+from gemini_ft.sim.records import WASTE_COMPONENTS
 
 DAY = 86400.0
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from scenarios.loader import apply_overrides, load_scenario, validate
-from scenarios.schema import Scenario
-from sim import costs
-from sim.interleave import iteration_cost
-from sim.policies import (
+from gemini_ft.scenarios.loader import apply_overrides, load_scenario, validate
+from gemini_ft.scenarios.schema import Scenario
+from gemini_ft.sim import costs
+from gemini_ft.sim.interleave import iteration_cost
+from gemini_ft.sim.policies import (
     daly_interval,
     in_memory_costs,
     model_lost_progress_s,

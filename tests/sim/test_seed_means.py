@@ -7,10 +7,10 @@ import math
 import pandas as pd
 import pytest
 
-from scenarios.loader import load_scenario
-from sim.engine import simulate
-from sim.results import summary_table
-from sim.seed_means import COLUMNS, group_means, seed_means
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim.engine import simulate
+from gemini_ft.sim.results import summary_table
+from gemini_ft.sim.seed_means import COLUMNS, group_means, seed_means
 
 
 def test_group_means_are_the_summary_table() -> None:

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scenarios.loader import validate
-from sim import costs
-from sim.engine import simulate
-from sim.policies import daly_interval, eq1_wasted_per_failure_s, plan_for, young_interval
-from sim.recovery_probability import exact_probability
+from gemini_ft.placement.probability import exact_probability
+from gemini_ft.scenarios.loader import validate
+from gemini_ft.sim import costs
+from gemini_ft.sim.engine import simulate
+from gemini_ft.sim.policies import daly_interval, eq1_wasted_per_failure_s, plan_for, young_interval
 
 DAY = 86400.0
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sim.storage import SharedStorage
+from gemini_ft.sim.storage import SharedStorage
 
 GB = 1e9  # 8 Gbps moves 1 GB per second
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from child_signals import sigint_default
 
-from scenarios.errors import UserError
-from scenarios.loader import load_scenario
-from sim.results import read_results
-from sim.sweep import PARTS_DIR, run_sweep
+from child_signals import sigint_default
+from gemini_ft.common.errors import UserError
+from gemini_ft.scenarios.loader import load_scenario
+from gemini_ft.sim.results import read_results
+from gemini_ft.sim.sweep import PARTS_DIR, run_sweep
 
 KEYS = ["point", "seed"]
 
@@ -133,8 +133,8 @@ def test_an_override_of_a_swept_field_narrows_the_sweep() -> None:
 def test_pool_workers_die_with_the_sweep(tmp_path: Path) -> None:
     # The sweep's own process is killed with SIGKILL (no chance to shut its pool down).
     script = (
-        "from scenarios.loader import load_scenario\n"
-        "from sim.sweep import run_sweep\n"
+        "from gemini_ft.scenarios.loader import load_scenario\n"
+        "from gemini_ft.sim.sweep import run_sweep\n"
         "s = load_scenario('llama3-405b', {'run.seeds': 50})\n"
         f"run_sweep(s, __import__('pathlib').Path({str(tmp_path)!r}), workers=2, progress=False)\n"
     )
@@ -160,7 +160,7 @@ def _state(pid: int) -> str:
 
 
 def test_adaptive_sweep_adds_seeds_until_the_target_or_the_cap(tmp_path: Path) -> None:
-    from sim.intervals import half_width
+    from gemini_ft.sim.intervals import half_width
 
     scenario = small_sweep(**{"sweep": {"checkpoint.policy": ["gemini", "strawman"]}})
     results = run_sweep(scenario, tmp_path, progress=False, target_ci=0.004, max_seeds=6)
@@ -182,7 +182,7 @@ def test_adaptive_sweep_adds_seeds_until_the_target_or_the_cap(tmp_path: Path) -
 
 
 def test_adaptive_run_seeds_reports_the_cap() -> None:
-    from sim.results import run_seeds
+    from gemini_ft.sim.results import run_seeds
 
     scenario = small_sweep(**{"sweep": {}, "failures.rate_per_machine_per_day": 0.2})
     results = run_seeds(scenario, target_ci=1e-9, max_seeds=4, seed_batch=1)

@@ -9,14 +9,14 @@ import torch
 import torch.distributed as dist
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-from realrun.config import parse_model_size
-from realrun.engine.checkpointer import Checkpointer
-from realrun.engine.config import CheckpointConfig
-from realrun.engine.manifest import Entry, build_layout
-from realrun.engine.shard import ShardCodec, make_optimizer
-from realrun.engine.shm_store import ShmStore
-from realrun.measurements import EventLog
-from realrun.worker.model import build_model, synthetic_batch
+from gemini_ft.realrun.config import parse_model_size
+from gemini_ft.realrun.engine.checkpointer import Checkpointer
+from gemini_ft.realrun.engine.config import CheckpointConfig
+from gemini_ft.realrun.engine.manifest import Entry, build_layout
+from gemini_ft.realrun.engine.shard import ShardCodec, make_optimizer
+from gemini_ft.realrun.engine.shm_store import ShmStore
+from gemini_ft.realrun.measurements import EventLog
+from gemini_ft.realrun.worker.model import build_model, synthetic_batch
 
 
 @pytest.fixture

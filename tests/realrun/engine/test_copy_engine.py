@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import realrun.engine.checkpointer as checkpointer_module
-from realrun.engine.checkpointer import Checkpointer
-from realrun.engine.checksums import CHECKSUM_CHUNK
-from realrun.engine.config import CheckpointConfig
-from realrun.engine.copy_engine import HostCopier, split_chunks
-from realrun.engine.local_transport import LocalNetwork
-from realrun.engine.shard import Region, plan_shard
-from realrun.engine.shm_store import ShmStore
-from realrun.measurements import EventLog, read_events
+import gemini_ft.realrun.engine.checkpointer as checkpointer_module
+from gemini_ft.realrun.engine.checkpointer import Checkpointer
+from gemini_ft.realrun.engine.checksums import CHECKSUM_CHUNK
+from gemini_ft.realrun.engine.config import CheckpointConfig
+from gemini_ft.realrun.engine.copy_engine import HostCopier, split_chunks
+from gemini_ft.realrun.engine.local_transport import LocalNetwork
+from gemini_ft.realrun.engine.shard import Region, plan_shard
+from gemini_ft.realrun.engine.shm_store import ShmStore
+from gemini_ft.realrun.measurements import EventLog, read_events
 
 MIB = 1 << 20
 
@@ -303,7 +303,7 @@ def dev_shm():
 @pytest.mark.parametrize("gpu_snapshot", ["off", "on"])
 @pytest.mark.parametrize("register", [True, False])
 def test_cuda_copy_lands_in_shm_by_every_path(tmp_path, dev_shm, monkeypatch, gpu_snapshot, register):
-    from realrun.engine.copy_engine import CudaCopier
+    from gemini_ft.realrun.engine.copy_engine import CudaCopier
 
     if not register:  # the fallback: a pinned staging buffer and a host memcpy per chunk
         monkeypatch.setattr(CudaCopier, "register", lambda self, flat: False)
@@ -331,7 +331,7 @@ def test_cuda_device_snapshot_frees_the_state_before_the_d2h_copy(tmp_path):
     # The state changes right after wait_copied(); the committed bytes are still those of the snapshot.
     # The slots are files under tmp_path: where that is a disk, registration fails and the copy goes
     # through staging, and the failed call must not leave an error for the device copy to report.
-    from realrun.engine.copy_engine import CudaCopier
+    from gemini_ft.realrun.engine.copy_engine import CudaCopier
 
     codec = CudaCodec()
     engine, store, _ = _engine(tmp_path, CudaCopier(torch.device("cuda", 0), "on", CHECKSUM_CHUNK), codec)
@@ -348,7 +348,7 @@ def test_cuda_device_snapshot_frees_the_state_before_the_d2h_copy(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_each_emulated_rank_gets_a_visible_gpu():
-    from realrun.devices import device_for, visible_gpus
+    from gemini_ft.realrun.devices import device_for, visible_gpus
 
     gpus = visible_gpus()
     assert gpus >= 1

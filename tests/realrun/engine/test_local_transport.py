@@ -2,8 +2,8 @@
 
 import pytest
 
-from realrun.engine.local_transport import LocalNetwork
-from realrun.engine.transport import TransportError
+from gemini_ft.realrun.engine.local_transport import LocalNetwork
+from gemini_ft.realrun.engine.transport import TransportError
 
 
 def test_messages_match_in_posting_order_whatever_order_they_are_waited_in():

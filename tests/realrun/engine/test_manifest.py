@@ -7,9 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realrun.engine.checksums import chunk_checksums
-from realrun.engine.manifest import DTYPE_BYTES, DTYPES, Entry, Manifest, ManifestError, build_layout
-from realrun.engine.shard import torch_dtype
+from gemini_ft.realrun.engine.checksums import chunk_checksums
+from gemini_ft.realrun.engine.manifest import (
+    DTYPE_BYTES,
+    DTYPES,
+    Entry,
+    Manifest,
+    ManifestError,
+    build_layout,
+)
+from gemini_ft.realrun.engine.shard import torch_dtype
 
 
 def _manifest(nbytes: int = 10, chunk: int = 4) -> Manifest:

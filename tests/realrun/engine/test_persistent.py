@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from realrun.engine.persistent import (
+from gemini_ft.realrun.engine.persistent import (
     MANIFEST,
     commit,
     committed_steps,
@@ -13,7 +13,7 @@ from realrun.engine.persistent import (
     uncommit,
     verify,
 )
-from realrun.faults import damage_newest
+from gemini_ft.realrun.faults import damage_newest
 
 
 def _checkpoint(run_dir, step, payload=b"x" * 5000):

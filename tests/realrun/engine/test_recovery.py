@@ -2,7 +2,7 @@
 
 import torch
 
-from realrun.engine.recovery import choose
+from gemini_ft.realrun.engine.recovery import choose
 
 
 def test_choose_newest_step_every_shard_has():

@@ -12,12 +12,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from realrun.engine.checksums import chunk_checksums
-from realrun.engine.local_transport import LocalNetwork
-from realrun.engine.manifest import Manifest, build_layout
-from realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
-from realrun.engine.shm_store import ShmStore
-from realrun.engine.transport import GlooTransport, TransportError
+from gemini_ft.realrun.engine.checksums import chunk_checksums
+from gemini_ft.realrun.engine.local_transport import LocalNetwork
+from gemini_ft.realrun.engine.manifest import Manifest, build_layout
+from gemini_ft.realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
+from gemini_ft.realrun.engine.shm_store import ShmStore
+from gemini_ft.realrun.engine.transport import GlooTransport, TransportError
 
 CHECKSUM_BYTES = 4096
 CHUNK_BYTES = 1000  # ~10 messages per shard: more than one, fewer than the sender keeps in flight

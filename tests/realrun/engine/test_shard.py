@@ -4,8 +4,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realrun.engine.manifest import ALIGN
-from realrun.engine.shard import plan_shard
+from gemini_ft.realrun.engine.manifest import ALIGN
+from gemini_ft.realrun.engine.shard import plan_shard
 
 DTYPES = [torch.float32, torch.float16, torch.int64, torch.uint8]
 

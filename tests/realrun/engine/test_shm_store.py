@@ -6,10 +6,10 @@ import stat
 import numpy as np
 import pytest
 
-from realrun.engine.checksums import CHECKSUM_CHUNK, chunk_checksums
-from realrun.engine.manifest import Manifest, build_layout
-from realrun.engine.recovery import local_inventory
-from realrun.engine.shm_store import ShmStore
+from gemini_ft.realrun.engine.checksums import CHECKSUM_CHUNK, chunk_checksums
+from gemini_ft.realrun.engine.manifest import Manifest, build_layout
+from gemini_ft.realrun.engine.recovery import local_inventory
+from gemini_ft.realrun.engine.shm_store import ShmStore
 
 
 def _put(store: ShmStore, owner: int, step: int, payload: bytes, commit: bool = True) -> int:

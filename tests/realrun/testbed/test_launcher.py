@@ -16,14 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from child_signals import sigint_default
 
+from child_signals import sigint_default
 from gemini_ft.cli import main
-from realrun.config import RealRunConfig
-from realrun.final_params import differences  # a failed bit-exact check names the tensors that differ
-from realrun.measurements import read_events, summarize
-from realrun.testbed.launcher import validate
-from sim.results_io import read_metadata
+from gemini_ft.common.results_io import read_metadata
+from gemini_ft.realrun.config import RealRunConfig
+from gemini_ft.realrun.final_params import (
+    differences,  # a failed bit-exact check names the tensors that differ
+)
+from gemini_ft.realrun.measurements import read_events, summarize
+from gemini_ft.realrun.testbed.launcher import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 # --device cpu: these runs test recovery, which is device-independent, and on a one-GPU host `auto`

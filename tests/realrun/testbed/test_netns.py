@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from gemini_ft.cli import main
-from realrun.testbed import netns
-from scenarios.errors import UserError
+from gemini_ft.common.errors import UserError
+from gemini_ft.realrun.testbed import netns
 
 
 def _probe(*tc_args: str) -> str:
@@ -155,7 +155,7 @@ def test_testbed_is_built_and_removed_also_after_an_error():
 
 HOLD = """
 import sys, time
-from realrun.testbed import netns
+from gemini_ft.realrun.testbed import netns
 try:
     with netns.testbed(sys.argv[1], 2, 0.5, 0.0):
         print("up", flush=True)

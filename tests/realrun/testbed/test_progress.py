@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from gemini_ft.cli.realrun import format_summary
-from realrun.testbed.progress import EventFollower, describe
+from gemini_ft.realrun.testbed.progress import EventFollower, describe
 
 
 def _append(path: Path, *events: dict, partial: str = "") -> None:

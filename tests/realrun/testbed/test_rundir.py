@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from realrun.testbed.rundir import MARKER, check_out, prepare
-from scenarios.errors import UserError
+from gemini_ft.common.errors import UserError
+from gemini_ft.realrun.testbed.rundir import MARKER, check_out, prepare
 
 
 def _refused(out: Path, force: bool = False) -> str:

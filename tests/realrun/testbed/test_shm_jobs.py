@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from realrun.engine.shm_store import ShmDirRefused, ShmStore, check_private
-from realrun.testbed.shm_jobs import (
+from gemini_ft.realrun.engine.shm_store import ShmDirRefused, ShmStore, check_private
+from gemini_ft.realrun.testbed.shm_jobs import (
     OWNER_FILE,
     cleanup_stale_shm,
     create_job_dir,

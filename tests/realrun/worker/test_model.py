@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from realrun.config import parse_model_size
-from realrun.worker.model import build_model, synthetic_batch
-from scenarios.errors import UserError
+from gemini_ft.common.errors import UserError
+from gemini_ft.realrun.config import parse_model_size
+from gemini_ft.realrun.worker.model import build_model, synthetic_batch
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,181 @@
+"""The shard manifest: what a flat shard holds and how to verify it, as a frozen, validated value.
+
+A manifest sits beside every shared-memory slot and travels with every replica, so it arrives from
+peers and from memory other processes wrote: `Manifest.from_json` is the only way in from bytes.
+Every field is checked at construction — integers are integers (not bools or floats), sizes and
+offsets fit the shard, each entry's size is its shape times its dtype's size, dtypes come from an
+allow-list (a peer's string is looked up, never evaluated), the checksum is CRC-32C with one value
+per chunk — and anything else is a `ManifestError`. The JSON is plain: names, dtypes, shapes,
+offsets, step, per-chunk checksums. `build_layout` lays entries out at 64-byte aligned offsets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gemini_ft.realrun.engine.checksums import ALGORITHM, checksum_count
+
+FORMAT = 1
+ALIGN = 64
+# Every dtype a shard may hold, with its size in bytes.
+DTYPE_BYTES = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+    "int8": 1, "uint8": 1, "bool": 1,
+}  # fmt: skip
+DTYPES = tuple(DTYPE_BYTES)
+_KEYS = {"format", "owner", "step", "nbytes", "checksum", "entries"}
+_CHECKSUM_KEYS = {"algorithm", "chunk_bytes", "values"}
+_ENTRY_KEYS = {"name", "dtype", "shape", "offset", "nbytes"}
+
+
+class ManifestError(ValueError):
+    """A manifest that is malformed or does not describe its shard consistently."""
+
+
+def _int(value: Any, what: str, low: int = 0, high: int | None = None) -> int:
+    # bool is an int subclass: `true` must not pass for 1.
+    if type(value) is not int or value < low or (high is not None and value >= high):
+        bound = f" and below {high}" if high is not None else ""
+        raise ManifestError(f"{what} must be an integer of at least {low}{bound}, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor inside a flat shard: where its bytes live and how to view them."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ManifestError(f"entry name must be a non-empty string, not {self.name!r}")
+        if self.dtype not in DTYPE_BYTES:
+            raise ManifestError(f"entry {self.name}: dtype {self.dtype!r} is not one a shard may hold")
+        if not isinstance(self.shape, tuple):
+            raise ManifestError(f"entry {self.name}: shape must be a tuple, not {self.shape!r}")
+        for size in self.shape:
+            _int(size, f"entry {self.name}: a dimension")
+        _int(self.offset, f"entry {self.name}: offset")
+        expected = math.prod(self.shape) * DTYPE_BYTES[self.dtype]
+        if _int(self.nbytes, f"entry {self.name}: nbytes") != expected:
+            raise ManifestError(
+                f"entry {self.name}: {self.nbytes} bytes, but its shape and dtype make {expected}"
+            )
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.nbytes
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A committed shard: whose (owner), of which step, its size, its checksums and its entries."""
+
+    owner: int
+    step: int
+    nbytes: int
+    checksum_chunk: int
+    checksums: tuple[int, ...]
+    entries: tuple[Entry, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        _int(self.owner, "owner")
+        _int(self.step, "step")
+        _int(self.nbytes, "nbytes")
+        _int(self.checksum_chunk, "checksum chunk_bytes", low=1)
+        if not isinstance(self.checksums, tuple) or not isinstance(self.entries, tuple):
+            raise ManifestError("checksums and entries must be tuples")
+        expected = checksum_count(self.nbytes, self.checksum_chunk)
+        if len(self.checksums) != expected:
+            raise ManifestError(f"{len(self.checksums)} checksums for {expected} chunks")
+        for value in self.checksums:
+            _int(value, "a CRC-32C", high=1 << 32)
+        names = set()
+        for entry in self.entries:
+            if not isinstance(entry, Entry):
+                raise ManifestError(f"entries must be Entry values, not {entry!r}")
+            if entry.end > self.nbytes:
+                raise ManifestError(
+                    f"entry {entry.name} ends at byte {entry.end}, past the shard's {self.nbytes}"
+                )
+            if entry.name in names:
+                raise ManifestError(f"entry {entry.name} appears twice")
+            names.add(entry.name)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": FORMAT, "owner": self.owner, "step": self.step, "nbytes": self.nbytes,
+                "checksum": {
+                    "algorithm": ALGORITHM, "chunk_bytes": self.checksum_chunk, "values": list(self.checksums)
+                },
+                "entries": [
+                    {"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "offset": e.offset, "nbytes": e.nbytes}
+                    for e in self.entries
+                ],
+            },
+            separators=(",", ":"),
+        ).encode()  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: bytes | bytearray | memoryview) -> Manifest:
+        """The manifest `raw` holds, or ManifestError: exactly the fields `to_json` writes, each checked."""
+        try:
+            data = json.loads(bytes(raw).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"not UTF-8 JSON: {exc}") from None
+        _keys(data, _KEYS, "manifest")
+        if data["format"] != FORMAT:
+            raise ManifestError(f"format {data['format']!r} is not {FORMAT}")
+        check = _keys(data["checksum"], _CHECKSUM_KEYS, "checksum")
+        if check["algorithm"] != ALGORITHM:  # a copy we cannot verify is a copy we cannot use
+            raise ManifestError(f"checksum algorithm {check['algorithm']!r} is not {ALGORITHM}")
+        if not isinstance(check["values"], list) or not isinstance(data["entries"], list):
+            raise ManifestError("checksum values and entries must be lists")
+        entries = []
+        for item in data["entries"]:
+            item = _keys(item, _ENTRY_KEYS, "entry")
+            if not isinstance(item["shape"], list):
+                raise ManifestError(f"entry shape must be a list, not {item['shape']!r}")
+            entries.append(
+                Entry(item["name"], item["dtype"], tuple(item["shape"]), item["offset"], item["nbytes"])
+            )
+        return cls(
+            data["owner"],
+            data["step"],
+            data["nbytes"],
+            check["chunk_bytes"],
+            tuple(check["values"]),
+            tuple(entries),
+        )
+
+    @classmethod
+    def parse(cls, raw: bytes | bytearray | memoryview) -> Manifest | None:
+        """`from_json`, or None for anything that is not a valid manifest."""
+        try:
+            return cls.from_json(raw)
+        except ManifestError:
+            return None
+
+
+def _keys(value: Any, keys: set[str], what: str) -> dict:
+    if not isinstance(value, dict) or value.keys() != keys:
+        found = sorted(value) if isinstance(value, dict) else type(value).__name__
+        raise ManifestError(f"{what} must hold exactly {sorted(keys)}, not {found}")
+    return value
+
+
+def build_layout(specs: list[tuple[str, str, tuple[int, ...], int]]) -> tuple[list[Entry], int]:
+    """Entries at 64-byte aligned offsets for (name, dtype, shape, nbytes) specs; returns (entries, total)."""
+    entries, offset = [], 0
+    for name, dtype, shape, nbytes in specs:
+        entries.append(Entry(name, dtype, tuple(int(s) for s in shape), offset, int(nbytes)))
+        offset += -(-int(nbytes) // ALIGN) * ALIGN
+    return entries, offset

@@ -4,13 +4,16 @@ Each schedule draws a topology (placement group/ring/mixed, replicas, machines, 
 machine, chunk size) and a failure kind: a software or hardware failure, one during a snapshot or a
 replication, several machines at one step, a whole replica group lost (persistent fallback), or a
 persistent checkpoint damaged during the run before everything is lost (it must be refused, and the
-run fall back to an older one or a fresh start). Every run must end with the parameters of an
+run fall back to an older one or a fresh start), or a copy in shared memory damaged while the workers
+restart after a failure (the machine's own shard or a replica it holds, whichever slot holds the newest
+copy; a flipped bit, random bytes, a truncated or deleted data file, an unreadable manifest): it must be
+refused and counted, and the run recover from another copy. Every run must end with the parameters of an
 uninterrupted run of the same topology, within its time limit, leaving no shared memory and no
 process behind. Prints one table.
 
 Usage: python benchmarks/soak_realrun.py --schedules 20 [--seed 0] [--out DIR] [--time-limit 300]
 [--max-machines 4] [--device cpu]. Exit status 0 only if every schedule was bit-exact, nothing was left behind and
-every damaged persistent checkpoint was refused.
+every damaged checkpoint, persistent or in memory, was refused.
 """
 
 from __future__ import annotations
@@ -29,13 +32,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gemini_ft.placement.layout import build_placement
 from gemini_ft.realrun.config import RealRunConfig
+from gemini_ft.realrun.faults import MEMORY_DAMAGE
 from gemini_ft.realrun.measurements import read_events
 from gemini_ft.realrun.testbed.launcher import launch
 
 STEPS = 8
 PERSIST_EVERY = 3
-KINDS = ("sw", "hw", "sw-snapshot", "hw-replicate", "several", "group-lost", "disk-then-lost", "random")
+KINDS = (
+    "sw", "hw", "sw-snapshot", "hw-replicate", "several", "group-lost", "disk-then-lost", "random", "mem-damage",
+)  # fmt: skip
 SEVERITY = {"local": 0, "peer": 1, "persistent": 2, "fresh": 3}
 
 
@@ -52,6 +59,8 @@ class Tally:
     leftovers: int = 0
     damaged: int = 0
     refused: int = 0
+    memory_damaged: int = 0
+    memory_refused: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -115,7 +124,25 @@ def draw_failures(rng: np.random.Generator, kind: str, topo: dict) -> list[str]:
         lost = int(rng.choice([5, 6, 8]))
         how = str(rng.choice(["flip", "truncate", "metadata", "missing"]))
         return [f"disk@step={lost - 1}:how={how}", *[f"hw@step={lost}:machine={m}" for m in range(machines)]]
+    if kind == "mem-damage":  # a failure, and a copy in memory damaged while the workers restart
+        return memory_damage(rng, step, topo)
     return [f"random:count=2:seed={rng.integers(1 << 20)}"]
+
+
+def memory_damage(rng: np.random.Generator, step: int, topo: dict) -> list[str]:
+    """A software or hardware failure at `step` and damage to a copy some other machine holds."""
+    machines, procs = topo["machines"], topo["procs"]
+    placement = build_placement(topo["placement"], machines, topo["replicas"])
+    if rng.random() < 0.5:
+        failure, spared = f"sw@step={step}:rank={rng.integers(machines * procs)}", None
+    else:
+        spared = int(rng.integers(machines))
+        failure = f"hw@step={step}:machine={spared}"
+    machine = int(rng.choice([m for m in range(machines) if m != spared]))
+    owner = int(rng.choice(placement.stored_on(machine)))  # its own shard first, then those it holds
+    shard = owner * procs + int(rng.integers(procs))
+    how = str(rng.choice(MEMORY_DAMAGE))
+    return [failure, f"mem@step={step}:machine={machine}:shard={shard}:how={how}"]
 
 
 def config(topo: dict, out: Path, failures: list[str], time_limit: float, device: str) -> RealRunConfig:
@@ -158,9 +185,10 @@ def run_schedule(
     limit: float,
     max_machines: int,
     device: str,
+    kinds: tuple[str, ...] = KINDS,
 ) -> str:
     topo = draw_topology(rng, max_machines)
-    kind = KINDS[index % len(KINDS)] if index < len(KINDS) else str(rng.choice(KINDS))
+    kind = kinds[index % len(kinds)] if index < len(kinds) else str(rng.choice(kinds))
     failures = draw_failures(rng, kind, topo)
     key = (topo["machines"], topo["procs"])
     if key not in refs:
@@ -173,13 +201,18 @@ def run_schedule(
     result = launch(config(topo, out, failures, limit, device))
     tally.schedules += 1
     fired = len(list((out / "faults").glob("fired*.json")))
-    damaged = len(list((out / "faults").glob("damaged*.json")))
-    tally.failures += fired + damaged
+    marks = [p.read_text() for p in (out / "faults").glob("damaged*.json")]
+    memory = sum('"mem@' in mark for mark in marks)
+    damaged = len(marks) - memory
+    tally.failures += fired + damaged + memory
     tally.damaged += damaged
+    tally.memory_damaged += memory
     sources = recoveries(out)
     tally.recoveries.update(sources)
     frame = read_events(out)
     tally.refused += int(frame[frame.event == "persistent_rejected"].step.nunique())
+    refused_in_memory = int((frame.event == "local_rejected").sum())
+    tally.memory_refused += refused_in_memory
     exact = result.ok and (out / "final_params.bin").read_bytes() == refs[key]
     tally.completed += result.ok
     tally.bit_exact += exact
@@ -187,11 +220,14 @@ def run_schedule(
     tally.hangs += hang
     left = leftovers(result.job_id, out)
     tally.leftovers += bool(left)
-    if not exact or left:
-        tally.problems.append(f"schedule {index}: {topo} {failures}: {result.message}; leftovers {left}")
+    if not exact or left or refused_in_memory != memory:
+        tally.problems.append(
+            f"schedule {index}: {topo} {failures}: {result.message}; leftovers {left};"
+            f" copies in memory damaged {memory}, refused {refused_in_memory}"
+        )
     return (
         f"{index:3d} {topo['placement']:5s} N={topo['machines']} m={topo['replicas']} p={topo['procs']} "
-        f"{kind:14s} fired={fired} damaged={damaged} recovered={','.join(sources) or '-'} "
+        f"{kind:14s} fired={fired} damaged={damaged + memory} recovered={','.join(sources) or '-'} "
         f"exact={exact} leftovers={len(left)} {result.wall_s:.0f}s"
     )
 
@@ -200,7 +236,7 @@ def table(tally: Tally) -> str:
     by_source = ", ".join(f"{s} {tally.recoveries[s]}" for s in SEVERITY if tally.recoveries[s]) or "none"
     rows = [
         ("schedules", tally.schedules),
-        ("failures injected (incl. disk damage)", tally.failures),
+        ("failures injected (incl. damage)", tally.failures),
         ("recoveries by source", by_source),
         ("completed", f"{tally.completed}/{tally.schedules}"),
         ("bit-exact with reference", f"{tally.bit_exact}/{tally.schedules}"),
@@ -208,6 +244,8 @@ def table(tally: Tally) -> str:
         ("runs with leftovers", tally.leftovers),
         ("persistent checkpoints damaged", tally.damaged),
         ("corrupted persistent checkpoints refused", tally.refused),
+        ("copies in shared memory damaged", tally.memory_damaged),
+        ("damaged copies in memory refused", tally.memory_refused),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -223,10 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=300.0, help="a run past this counts as a hang")
     parser.add_argument("--max-machines", type=int, default=4, choices=range(2, 9), help="largest job drawn")
     parser.add_argument(
+        "--kinds", type=lambda text: tuple(text.split(",")), default=KINDS,
+        help=f"comma-separated failure kinds to draw from (default: all of {','.join(KINDS)})",
+    )  # fmt: skip
+    parser.add_argument(
         "--device", default="cpu", choices=("auto", "cpu", "cuda"),
         help="where the ranks train (cpu: the recovery logic on any host; a GPU per rank otherwise)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if unknown := set(args.kinds) - set(KINDS):
+        parser.error(f"--kinds: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(KINDS)}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     stop_on_signals()
     rng = np.random.default_rng(args.seed)
@@ -238,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for index in range(args.schedules):
                 line = run_schedule(
-                    index, rng, work, refs, tally, args.time_limit, args.max_machines, args.device
+                    index, rng, work, refs, tally, args.time_limit, args.max_machines, args.device, args.kinds
                 )
                 print(line, flush=True)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table of the schedules that finished
@@ -249,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     print(table(tally))
     for problem in tally.problems:
         print("problem:", problem)
-    ok = tally.bit_exact == tally.schedules and not tally.leftovers and tally.refused == tally.damaged
+    ok = (
+        tally.bit_exact == tally.schedules
+        and not tally.leftovers
+        and tally.refused == tally.damaged
+        and tally.memory_refused == tally.memory_damaged
+    )
     return 130 if interrupted else 0 if ok else 1
 
 

@@ -51,6 +51,21 @@ def test_the_soak_stops_on_a_signal_even_when_started_with_sigint_ignored(sig, s
         signal.raise_signal(sig)
 
 
+def test_every_memory_damage_the_soak_draws_is_a_valid_schedule():
+    from gemini_ft.realrun.faults import parse_failures
+
+    soak = _soak_module()
+    rng = __import__("numpy").random.default_rng(0)
+    hows = set()
+    for _ in range(200):
+        topo = soak.draw_topology(rng, 4)
+        specs = soak.draw_failures(rng, "mem-damage", topo)
+        failure, damage = parse_failures(specs, topo["machines"], topo["procs"], soak.STEPS)
+        assert damage.kind == "mem" and failure.step == damage.step
+        hows.add(damage.how)
+    assert hows == {"flip", "random", "truncate", "delete", "manifest"}
+
+
 def test_an_interrupted_soak_prints_its_table_and_exits_130(tmp_path, monkeypatch, capsys, saved_handlers):
     soak = _soak_module()
 

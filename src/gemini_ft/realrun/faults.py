@@ -4,7 +4,10 @@ Specs: `sw@step=30:rank=1` (kill one training process; its machine's memory surv
 `hw@step=50:machine=2` (kill the whole machine and wipe its shared memory), either with
 `:during=snapshot|replicate` to strike mid-checkpoint, `random:count=3:seed=7`, and
 `disk@step=N:how=flip|truncate|metadata|missing` (rank 0 damages the newest persistent checkpoint,
-as a bad disk or a careless hand would; training goes on). A failure fires
+as a bad disk or a careless hand would; training goes on), and
+`mem@step=N:machine=M:shard=O:how=flip|random|truncate|delete|manifest` (while the workers restart
+after the process or machine failure at step N, machine M's newest copy of shard O in shared memory
+is damaged, as a wild write or a bad DIMM would: recovery must refuse it). A failure fires
 at the start of its step once the previous checkpoint is out (or inside that step's
 snapshot/replication) and at most once per job: a marker file in the run directory records it
 (`gemini_ft.realrun.markers`), so restarted workers do not fire it again. torch-free, so the launcher parses
@@ -13,6 +16,7 @@ the specs before anything starts.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -28,9 +32,11 @@ from gemini_ft.realrun.engine.persistent import committed_steps, data_files, per
 
 PHASES = ("step", "snapshot", "replicate")
 DAMAGE = ("flip", "truncate", "metadata", "missing")
+MEMORY_DAMAGE = ("flip", "random", "truncate", "delete", "manifest")
 _FORMAT = (
     "sw@step=N:rank=R | hw@step=N:machine=M (optionally :during=snapshot|replicate) | random:count=C:seed=S"
     " | disk@step=N:how=flip|truncate|metadata|missing"
+    " | mem@step=N:machine=M:shard=O:how=flip|random|truncate|delete|manifest"
 )
 
 
@@ -39,15 +45,18 @@ class FailureSpec:
     """One injected failure: which kind, when, and whom it strikes."""
 
     index: int
-    kind: Literal["sw", "hw", "disk"]
+    kind: Literal["sw", "hw", "disk", "mem"]
     step: int
-    target: int  # a rank for sw, a machine for hw, rank 0 for disk
+    target: int  # a rank for sw, a machine for hw and mem, rank 0 for disk
     during: str = "step"
-    how: str = ""  # disk only: which damage (DAMAGE)
+    how: str = ""  # disk and mem only: which damage (DAMAGE, MEMORY_DAMAGE)
+    shard: int = -1  # mem only: whose copy on machine `target` is damaged
 
     def to_text(self) -> str:
         if self.kind == "disk":
             return f"disk@step={self.step}:how={self.how}"
+        if self.kind == "mem":
+            return f"mem@step={self.step}:machine={self.target}:shard={self.shard}:how={self.how}"
         who = f"rank={self.target}" if self.kind == "sw" else f"machine={self.target}"
         return f"{self.kind}@step={self.step}:{who}" + (
             f":during={self.during}" if self.during != "step" else ""
@@ -73,10 +82,13 @@ def parse_failures(specs: list[str], machines: int, procs_per_machine: int, step
             )
             continue
         kind, sep, rest = text.partition("@")
-        if kind not in ("sw", "hw", "disk") or not sep:
+        if kind not in ("sw", "hw", "disk", "mem") or not sep:
             raise UserError("failures", text, f"expected {_FORMAT}")
         if kind == "disk":
             failures.append(_disk(text, rest, steps, len(failures)))
+            continue
+        if kind == "mem":
+            failures.append(_memory(text, rest, steps, machines * procs_per_machine, machines, len(failures)))
             continue
         who = "rank" if kind == "sw" else "machine"
         fields = _fields(text, rest, {"step", who, "during"})
@@ -92,7 +104,44 @@ def parse_failures(specs: list[str], machines: int, procs_per_machine: int, step
         if during not in PHASES:
             raise UserError("failures", text, f"during must be one of {', '.join(PHASES[1:])}")
         failures.append(FailureSpec(len(failures), kind, step, target, during))  # type: ignore[arg-type]
+    _check_memory_damage(failures)
     return failures
+
+
+def _memory(text: str, rest: str, steps: int, world: int, machines: int, index: int) -> FailureSpec:
+    fields = _fields(text, rest, {"step", "machine", "shard", "how"})
+    if not {"step", "machine", "shard"} <= fields.keys() or fields.get("how") not in MEMORY_DAMAGE:
+        raise UserError(
+            "failures", text, f"needs step=, machine=, shard= and how= one of {', '.join(MEMORY_DAMAGE)}"
+        )
+    step, machine, shard = (_int(text, fields[key]) for key in ("step", "machine", "shard"))
+    if not 1 <= step <= steps:
+        raise UserError("failures", text, f"step must be between 1 and steps = {steps}")
+    if not 0 <= machine < machines:
+        raise UserError("failures", text, f"machine must be between 0 and {machines - 1}")
+    if not 0 <= shard < world:
+        raise UserError("failures", text, f"shard must be a rank between 0 and {world - 1}")
+    return FailureSpec(index, "mem", step, machine, "step", fields["how"], shard)
+
+
+def _check_memory_damage(failures: list[FailureSpec]) -> None:
+    """Memory is damaged while the workers restart: a process or machine failure must strike at the
+    same step, and not the machine failure that wipes the damaged machine's memory anyway."""
+    for damage in (f for f in failures if f.kind == "mem"):
+        text = damage.to_text()
+        at_step = [f for f in failures if f.kind in ("sw", "hw") and f.step == damage.step]
+        if not at_step:
+            raise UserError(
+                "failures",
+                text,
+                f"strikes while the workers restart: add a sw@ or hw@ failure at step {damage.step}",
+            )
+        if any(f.kind == "hw" and f.target == damage.target for f in at_step):
+            raise UserError(
+                "failures",
+                text,
+                f"machine {damage.target} fails at step {damage.step}: its memory is wiped anyway",
+            )
 
 
 def _disk(text: str, rest: str, steps: int, index: int) -> FailureSpec:
@@ -111,6 +160,8 @@ def _fields(text: str, body: str, allowed: set[str]) -> dict[str, str]:
         key, eq, value = part.partition("=")
         if not eq or key not in allowed or not value:
             raise UserError("failures", text, f"expected {_FORMAT}")
+        if key in fields:
+            raise UserError("failures", text, f"{key}= is given twice; give each field once")
         fields[key] = value
     return fields
 
@@ -144,35 +195,54 @@ class FaultInjector:
     """Worker-side trigger: `check(step, phase)` kills this process (or asks for its machine to die)."""
 
     def __init__(
-        self, failures: list[FailureSpec], run_dir: Path, *, rank: int, machine: int, local_rank: int
-    ) -> None:
+        self, failures: list[FailureSpec], run_dir: Path, *, rank: int, machine: int, local_rank: int,
+        procs: int = 1,
+    ) -> None:  # fmt: skip
         self.run_dir = run_dir
         markers.faults_dir(run_dir).mkdir(parents=True, exist_ok=True)
-        self.rank, self.machine, self.local_rank = rank, machine, local_rank
+        self.rank, self.machine, self.local_rank, self.procs = rank, machine, local_rank, procs
         self.failures = [f for f in failures if self._mine(f)]
 
     def _mine(self, failure: FailureSpec) -> bool:
         if failure.kind == "disk":
             return self.rank == 0
+        if failure.kind == "mem":  # the process that answers for the shard's copies on that machine
+            return failure.target == self.machine and failure.shard % self.procs == self.local_rank
         if failure.kind == "sw":
             return failure.target == self.rank
         return failure.target == self.machine and self.local_rank == 0
 
     def due(self, step: int, phase: str = "step") -> bool:
         """True if a failure may strike this process at `phase` of `step` (it may have fired already)."""
-        return any(f.step == step and f.during == phase for f in self.failures)
+        return any(f.kind != "mem" and f.step == step and f.during == phase for f in self.failures)
 
     def check(self, step: int, phase: str) -> None:
         for failure in self.failures:
-            if failure.step == step and failure.during == phase and self._claim(failure):
+            if (
+                failure.kind != "mem"
+                and failure.step == step
+                and failure.during == phase
+                and self._claim(failure)
+            ):
                 self._strike(failure)
+
+    def on_restart(self, failed_step: int, store_dir: Path) -> list[Path]:
+        """Before recovery, after the failure at `failed_step`: do the memory damage due now to this
+        machine's store at `store_dir`; returns the files hit."""
+        hit = []
+        for failure in self.failures:
+            if failure.kind == "mem" and failure.step == failed_step and self._claim(failure):
+                target = damage_memory(store_dir, failure.shard, failure.how, seed=failure.index)
+                hit += [target] if target is not None else []
+        return hit
 
     def _claim(self, failure: FailureSpec) -> bool:
         fired = markers.Fired(
             failure.index, failure.to_text(), failure.step, time.time(), self.rank, self.machine
         )
-        # Damage to a disk is no process failure: its marker must not count as one (detect, lost steps).
-        return markers.claim(self.run_dir, fired, process_failure=failure.kind != "disk")
+        # Damage to a disk or to memory is no process failure: its marker must not count as one (detect,
+        # lost steps).
+        return markers.claim(self.run_dir, fired, process_failure=failure.kind in ("sw", "hw"))
 
     def _strike(self, failure: FailureSpec) -> None:
         if failure.kind == "disk":
@@ -210,3 +280,44 @@ def damage_newest(run_dir: Path, how: str) -> Path | None:
             handle.seek(-1, os.SEEK_CUR)
             handle.write(bytes([byte[0] ^ 0x10]))
     return target
+
+
+def damage_memory(store_dir: Path, shard: int, how: str, seed: int = 0) -> Path | None:
+    """Damage the newest committed copy of `shard` in one machine's shared-memory directory as `how`
+    says (MEMORY_DAMAGE); returns the file hit, None if the machine holds no committed copy of it.
+
+    Works on the files alone (a manifest's step is read as JSON), so it needs no store and no torch.
+    """
+    newest: tuple[int, Path] | None = None
+    for manifest in store_dir.glob(f"shard{shard}.slot*.json"):
+        try:
+            step = int(json.loads(manifest.read_bytes())["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if newest is None or step > newest[0]:
+            newest = (step, manifest)
+    if newest is None:
+        return None
+    manifest = newest[1]
+    data = manifest.with_suffix(".bin")
+    if how == "manifest":  # nested deeper than any parser's stack: must read as "not a manifest"
+        manifest.write_bytes(b"[" * 100_000)
+        return manifest
+    if how == "delete":
+        data.unlink()
+    elif how == "truncate":
+        os.truncate(data, data.stat().st_size // 2)
+    else:
+        size = data.stat().st_size
+        with open(data, "r+b") as handle:
+            if how == "flip":  # one bit in the middle: same size, only the checksum can tell
+                handle.seek(size // 2)
+                byte = handle.read(1)
+                handle.seek(-1, os.SEEK_CUR)
+                handle.write(bytes([byte[0] ^ 0x10]))
+            else:  # random bytes over a span, as a stray write would leave them
+                rng = np.random.default_rng(seed)
+                span = min(size, 4096)
+                handle.seek(int(rng.integers(0, size - span + 1)))
+                handle.write(rng.integers(0, 256, span, dtype=np.uint8).tobytes())
+    return data

@@ -1,9 +1,9 @@
 """Per-rank JSONL events and their gathering into `measurements.parquet`.
 
 Workers append one JSON object per event (snapshot, replicate, commit, detect, restart, retrieve,
-first_step, lost_steps, persist, persistent_rejected, step, disk_save, disk_load, skip — a snapshot
-skipped because the previous one was still being copied) to `events/rank<r>.jsonl` (`detail` says why a
-persistent checkpoint was rejected; `loss` is the rank's training loss on step and first_step); the launcher
+first_step, lost_steps, persist, persistent_rejected, local_rejected, step, disk_save, disk_load, skip —
+a snapshot skipped because the previous one was still being copied) to `events/rank<r>.jsonl` (`detail`
+says why a persistent checkpoint or a copy in shared memory was rejected; `loss` is the rank's training loss on step and first_step); the launcher
 reads them all into one table with the resolved configuration and package version in the Parquet
 schema metadata (`gemini_ft.config`, `gemini_ft.version`).
 """
@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # workers only write events: pandas (and pyarrow) load where 
 
 EVENTS = (
     "snapshot", "replicate", "commit", "detect", "restart", "retrieve", "first_step",
-    "lost_steps", "persist", "persistent_rejected", "step", "disk_save", "disk_load", "skip",
+    "lost_steps", "persist", "persistent_rejected", "local_rejected", "step", "disk_save", "disk_load",
+    "skip",
 )  # fmt: skip
 SOURCES = ("local", "peer", "persistent", "fresh", "disk")
 COLUMNS = (
@@ -156,6 +157,8 @@ def summarize(frame: pd.DataFrame) -> dict:
     if len(rejected):  # each rank logs each rejection; count checkpoints, not log lines
         recovery["persistent_rejected"] = int(rejected.step.nunique())
         recovery["persistent_rejected_steps"] = sorted(int(s) for s in rejected.step.unique())
+    if len(by_event["local_rejected"]):  # once per copy, by the rank that found it (which copy: `detail`)
+        recovery["local_copies_rejected"] = len(by_event["local_rejected"])
     fresh = by_event["retrieve"][by_event["retrieve"].source == "fresh"]
     if len(fresh):  # every rank logs each one
         recovery["fresh_restarts"] = int((fresh["rank"] == fresh["rank"].min()).sum())

@@ -75,10 +75,12 @@ def test_flipped_byte_is_detected(store):
     raw[100] ^= 0x01
     path.write_bytes(raw)
     fresh = ShmStore(store.root, store.machine)
-    assert fresh.read(1, 4) is None
-    assert fresh.read(1, 4, verify=False) is not None
-    # Recovery's inventory only reports copies that verify.
+    # Recovery's inventory only reports copies that verify; the one that failed is no commit any more.
     assert local_inventory(fresh, world=2, procs=1, local_rank=0)[1].tolist() == [-1, -1]
+    assert fresh.read(1, 4) is None and fresh.committed(1) == []
+    assert [r.describe() for r in fresh.rejections] == [
+        "shard 1 slot 0 (step 4): its bytes fail their checksums"
+    ]
     fresh.close()
 
 

@@ -123,6 +123,43 @@ def test_losing_every_holder_falls_back_to_the_newest_persistent_checkpoint_that
     assert not differences(tmp_path, reference)
 
 
+@pytest.mark.parametrize(
+    ("failures", "retrieves", "rejected"),
+    [
+        # The owner's newest copy (step 3, in slot 0) flipped while rank 0 restarts: fetched from the peer.
+        (
+            ("sw@step=4:rank=0", "mem@step=4:machine=0:shard=0:how=flip"),
+            [(0, 3, "peer"), (1, 3, "local")],
+            ["machine 0 shard 0 slot 0 (step 3): its bytes fail their checksums"],
+        ),
+        # A replica (machine 0's copy of shard 1, step 4 in slot 1) overwritten with random bytes: refused
+        # in the inventory, and the owner's own copy used.
+        (
+            ("sw@step=5:rank=1", "mem@step=5:machine=0:shard=1:how=random"),
+            [(0, 4, "local"), (1, 4, "local")],
+            ["machine 0 shard 1 slot 1 (step 4): its bytes fail their checksums"],
+        ),
+        # Machine 1 lost and the only other copy of its shard at step 4 gone: both resume step 3 from
+        # memory (the older slots), not from the persistent checkpoint of step 3.
+        (
+            ("hw@step=5:machine=1", "mem@step=5:machine=0:shard=1:how=delete"),
+            [(0, 3, "local"), (1, 3, "peer")],
+            ["machine 0 shard 1 slot 1 (step 4): its data file is missing"],
+        ),
+    ],
+    ids=["own-copy-flipped", "replica-random-bytes", "last-replica-deleted"],
+)
+def test_a_damaged_copy_in_memory_is_refused_and_the_run_ends_bit_exact(
+    reference, tmp_path, failures, retrieves, rejected
+):
+    frame = _run(tmp_path, *(arg for spec in failures for arg in ("--fail", spec)), "--no-disk-baseline")
+    assert _retrieves(frame) == retrieves
+    assert list(frame[frame.event == "local_rejected"].detail) == rejected
+    assert summarize(frame)["recovery"]["local_copies_rejected"] == 1
+    assert list((tmp_path / "faults").glob("damaged*.json"))  # the damage did strike
+    assert not differences(tmp_path, reference)
+
+
 def test_a_flipped_byte_in_the_only_persistent_checkpoint_means_a_fresh_start(reference, tmp_path):
     frame = _run(
         tmp_path, "--fail", "disk@step=4:how=flip",

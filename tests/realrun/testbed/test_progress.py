@@ -51,6 +51,9 @@ def test_failures_and_recoveries_get_a_line_steps_do_not():
     )
     assert "restored step 7 from peer (from rank 4)" in line
     assert describe({"event": "lost_steps", "rank": 0, "step": 2}) == "rank 0: 2 step(s) of progress lost"
+    detail = "machine 0 shard 1 slot 1 (step 4): its bytes fail their checksums"
+    line = describe({"event": "local_rejected", "rank": 1, "step": 4, "detail": detail})
+    assert line == f"rank 1: refused a damaged copy in memory: {detail}"
 
 
 def test_summary_table_has_one_line_per_measured_quantity():

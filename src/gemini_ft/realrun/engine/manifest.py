@@ -7,6 +7,8 @@ offsets fit the shard, each entry's size is its shape times its dtype's size, dt
 allow-list (a peer's string is looked up, never evaluated), the checksum is CRC-32C with one value
 per chunk — and anything else is a `ManifestError`. The JSON is plain: names, dtypes, shapes,
 offsets, step, per-chunk checksums. `build_layout` lays entries out at 64-byte aligned offsets.
+Sizes are bounded before anything is parsed (bytes, entries), and JSON that no manifest can be
+(nested past the parser's stack, a 100,000-digit integer) is a `ManifestError` like any other.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ DTYPE_BYTES = {
     "int8": 1, "uint8": 1, "bool": 1,
 }  # fmt: skip
 DTYPES = tuple(DTYPE_BYTES)
+MAX_BYTES = 16 << 20
+"""The longest manifest read (a 405B model's shard holds a few thousand tensors: well under 1 MiB)."""
+MAX_ENTRIES = 20_000
+"""The most tensors a shard may hold; every entry is checked, so this bounds the time a parse takes."""
 _KEYS = {"format", "owner", "step", "nbytes", "checksum", "entries"}
 _CHECKSUM_KEYS = {"algorithm", "chunk_bytes", "values"}
 _ENTRY_KEYS = {"name", "dtype", "shape", "offset", "nbytes"}
@@ -127,10 +133,12 @@ class Manifest:
     @classmethod
     def from_json(cls, raw: bytes | bytearray | memoryview) -> Manifest:
         """The manifest `raw` holds, or ManifestError: exactly the fields `to_json` writes, each checked."""
+        if len(raw) > MAX_BYTES:
+            raise ManifestError(f"{len(raw):,} bytes, more than a manifest may hold ({MAX_BYTES:,})")
         try:
             data = json.loads(bytes(raw).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"not UTF-8 JSON: {exc}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also a huge integer
+            raise ManifestError(f"not UTF-8 JSON of a manifest: {type(exc).__name__}") from None
         _keys(data, _KEYS, "manifest")
         if data["format"] != FORMAT:
             raise ManifestError(f"format {data['format']!r} is not {FORMAT}")
@@ -139,6 +147,10 @@ class Manifest:
             raise ManifestError(f"checksum algorithm {check['algorithm']!r} is not {ALGORITHM}")
         if not isinstance(check["values"], list) or not isinstance(data["entries"], list):
             raise ManifestError("checksum values and entries must be lists")
+        if len(data["entries"]) > MAX_ENTRIES:
+            raise ManifestError(
+                f"{len(data['entries']):,} entries, more than a shard may hold ({MAX_ENTRIES:,})"
+            )
         entries = []
         for item in data["entries"]:
             item = _keys(item, _ENTRY_KEYS, "entry")

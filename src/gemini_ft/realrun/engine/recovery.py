@@ -7,6 +7,10 @@ checkpoint transport. Without such a step, all ranks load the newest persistent 
 that every rank verified against its manifest (`gemini_ft.realrun.engine.persistent`); one that fails is
 reported and the next older one tried, then a fresh start. DCP never opens a directory that did not
 verify.
+
+A copy is verified when it is loaded or sent, not trusted from the inventory: a copy that fails then,
+or in the inventory, is uncommitted by the store, and every such rejection is logged
+(`local_rejected`), so a damaged copy can be neither loaded nor served to a peer.
 """
 
 from __future__ import annotations
@@ -155,16 +159,18 @@ def recover(
     sends = []
     for owner, holder in enumerate(plan.holder):
         if holder == rank and owner != rank:
-            found = store.read(owner, plan.step, verify=False)  # verified by local_inventory
-            assert found is not None
+            found = store.read(owner, plan.step)
+            if found is None:  # it verified in the inventory and fails now: nothing damaged goes out
+                raise RuntimeError(f"the copy of shard {owner} at step {plan.step} failed verification")
             sends.append(Outgoing(owner, CommittedShard(*found)))
     fetch_from = plan.holder[rank] if plan.holder[rank] != rank else None
     fetches = [Incoming(fetch_from, rank)] if fetch_from is not None else []
     received = exchange(store, transport, sends, fetches, config.chunk_bytes)
     if received and not received[0].ok:
         raise RuntimeError(f"shard {rank} of step {plan.step} from rank {fetch_from} failed its checksum")
-    found = store.read(rank, plan.step, verify=False)
-    assert found is not None
+    found = store.read(rank, plan.step)
+    if found is None:
+        raise RuntimeError(f"shard {rank} of step {plan.step} failed verification before it was loaded")
     manifest, data = found
     codec.load(manifest.entries, data)
     source = "local" if fetch_from is None else "peer"
@@ -177,6 +183,16 @@ def recover(
         peer=fetch_from,
     )
     codec.broadcast_params()
+
+
+def report_rejections(store: ShmStore, events: EventLog) -> None:
+    """Log every copy the store refused since the last report (one event each), and forget them."""
+    for rejection in store.rejections:
+        events.log(
+            "local_rejected", rejection.step if rejection.step is not None else -1,
+            source="local", ok=False, detail=f"machine {store.machine} {rejection.describe()}",
+        )  # fmt: skip
+    store.rejections.clear()
 
 
 # ---- persistent checkpoints (torch.distributed.checkpoint) --------------------------------------

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from gemini_ft.realrun.engine.checksums import checksum
 from gemini_ft.realrun.engine.manifest import FORMAT, Manifest
+from gemini_ft.realrun.engine.manifest import MAX_BYTES as MAX_MANIFEST_BYTES
 from gemini_ft.realrun.engine.shm_store import ShmStore
 from gemini_ft.realrun.engine.transport import ShardTransport, Transfer, TransportError
 
@@ -35,7 +36,6 @@ IN_FLIGHT = 16
 _HEADER = struct.Struct("<5q")
 _LENGTH = struct.Struct("<q")
 # A manifest lists every tensor and a checksum per 4 MiB: a 2B-parameter model needs a few hundred KiB.
-MAX_MANIFEST_BYTES = 64 << 20
 MAX_CHECKSUM_CHUNK = 1 << 30
 
 

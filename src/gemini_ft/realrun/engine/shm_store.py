@@ -4,8 +4,13 @@ Each emulated machine owns a private directory under /dev/shm (mode 0700, files 
 name) that outlives the training processes. A shard is written into the slot that does not hold its
 newest committed copy; the manifest (`gemini_ft.realrun.engine.manifest`: names, dtypes, shapes, offsets,
 step, per-chunk CRC-32C checksums) is written last with an atomic rename, so a crash between the
-data write and the commit leaves the previous committed slot untouched. Nothing here is pickled, and
-a manifest file that does not parse and validate is no commit.
+data write and the commit leaves the previous committed slot untouched. Nothing here is pickled.
+
+A copy that fails a check is uncommitted on the spot (its manifest goes) and recorded in
+`rejections`: a manifest that does not parse, a data file missing or of another size than its
+manifest says (checked before anything is mapped, so a manifest cannot make the store allocate), or
+bytes that fail their checksums. `read` returns only a copy it has just verified, so what a caller
+loads is what was verified, and a damaged slot can never shadow an intact copy of the same step.
 """
 
 from __future__ import annotations
@@ -17,12 +22,27 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from gemini_ft.realrun.engine.checksums import chunk_checksums
 from gemini_ft.realrun.engine.manifest import Manifest
 
 SLOTS = (0, 1)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A committed copy that failed a check and was uncommitted: it is never read again."""
+
+    owner: int
+    slot: int
+    step: int | None  # None when the manifest itself did not parse
+    why: str
+
+    def describe(self) -> str:
+        step = f"step {self.step}" if self.step is not None else "an unreadable manifest"
+        return f"shard {self.owner} slot {self.slot} ({step}): {self.why}"
 
 
 class ShmDirRefused(RuntimeError):
@@ -61,6 +81,8 @@ class ShmStore:
         open_private_dir(self.root)
         open_private_dir(self.dir)
         self._maps: dict[tuple[int, int], tuple[mmap.mmap, int]] = {}
+        self.rejections: list[Rejection] = []
+        """Every copy this store refused, in the order it was found; callers report them."""
         # Called with (address, bytes) before a mapping goes, e.g. to cudaHostUnregister it first.
         self.unmap_hooks: list[Callable[[int, int], None]] = []
 
@@ -113,16 +135,24 @@ class ShmStore:
 
     # ---- reading -------------------------------------------------------------------------------
     def committed(self, owner: int) -> list[tuple[int, Manifest]]:
-        """(slot, manifest) of `owner`'s committed slots, newest step first (checksums not verified)."""
+        """(slot, manifest) of `owner`'s committed slots, newest step first. Manifests and file sizes are
+        checked (a slot failing either is rejected); the bytes are verified only by `read`."""
         found = []
         for slot in SLOTS:
             path = self._manifest_path(owner, slot)
             try:
-                manifest = Manifest.parse(path.read_bytes())
+                raw = path.read_bytes()
             except FileNotFoundError:
                 continue
-            if manifest is not None and manifest.owner == owner and self._data_path(owner, slot).exists():
-                found.append((slot, manifest))
+            manifest = Manifest.parse(raw)
+            if manifest is None or manifest.owner != owner:
+                self._reject(owner, slot, None, "its manifest is not a valid manifest of this shard")
+                continue
+            why = self._size_problem(owner, slot, manifest)
+            if why is not None:
+                self._reject(owner, slot, manifest.step, why)
+                continue
+            found.append((slot, manifest))
         return sorted(found, key=lambda item: -item[1].step)
 
     def owners(self) -> list[int]:
@@ -130,16 +160,33 @@ class ShmStore:
             {int(p.name.split(".")[0].removeprefix("shard")) for p in self.dir.glob("shard*.slot*.json")}
         )
 
-    def read(self, owner: int, step: int, verify: bool = True) -> tuple[Manifest, memoryview] | None:
-        """`owner`'s committed copy of `step` as (manifest, bytes), or None if absent or corrupt."""
+    def read(self, owner: int, step: int) -> tuple[Manifest, memoryview] | None:
+        """`owner`'s committed copy of `step` as (manifest, bytes), verified against its checksums now;
+        None if no slot holds one that verifies (each one that fails is rejected)."""
         for slot, manifest in self.committed(owner):
             if manifest.step != step:
                 continue
             data = self._buffer(owner, slot, manifest.nbytes)
-            if verify and tuple(chunk_checksums(data, manifest.checksum_chunk)) != manifest.checksums:
-                return None
+            if tuple(chunk_checksums(data, manifest.checksum_chunk)) != manifest.checksums:
+                self._reject(owner, slot, step, "its bytes fail their checksums")
+                continue
             return manifest, data
         return None
+
+    def _size_problem(self, owner: int, slot: int, manifest: Manifest) -> str | None:
+        try:
+            size = self._data_path(owner, slot).stat().st_size
+        except FileNotFoundError:
+            return "its data file is missing"
+        expected = max(manifest.nbytes, 1)  # as `_buffer` sizes it
+        if size != expected:
+            return f"its data file holds {size} bytes, its manifest says {expected}"
+        return None
+
+    def _reject(self, owner: int, slot: int, step: int | None, why: str) -> None:
+        # Uncommitted first, so no later look (this process's or a restarted one's) can take it.
+        self._manifest_path(owner, slot).unlink(missing_ok=True)
+        self.rejections.append(Rejection(owner, slot, step, why))
 
     def close(self) -> None:
         for region, nbytes in self._maps.values():

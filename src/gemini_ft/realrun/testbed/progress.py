@@ -54,6 +54,8 @@ def describe(event: dict[str, Any]) -> str | None:
         source = event.get("source")
         peer = f" (from rank {event['peer']})" if event.get("peer") is not None else ""
         return f"rank {rank}: restored step {event.get('step')} from {source}{peer} in {duration:.3f} s"
+    if kind == "local_rejected":
+        return f"rank {rank}: refused a damaged copy in memory: {event.get('detail')}"
     if kind == "lost_steps" and event.get("step"):
         return f"rank {rank}: {event['step']} step(s) of progress lost"
     if kind == "first_step":

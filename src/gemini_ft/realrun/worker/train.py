@@ -27,7 +27,13 @@ from gemini_ft.realrun.devices import TESTBED_ENV, device_for, gpu_sharing, visi
 from gemini_ft.realrun.engine.checkpointer import Checkpointer
 from gemini_ft.realrun.engine.config import CheckpointConfig, RecoveryConfig
 from gemini_ft.realrun.engine.persistent import persistent_dir
-from gemini_ft.realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
+from gemini_ft.realrun.engine.recovery import (
+    load_into,
+    plan_recovery,
+    recover,
+    report_rejections,
+    save_persistent,
+)
 from gemini_ft.realrun.engine.shard import ShardCodec, make_optimizer
 from gemini_ft.realrun.engine.shm_store import ShmStore
 from gemini_ft.realrun.engine.transport import GlooTransport
@@ -137,15 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     store = ShmStore(os.environ["GEMINI_FT_SHM"], machine)
     faults = FaultInjector(
         parse_failures(list(cfg.failures), cfg.machines, cfg.procs_per_machine, cfg.steps),
-        run_dir, rank=rank, machine=machine, local_rank=local_rank,
+        run_dir, rank=rank, machine=machine, local_rank=local_rank, procs=cfg.procs_per_machine,
     )  # fmt: skip
     transport = GlooTransport(ckpt_group)
 
+    fired = newest_failure(run_dir) if failed_at is not None else None
+    if fired is not None:  # memory damaged while the workers restart, before anyone looks at it
+        faults.on_restart(fired.step, store.dir)
     recovery = recovery_config(cfg, rank)
-    plan = plan_recovery(recovery, store, ckpt_group)
-    recover(plan, recovery, store, codec, transport, events)
+    try:
+        plan = plan_recovery(recovery, store, ckpt_group)
+        recover(plan, recovery, store, codec, transport, events)
+    finally:  # a copy refused on the way is reported even when recovery fails and the job restarts
+        report_rejections(store, events)
     if failed_at is not None:
-        fired = newest_failure(run_dir)
         # The step column of a lost_steps event is the number of completed steps that must be redone.
         events.log("lost_steps", max(0, fired.step - 1 - plan.step) if fired else 0)
 

@@ -58,7 +58,7 @@ def failed_run(tmp_path_factory) -> FailedRun:
         """Starts the process as Popen does, and keeps the environment of each torchrun agent."""
 
         def __init__(self, args, *rest, **options):
-            if isinstance(args, list | tuple) and "torch.distributed.run" in args:
+            if isinstance(args, list | tuple) and "gemini_ft.realrun.testbed.agent" in args:
                 environments.append(dict(options["env"]))
             super().__init__(args, *rest, **options)
 

@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gemini_ft.common.errors import UserError, format_validation_error
 
     flags: dict[str, str] = getattr(args, "flags", {})
+    _print_library_warnings()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -121,6 +122,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return 2
+
+
+def _print_library_warnings() -> None:
+    """The library logs (`logging`); the command prints its warnings as one line each on stderr."""
+    import logging
+
+    class Stderr(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(f"gemini-ft: {record.getMessage()}", file=sys.stderr)  # whatever sys.stderr is now
+
+    logger = logging.getLogger("gemini_ft")
+    if not any(type(handler).__name__ == "Stderr" for handler in logger.handlers):
+        logger.addHandler(Stderr(logging.WARNING))
+    logger.setLevel(logging.WARNING)
 
 
 def _name_flag(exc, flags: dict[str, str]) -> str:

@@ -53,12 +53,15 @@ def run(args: argparse.Namespace) -> int:
     check_output("out", args.out, kind="dir")
     cfg = RealRunConfig(**model_values(args, args.model_flags))
     if cfg.cleanup:
+        from gemini_ft.realrun.testbed.orphans import end_orphans
         from gemini_ft.realrun.testbed.shm_jobs import cleanup_stale_shm
 
+        ended = end_orphans()  # first: a live orphan could still write into the memory removed next
         removed = cleanup_stale_shm()
         if args.json:
-            print(json.dumps({"removed": [str(path) for path in removed]}, indent=2))
+            print(json.dumps({"ended": ended, "removed": [str(path) for path in removed]}, indent=2))
             return 0
+        print(f"ended {len(ended)} process{'es' * (len(ended) != 1)} of dead jobs")
         print(
             f"removed {len(removed)} shared-memory director{'y' if len(removed) == 1 else 'ies'} of dead jobs"
         )

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     positive_int("workers", args.workers)
     if args.out is not None:
         check_output("out", args.out, kind="dir")
+    track_dir = _track_dir(args)
     scenario = load_scenario_from(args, {"run.seeds": args.seeds} if args.seeds else None)
     results = run_sweep(
         scenario, args.out, workers=args.workers, dask=args.dask, progress=not args.no_progress,
@@ -61,4 +62,29 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"wrote {args.out / 'summary.parquet'} and {args.out / 'failures.parquet'} ({len(results.summary)} runs)"
         )
+    if track_dir is not None:
+        from gemini_ft.sim.sweep_tracking import track_sweep
+
+        name = args.out.name if args.out is not None else "sweep"
+        points = track_sweep(results.summary, list(scenario.sweep), args.track, track_dir,
+                             name=name, online=args.track_online)  # fmt: skip
+        print(f"tracked {points} grid point{'s' * (points != 1)} with {args.track} in {track_dir}")
     return 0
+
+
+def _track_dir(args: argparse.Namespace) -> Path | None:
+    """Where --track writes (checked with the other outputs, before any run), or None without --track."""
+    from gemini_ft.common.errors import UserError
+    from gemini_ft.common.tracking import check_tracker
+
+    if args.track == "none":
+        if args.track_dir is not None or args.track_online:
+            raise UserError("track", "none", "--track-dir and --track-online need --track tensorboard|wandb")
+        return None
+    check_tracker(args.track)
+    if args.track_online and args.track != "wandb":
+        raise UserError("track_online", True, "is for --track wandb")
+    directory = args.track_dir or (args.out / "track" if args.out is not None else None)
+    if directory is None:
+        raise UserError("track", args.track, "needs --out DIR (tracks into DIR/track) or --track-dir DIR")
+    return check_output("track_dir", directory, kind="dir")

@@ -3,12 +3,15 @@
 Each run is one task (grid point, seed). Workers only compute; the calling process writes each
 finished run at once as its own pair of Parquet part files (atomically), so an interrupted sweep
 keeps every finished run and a re-run skips them. At the end the parts are gathered into
-`summary.parquet` and `failures.parquet` beside them.
+`summary.parquet` and `failures.parquet` beside them. A local pool (processes or a local Dask
+cluster) gets at most one worker per run and per CPU this process may use, whatever was asked: each
+worker holds a simulator, and more of them than CPUs only costs memory.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -36,6 +39,19 @@ from gemini_ft.sim.results import (
 )
 
 PARTS_DIR = "parts"
+log = logging.getLogger(__name__)
+
+
+def pool_size(workers: int, tasks: int) -> int:
+    """How many local worker processes serve `tasks` runs when `workers` were asked for: at most one per
+    run and one per usable CPU (logged when the CPUs cap it)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    size = max(1, min(workers, tasks, cpus))
+    if workers > cpus and tasks > cpus:
+        log.warning(
+            "workers = %d: running %d worker processes, one per CPU this process may use", workers, size
+        )
+    return size
 
 
 @dataclass(frozen=True)
@@ -199,7 +215,9 @@ def _execute(
         return
     if dask is not None:
         yield from _execute_dask(tasks, workers, dask, function)
-    elif workers == 1:
+        return
+    workers = pool_size(workers, len(tasks))
+    if workers == 1:
         for task in tasks:
             yield task, function(task)
     else:
@@ -224,7 +242,7 @@ def _execute_dask(
     except ImportError:
         raise UserError("dask", address, "needs the dask extra: pip install 'gemini-ft[dask]'") from None
     cluster = (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+        LocalCluster(n_workers=pool_size(workers, len(tasks)), threads_per_worker=1, dashboard_address=None)
         if address == "local"
         else None
     )

@@ -187,6 +187,9 @@ def test_a_replacement_agent_starts_in_the_environment_of_the_agent_it_replaces(
     # starts its service); a replacement that inherited it would not run what the first agent ran.
     first0, first1, replacement = failed_run.agent_environments
     assert replacement == first1
+    # Workers import this checkout's package and nothing else of it: no folder of top-level names.
+    (root, *_) = first0["PYTHONPATH"].split(os.pathsep)
+    assert (Path(root) / "gemini_ft" / "realrun").is_dir() and not (Path(root) / "sim").exists()
     assert {k: v for k, v in first0.items() if k != "GEMINI_FT_MACHINE"} == {
         k: v for k, v in first1.items() if k != "GEMINI_FT_MACHINE"
     }

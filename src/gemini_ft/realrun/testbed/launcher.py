@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gemini_ft.common.errors import UserError
+from gemini_ft.common.results_io import check_output_path
 from gemini_ft.placement.layout import build_placement
 from gemini_ft.realrun import markers
 from gemini_ft.realrun.config import RealRunConfig, parse_model_size
 from gemini_ft.realrun.devices import check_devices, gpu_sharing, visible_gpus
 from gemini_ft.realrun.faults import parse_failures
 from gemini_ft.realrun.testbed import netns
+from gemini_ft.realrun.testbed.orphans import end_orphans, launcher_identity
 from gemini_ft.realrun.testbed.rundir import check_out, prepare, write_private
 from gemini_ft.realrun.testbed.shm_jobs import cleanup_stale_shm, create_job_dir, new_job_id
 from gemini_ft.realrun.testbed.tracking import JobTracker
@@ -65,6 +67,8 @@ def validate(cfg: RealRunConfig) -> None:
     parse_model_size(cfg.model_size)
     parse_failures(list(cfg.failures), cfg.machines, cfg.procs_per_machine, cfg.steps)
     check_out(cfg.out, cfg.force)
+    if cfg.track != "none" and cfg.track_dir is not None:  # refused now, not warned about mid-run
+        check_output_path("track_dir", cfg.track_dir, kind="dir")
     try:
         listen_socket(LOOPBACK, cfg.port).close()
     except OSError:
@@ -107,7 +111,8 @@ def launch(cfg: RealRunConfig) -> RunResult:
     prepare(run_dir)
     cfg = cfg.model_copy(update={"out": run_dir})
     write_private(run_dir / "config.json", cfg.model_dump_json(indent=2))
-    cleanup_stale_shm()  # memory of jobs whose launcher was killed (kill -9) before it could clean up
+    end_orphans()  # agents and workers of jobs whose launcher was killed (kill -9), and their memory
+    cleanup_stale_shm()
     shm = create_job_dir(job_id)
     t0 = time.time()
     agents: dict[int, subprocess.Popen] = {}
@@ -203,14 +208,15 @@ def _start_agent(
     # torch 2.13's c10d handler caches the bootstrap store of its first round, so a replacement agent
     # joining survivors would wait forever for MASTER_ADDR; workers use the launcher's store instead,
     # and rank assignment skips the per-round role exchange (every machine runs the same procs).
-    repo_root = str(Path(__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[3])  # the folder holding gemini_ft/, nothing else
     env.update(
         TORCH_ELASTIC_WORKER_IDENTICAL="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1", GEMINI_FT_STORE=f"{store_host}:{cfg.port}", GEMINI_FT_MACHINE=str(machine), GEMINI_FT_SHM=str(shm), GEMINI_FT_T0=repo_float(t0), GEMINI_FT_JOB=job_id,
-        PYTHONPATH=os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")])),
+        GEMINI_FT_LAUNCHER=launcher_identity(),
+        PYTHONPATH=os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")])),
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.world_size))),
     )  # fmt: skip
     command = [
-        *in_namespace, sys.executable, "-m", "torch.distributed.run",
+        *in_namespace, sys.executable, "-m", "gemini_ft.realrun.testbed.agent", str(os.getpid()), "--",
         f"--local-addr={bed.machines[machine].address if bed else LOOPBACK}",
         f"--nnodes={cfg.machines}", f"--nproc-per-node={cfg.procs_per_machine}",
         "--rdzv-backend=c10d", f"--rdzv-endpoint={store_host}:{cfg.port}", f"--rdzv-id={job_id}",

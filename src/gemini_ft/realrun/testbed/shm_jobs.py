@@ -35,11 +35,11 @@ def create_job_dir(job_id: str, root: Path = SHM_ROOT) -> Path:
     path.mkdir(mode=0o700)
     fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump({"pid": os.getpid(), "start": _start_time(os.getpid())}, handle)
+        json.dump({"pid": os.getpid(), "start": start_time(os.getpid())}, handle)
     return path
 
 
-def _start_time(pid: int) -> int | None:
+def start_time(pid: int) -> int | None:
     """The kernel's start time of `pid` (clock ticks since boot), which tells a reused pid apart."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -56,10 +56,10 @@ def _launcher_alive(path: Path) -> bool:
         # Not signed (yet, or by an older version): judge by the pid in the launcher's naming scheme;
         # a directory named some other way (a cluster recipe) may belong to a live job: keep it.
         match = _LAUNCHER_NAME.fullmatch(path.name)
-        return match is None or _start_time(int(match.group(1))) is not None
+        return match is None or start_time(int(match.group(1))) is not None
     except (OSError, ValueError, KeyError, TypeError):
         return True  # unreadable: not provably dead
-    return _start_time(pid) is not None and (start is None or _start_time(pid) == start)
+    return start_time(pid) is not None and (start is None or start_time(pid) == start)
 
 
 def stale_job_dirs(root: Path = SHM_ROOT) -> list[Path]:

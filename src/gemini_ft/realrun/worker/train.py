@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -95,11 +96,26 @@ def _join(cfg: RealRunConfig, rank: int, device: torch.device) -> None:
     )
 
 
+def die_with_agent(poll_s: float = 0.5) -> None:
+    """End this worker when its torchrun agent dies (a launcher killed with SIGKILL takes the agent
+    along): a daemon thread watches the parent pid. No parent-death signal: torchrun may start
+    workers from a thread that ends, and the kernel sends that signal when the parent thread does."""
+    agent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == agent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-agent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, required=True)
     args = parser.parse_args(argv)
     process_start = time.time()
+    die_with_agent()
     # Checkpoints, events and final parameters are the job's alone (under plain torchrun too).
     os.umask(0o077)
     cfg = RealRunConfig.model_validate_json(args.config.read_text())

@@ -91,7 +91,8 @@ def test_report_rejects_a_measurements_file_that_is_not_one(
     assert main(["report", "--out", str(tmp_path / "r"), "--quick", "--measurements", str(bogus)]) == 2
     err = capsys.readouterr().err
     assert (
-        err.startswith(f"gemini-ft: error: RESULTS = '{bogus}': columns (a) are not") and err.count("\n") == 1
+        err.startswith(f"gemini-ft: error: --measurements = '{bogus}': columns (a) are not")
+        and err.count("\n") == 1
     )
 
 

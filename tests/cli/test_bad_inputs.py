@@ -40,6 +40,18 @@ def _past_bound(info) -> str | None:
     return None
 
 
+_REAL_RUN = str(
+    Path(__file__).resolve().parents[1] / "calibration" / "real_runs" / "fit-5m" / "measurements.parquet"
+)
+# 3 × 200 × 200 = 120,000 points: about 1.1 GiB as scenarios, past the sweep's budget.
+_BIG_GRID = (
+    '{"checkpoint.replicas"=[1, 2, 4], "cluster.machines"=['
+    + ", ".join(str(16 + i) for i in range(200))
+    + "],"
+    ' "failures.rate_per_machine_per_day"=[' + ", ".join(f"{0.001 * (i + 1):.3f}" for i in range(200)) + "]}"
+)
+
+
 def _scenario_cases() -> list[tuple[list[str], str]]:
     cases = []
     index = 0
@@ -135,6 +147,105 @@ def _scenario_cases() -> list[tuple[list[str], str]]:
         (["plot", "missing.parquet", "--out", "figs"], "RESULTS"),
         (["plot", "notes.parquet", "--out", "figs"], "RESULTS"),
         (["report", "--out", "rep", "--workers", "0"], "--workers"),
+        (["report", "--out", "rep", "--measurements", "missing.parquet"], "--measurements"),
+        (["calibrate", "notes.parquet", "--base", "nope", "--out", "cal.toml"], "--base"),
+        (["calibrate", _REAL_RUN, _REAL_RUN, "--out", "cal.toml"], "again: give each run once"),
+        # Strings are no numbers or booleans, however they read.
+        (["simulate", "gpt2-100b-p4d", "--set", 'cluster.machines="16"'], "cluster.machines"),
+        (
+            ["simulate", "gpt2-100b-p4d", "--set", 'failures.strike_during_recovery="yes"'],
+            "failures.strike_during_recovery",
+        ),
+        (
+            ["simulate", "gpt2-100b-p4d", "--set", 'failures.rate_per_machine_per_day="0.1"'],
+            "failures.rate_per_machine_per_day",
+        ),
+        (["simulate", "evil.toml"], "cluster.evil\\x1b[31mred\\nline2"),  # escaped: still one line
+        (
+            [
+                "simulate",
+                "gpt2-100b-p4d",
+                "--set",
+                'failures.distribution="trace"',
+                "--set",
+                'failures.trace_file="true.csv"',
+            ],
+            "failures.trace_file row 2 column time_s",
+        ),
+        # What the fields allow one by one but no run could hold or finish.
+        (
+            [
+                "simulate",
+                "gpt2-100b-p4d",
+                "--set",
+                'failures.distribution="weibull"',
+                "--set",
+                "failures.weibull_shape=0.01",
+            ],
+            "failures.weibull_shape",
+        ),
+        (
+            [
+                "simulate",
+                "gpt2-100b-p4d",
+                "--set",
+                'failures.distribution="weibull"',
+                "--set",
+                "failures.weibull_shape=1e-6",
+            ],
+            "failures.weibull_shape",
+        ),
+        (
+            [
+                "simulate",
+                "gpt2-100b-p4d",
+                "--set",
+                "operations.enabled=true",
+                "--set",
+                "cluster.standby_machines=100000000",
+            ],
+            "cluster.standby_machines",
+        ),
+        (
+            [
+                "simulate",
+                "gpt2-100b-p4d",
+                "--set",
+                "operations.enabled=true",
+                "--set",
+                "cluster.standby_machines=1000000000000",
+            ],
+            "cluster.standby_machines",
+        ),
+        (["interleave", "gpt2-40b-p3dn", "--set", "interleave.chunk_mib=0.001"], "interleave.chunk_mib"),
+        (["simulate", "gpt2-100b-p4d", "--set", "model.layers=100000000"], "model.layers"),
+        (
+            [
+                "sweep",
+                "gpt2-100b-p4d",
+                "--set",
+                "run.max_sweep_points=100000000",
+                "--set",
+                "sweep=" + _BIG_GRID,
+            ],
+            "sweep",
+        ),
+        (
+            [
+                "placement",
+                "-N",
+                "1000",
+                "-m",
+                "2",
+                "--method",
+                "montecarlo",
+                "--samples",
+                "1000000000000",
+                "-k",
+                "3",
+            ],
+            "--samples",
+        ),
     ]
     return cases
 
@@ -154,6 +265,10 @@ def test_there_are_at_least_150_cases():
 def test_bad_input_is_one_line_and_exit_2(argv, names, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     Path("notes.parquet").write_text("not parquet")
+    Path("evil.toml").write_text(
+        '[cluster]\n"evil\\u001b[31mred\\nline2" = 1\n'
+    )  # a key that would steer the terminal
+    Path("true.csv").write_text("time_s,machine,type\nTrue,0,software\n")
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("gemini-ft: error: ") and err.count("\n") == 1, err

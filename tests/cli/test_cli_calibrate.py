@@ -61,5 +61,5 @@ def test_bad_input_is_one_line_exit_2(
     bare = tmp_path / "bare.parquet"
     frame.to_parquet(bare)  # the same events without the run's configuration
     assert "gemini_ft.config" in _error(["calibrate", str(bare), "--out", out], capsys)
-    assert "scenario" in _error(["calibrate", str(run), "--base", "nope", "--out", out], capsys)
+    assert "--base = 'nope'" in _error(["calibrate", str(run), "--base", "nope", "--out", out], capsys)
     assert not Path(out).exists()

@@ -94,3 +94,8 @@ def test_version_is_the_installed_distributions(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"gemini-ft {version('gemini-ft')}\n"
+
+
+def test_the_dask_flag_says_what_it_trusts():
+    text = " ".join(_subcommands()["sweep"].format_help().split())
+    assert "unpickles what that address sends" in text

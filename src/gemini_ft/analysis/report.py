@@ -42,7 +42,7 @@ from gemini_ft.analysis.interleave_figures import interleave_table
 from gemini_ft.analysis.results_io import load_result_file
 from gemini_ft.analysis.style import PAGE_WIDTH_PX
 from gemini_ft.analysis.tables import ckpt_time_table, fig15_cost_table
-from gemini_ft.common.errors import UserError
+from gemini_ft.common.errors import UserError, about
 from gemini_ft.scenarios.loader import load_scenario, validate
 from gemini_ft.scenarios.schema import POLICIES, Scenario
 
@@ -116,7 +116,8 @@ def build_report(
     """
     if SCALE_RATE not in plan.rates:
         raise UserError("plan.rates", plan.rates, f"must include {SCALE_RATE} (the paper's failure rate)")
-    measured = load_result_file(measurements) if measurements is not None else None
+    with about("measurements", instead_of="RESULTS"):
+        measured = load_result_file(measurements) if measurements is not None else None
     if measured is not None and measured.kind != "measurements":
         raise UserError("measurements", str(measurements), "must be a real-runner measurements file")
     out_dir.mkdir(parents=True, exist_ok=True)

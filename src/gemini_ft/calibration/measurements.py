@@ -7,6 +7,7 @@ write at once), and one recovery per injected failure (detect → restart → re
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,20 @@ class Run:
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:
-    """Every file as a `Run`; a missing file or one that is not a measurements table is a UserError."""
-    return [load_run(Path(p)) for p in paths]
+    """Every file as a `Run`; a missing file, one that is not a measurements table, or a run given twice
+    (the same file, or a copy of it) is a UserError: each run must count once in a fit."""
+    runs: list[Run] = []
+    seen: dict[str, Path] = {}
+    for path in map(Path, paths):
+        run = load_run(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in seen:
+            raise UserError(
+                "MEASUREMENTS", str(path), f"is the run of {seen[digest]} again: give each run once"
+            )
+        seen[digest] = path
+        runs.append(run)
+    return runs
 
 
 def load_run(path: Path) -> Run:

@@ -104,16 +104,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     from pydantic import ValidationError
 
-    from gemini_ft.common.errors import UserError, format_validation_error
+    from gemini_ft.common.errors import UserError, format_validation_error, printable
 
     flags: dict[str, str] = getattr(args, "flags", {})
     _print_library_warnings()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"gemini-ft: error: {_name_flag(exc, flags)}", file=sys.stderr)
+        print(f"gemini-ft: error: {printable(_name_flag(exc, flags))}", file=sys.stderr)
     except ValidationError as exc:
-        print(f"gemini-ft: error: {_flagged(format_validation_error(exc), flags)}", file=sys.stderr)
+        print(
+            f"gemini-ft: error: {printable(_flagged(format_validation_error(exc), flags))}", file=sys.stderr
+        )
     except KeyboardInterrupt:
         print("gemini-ft: interrupted", file=sys.stderr)
         return 130

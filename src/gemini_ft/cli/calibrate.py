@@ -38,10 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from gemini_ft.calibration.fit import calibrate
     from gemini_ft.calibration.measurements import load_runs
     from gemini_ft.calibration.overlay import calibrated_scenario, overlay_toml
+    from gemini_ft.common.errors import about
     from gemini_ft.scenarios.loader import load_scenario
 
     check_output("out", args.out, kind="file")
-    base = load_scenario(args.base, args.overrides)
+    with about("base", instead_of="scenario"):
+        base = load_scenario(args.base, args.overrides)
     runs = load_runs(args.measurements)
     calibration = calibrate(runs, base)
     scenario = calibrated_scenario(calibration, base)

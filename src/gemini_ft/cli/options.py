@@ -97,7 +97,8 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dask",
         metavar="ADDRESS|local",
-        help="run on a Dask distributed scheduler, e.g. tcp://host:8786 ('local' starts one)",
+        help="run on a Dask distributed scheduler, e.g. tcp://host:8786 ('local' starts one); Dask exchanges"
+        " pickles, so this command unpickles what that address sends: give only a scheduler you trust",
     )
 
 

@@ -7,7 +7,9 @@ same one-line form by `format_validation_error`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,26 @@ class UserError(Exception):
         # default rebuilds an exception from its message alone, which this __init__ cannot take, and the
         # process pool then reports itself broken instead of the user's mistake.
         return type(self), (self.field, self.value, self.allowed)
+
+
+@contextlib.contextmanager
+def about(field: str, *, instead_of: str) -> Iterator[None]:
+    """Inside, a UserError about `instead_of` is about `field`: a helper that names its own argument
+    (a scenario loader says `scenario`) reports the argument the caller took it from (`base`)."""
+    try:
+        yield
+    except UserError as exc:
+        if exc.field != instead_of or isinstance(exc, InvalidScenario):
+            raise
+        raise UserError(field, exc.value, exc.allowed) from None
+
+
+def printable(text: str) -> str:
+    """`text` with every control or non-printable character escaped (a newline as \\n, an escape as
+    \\x1b): whatever a file held, an error stays one line and never steers the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class InvalidScenario(UserError):
@@ -60,7 +82,7 @@ def format_validation_error(
 
 
 def _format_one(error: Any, prefix: str, allowed_fields: dict[str, list[str]] | None) -> str:
-    path = ".".join(str(part) for part in error["loc"])
+    path = printable(".".join(str(part) for part in error["loc"]))
     path = f"{prefix}.{path}" if prefix and path else (prefix or path or "<root>")
     message = error["msg"]
     if error["type"] == "extra_forbidden":

@@ -22,6 +22,9 @@ FAILURE_MODES = ("machines", "domains")
 ENUMERATION_LIMIT = 3_000_000
 # Elements per vectorised batch: keeps temporary arrays around tens of MB.
 _BATCH_ELEMENTS = 2_000_000
+MAX_SAMPLE_ELEMENTS = 20_000_000_000
+"""Elements a Monte Carlo estimate may touch (per sample: its holder lookups, see below): about a
+minute here. An interval's half-width shrinks as 1/√samples, so more buys almost nothing."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,14 @@ def montecarlo_probability(
     # Elements per sample: the holder lookups, plus one key per unit when sampling by argpartition.
     per_sample = max(1, failures) * domain_size * placement.replicas
     per_sample += units if failures * failures > 4 * units else 0
+    if samples * per_sample > MAX_SAMPLE_ELEMENTS:
+        most = max(1, MAX_SAMPLE_ELEMENTS // per_sample)
+        raise UserError(
+            "samples", samples,
+            f"with {failures} failure(s) among {units:,} units this touches {samples * per_sample:,} elements,"
+            f" more than {MAX_SAMPLE_ELEMENTS:,} (about a minute); {most:,} at most, whose 95% interval is"
+            f" already within ±{0.98 / math.sqrt(most):.1g}",
+        )  # fmt: skip
     batch = max(1, _BATCH_ELEMENTS // per_sample)
     recovered = 0
     for start in range(0, samples, batch):

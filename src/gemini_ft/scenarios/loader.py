@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -73,21 +73,23 @@ def load_scenario(name_or_path: str | Path, overrides: Iterable[str] | Mapping[s
         overrides = parse_overrides(overrides)
     data = apply_overrides(data, overrides)
     scenario = validate(data, source=str(path) if path.parent != PRESET_DIR else "")
-    expand_sweep(scenario)  # a bad sweep value must fail now, not halfway through a sweep
+    for _ in iter_sweep(scenario):  # a bad sweep value must fail now, not halfway through a sweep
+        pass  # (each point is validated and dropped: the grid is never held to check it)
     return scenario
+
+
+def iter_sweep(scenario: Scenario) -> Iterator[tuple[dict[str, Any], Scenario]]:
+    """Each point of the sweep grid in turn as (the swept values, the concrete scenario without a sweep)."""
+    base = scenario.model_dump(mode="python", exclude={"sweep"})
+    paths = list(scenario.sweep)
+    for values in itertools.product(*(scenario.sweep[p] for p in paths)):
+        point = dict(zip(paths, values, strict=True))
+        yield point, Scenario.from_data(apply_overrides(base, point), source=f"sweep point {point}")
 
 
 def expand_sweep(scenario: Scenario) -> list[tuple[dict[str, Any], Scenario]]:
     """Every point of the sweep grid as (the swept values, the concrete scenario without a sweep)."""
-    base = scenario.model_dump(mode="python", exclude={"sweep"})
-    paths = list(scenario.sweep)
-    points = []
-    for values in itertools.product(*(scenario.sweep[p] for p in paths)):
-        point = dict(zip(paths, values, strict=True))
-        points.append(
-            (point, Scenario.from_data(apply_overrides(base, point), source=f"sweep point {point}"))
-        )
-    return points
+    return list(iter_sweep(scenario))
 
 
 def to_toml(scenario: Scenario) -> str:

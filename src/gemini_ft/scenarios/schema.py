@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gemini_ft.common.errors import InvalidScenario, format_validation_error
+from gemini_ft.scenarios import budgets
+from gemini_ft.scenarios.budgets import MAX_FAILURE_DRAWS
 from gemini_ft.scenarios.overrides import apply_overrides, flatten_sweep
 from gemini_ft.scenarios.sections import (
     DEFAULT_MAX_SWEEP_POINTS,
@@ -59,10 +61,6 @@ __all__ = [
     "StorageConfig",
     "allowed_fields",
 ]
-
-MAX_FAILURE_DRAWS = 10_000_000
-"""Failures one run may draw: the draws and the run's records stay in memory until it ends (30.7 M
-took 4.4 GB), and a sweep runs one per worker. A million machines at 1.5% a day for a year draw 5.5 M."""
 
 
 class Scenario(Section):
@@ -125,14 +123,7 @@ class Scenario(Section):
                 f"sweep: the grid has {sizes} = {self.sweep_points:,} points, more than run.max_sweep_points"
                 f" = {self.run.max_sweep_points:,}; raise it with --set run.max_sweep_points=N"
             )
-        draws = self.failure_draws_expected
-        if draws > MAX_FAILURE_DRAWS:
-            scaled = " × operations.bad_rate_multiplier" if self._drawn_at_bad_rate else ""
-            raise ValueError(
-                f"failures.rate_per_machine_per_day = {self.failures.rate_per_machine_per_day:g}: cluster.machines"
-                f" × rate × run.duration_days{scaled} = {draws:,.0f} failures drawn per run, more than"
-                f" {MAX_FAILURE_DRAWS:,} (each stays in memory until the run ends); lower one of them"
-            )
+        budgets.check(self)  # what the run would hold or do, estimated before any of it
         if self.checkpoint.replicas > self.cluster.machines:
             raise ValueError(
                 f"checkpoint.replicas = {self.checkpoint.replicas}: must be at most cluster.machines"
@@ -148,18 +139,9 @@ class Scenario(Section):
 
     # ---- derived quantities -------------------------------------------------------------------
     @property
-    def _drawn_at_bad_rate(self) -> bool:
-        ops = self.operations
-        return ops.enabled and ops.bad_machine_fraction > 0 and self.failures.distribution != "trace"
-
-    @property
     def failure_draws_expected(self) -> float:
-        """Mean failures a run draws (the operations model draws at the bad machines' rate, then thins);
-        0 for a trace, whose size is the file's."""
-        if self.failures.distribution == "trace":
-            return 0.0
-        draws = self.cluster.machines * self.failures.rate_per_machine_per_day * self.run.duration_days
-        return draws * self.operations.bad_rate_multiplier if self._drawn_at_bad_rate else draws
+        """Mean failures a run draws (`budgets.failure_draws`); 0 for a trace, whose size is the file's."""
+        return budgets.failure_draws(self)
 
     @property
     def ckpt_bytes_total(self) -> float:

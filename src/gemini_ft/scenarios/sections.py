@@ -24,9 +24,13 @@ Scheme = Literal["baseline", "blocking", "naive", "no-pipeline", "gemini"]
 
 
 class Section(BaseModel):
-    """Base of every scenario section: frozen, no unknown fields, finite numbers, no booleans as numbers."""
+    """Base of every scenario section: frozen, no unknown fields, finite numbers, no booleans as numbers,
+    and strict types: a string is no number or boolean ("16", "yes"), a float no count (paths alone
+    are read from strings, as TOML writes them)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False, strict=True
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -83,7 +87,11 @@ class ModelConfig(Section):
     iteration_time_s: float = Field(
         62.0, gt=0, description="Time of one training iteration without checkpointing."
     )
-    layers: int | None = Field(80, ge=1, description="Transformer layers (for the interleaving model).")
+    layers: int | None = Field(
+        80, ge=1, le=10_000,
+        description="Transformer layers (for the interleaving model, which builds each layer's traffic;"
+        " Llama 3 405B has 126).",
+    )  # fmt: skip
     hidden_size: int | None = Field(10240, ge=1, description="Hidden size (for the interleaving model).")
     sequence_length: int = Field(1024, ge=1, description="Tokens per sample.")
     micro_batch_size: int = Field(8, ge=1, description="Samples per GPU per iteration.")
@@ -121,7 +129,7 @@ class FailureConfig(Section):
     )
     weibull_shape: float = Field(1.0, gt=0, description="Weibull shape k (k < 1: infant mortality).")
     trace_file: Path | None = Field(
-        None, description="CSV with columns time_s, machine, type (software|hardware)."
+        None, strict=False, description="CSV with columns time_s, machine, type (software|hardware)."
     )
     hardware_fraction: float = Field(
         0.5,
@@ -266,7 +274,7 @@ class InterleaveConfig(Section):
     mu: float = Field(0.8, gt=0, lt=1, description="Share μ of an idle span that checkpoint traffic may use.")
     gpu_to_cpu_gbps: float = Field(100.0, gt=0, description="GPU→CPU copy bandwidth on the receiver.")
     timeline_file: Path | None = Field(
-        None, description="A measured iteration timeline (CSV) instead of the model."
+        None, strict=False, description="A measured iteration timeline (CSV) instead of the model."
     )
     chunk_mib: float | None = Field(
         None, gt=0, description="Largest checkpoint chunk; None = one sub-buffer R/p (the paper's choice)."

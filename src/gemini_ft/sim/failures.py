@@ -200,8 +200,8 @@ def read_trace(path: Path | None, machines: int, duration_s: float) -> list[Fail
         raise UserError("failures.trace_file", None, "required when failures.distribution = 'trace'")
     import pandas as pd  # only traces need it; a run without one starts without pandas
 
-    try:
-        table = pd.read_csv(path)
+    try:  # read as text: a column of `True` must not pass for times 1.0 (pandas reads it as booleans)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError("failures.trace_file", str(path), f"cannot be read as CSV: {exc}") from None
     missing = {"time_s", "machine", "type"} - set(table.columns)
@@ -226,5 +226,16 @@ def _check_trace_column(name: str, values: pd.Series, bad: pd.Series, allowed: s
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise UserError(
-            f"failures.trace_file row {row + 2} column {name}", values.iloc[row], f"must be {allowed}"
+            f"failures.trace_file row {row + 2} column {name}",
+            _as_read(values.iloc[row]),
+            f"must be {allowed}",
         )
+
+
+def _as_read(text: str) -> object:
+    """A cell as the user wrote it: a number shows as a number (99, 2.5), anything else as text."""
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return text
+    return int(number) if number.is_integer() and "." not in str(text) else number

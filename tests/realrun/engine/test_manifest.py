@@ -94,3 +94,30 @@ def test_peer_dtype_strings_come_from_an_allow_list():
             Entry("param/w", bad, (1,), 0, 4)
         with pytest.raises(ValueError, match="is not one a shard may hold"):
             torch_dtype(bad)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"[" * 100_000, "not UTF-8 JSON"),  # RecursionError inside json
+        (b'{"format": 1, "owner": ' + b"9" * 100_000 + b"}", "not UTF-8 JSON"),  # int digits limit
+        (b" " * ((16 << 20) + 1), "more than a manifest may hold"),
+    ],
+    ids=["nested", "huge-integer", "oversized"],
+)
+def test_json_no_manifest_can_be_is_a_manifest_error(raw, why):
+    with pytest.raises(ManifestError, match=why):
+        Manifest.from_json(raw)
+    assert Manifest.parse(raw) is None
+
+
+def test_a_manifest_of_too_many_entries_is_refused_before_they_are_checked():
+    entries = [
+        {"name": f"t{i}", "dtype": "uint8", "shape": [1], "offset": i * 64, "nbytes": 1}
+        for i in range(20_001)
+    ]
+    raw = json.dumps({"format": 1, "owner": 0, "step": 1, "nbytes": 20_001 * 64,
+                      "checksum": {"algorithm": "crc32c", "chunk_bytes": 1 << 30, "values": [0]},
+                      "entries": entries}).encode()  # fmt: skip
+    with pytest.raises(ManifestError, match="20,001 entries, more than a shard may hold"):
+        Manifest.from_json(raw)

@@ -77,3 +77,21 @@ def test_a_symlinked_file_is_refused(tmp_path):
     os.replace(directory / "__0_0.distcp", elsewhere)
     (directory / "__0_0.distcp").symlink_to(elsewhere)
     assert verify(directory, 3) == "__0_0.distcp is not a regular file"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,  # nested past the parser's stack: RecursionError
+        '{"format": 1, "checksum": "crc32c", "step": ' + "9" * 100_000 + ', "files": []}',  # a huge integer
+        '{"format": 1, "checksum": "crc32c", "step": 3, "files": ' + "[" * 50_000 + "]" * 50_000 + "}",
+        "{}" + " " * (17 << 20),  # past the size bound: not even parsed
+    ],
+    ids=["nested", "huge-integer", "nested-files", "oversized"],
+)
+def test_a_manifest_no_job_could_write_is_a_reason_not_an_exception(tmp_path, text):
+    directory = _checkpoint(tmp_path, 3)
+    commit(directory, 3)
+    (directory / MANIFEST).write_text(text)
+    why = verify(directory, 3)
+    assert why is not None and ("malformed" in why or "larger than" in why or "unknown" in why)

@@ -231,3 +231,35 @@ def test_over_gloo_replicas_commit_only_when_checksums_match(tmp_path):
     assert bytes(on_machine0.read(1, 2)[1][:300_000]) == _payload(1, 2, 300_000)
     on_machine0.close()
     on_machine1.close()
+
+
+_, TOTAL = build_layout([("param/w", "uint8", (SIZE,), SIZE)])  # a shard's size, padded
+
+
+@pytest.mark.parametrize(
+    ("announced", "expected"), [(2 << 30, TOTAL), (1 << 50, None)], ids=["2GiB-known", "1PiB-unknown"]
+)
+def test_a_header_announcing_another_size_is_refused_before_anything_is_allocated(
+    stores, announced, expected
+):
+    from gemini_ft.realrun.engine.replication import _HEADER, FORMAT
+
+    network = LocalNetwork(2, timeout_s=10)
+    receiver, sender = network.endpoint(0), network.endpoint(1)
+    _commit_own(stores[0], 1, 3)  # an older replica of shard 1 that must survive
+    errors: list[Exception] = []
+
+    def receive() -> None:
+        try:
+            exchange(stores[0], receiver, [], [Incoming(1, 1, expected)], CHUNK_BYTES)
+        except Exception as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    sender.send(0, memoryview(bytearray(_HEADER.pack(FORMAT, 1, 4, announced, CHECKSUM_BYTES)))).wait()
+    thread.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], TransportError), errors
+    assert f"announced {announced:,} bytes for shard 1" in str(errors[0])
+    assert _steps(stores[0], 1) == [3]  # the older replica is still committed
+    assert max(p.stat().st_size for p in stores[0].dir.glob("shard1.slot*.bin")) <= TOTAL  # nothing grew

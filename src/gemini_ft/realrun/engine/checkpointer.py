@@ -196,6 +196,7 @@ class Checkpointer:
     def _replicate(self, step: int, snapshot: _Snapshot) -> None:
         assert self.transport is not None
         start = time.perf_counter()
+        sizes = self.config.receive_bytes
 
         def on_chunk(index: int) -> None:
             # "During replication" means the shard is committed locally and partly sent: wait for
@@ -208,7 +209,10 @@ class Checkpointer:
             self.store,
             self.transport,
             [Outgoing(dst, snapshot) for dst in self.config.send_to],
-            [Incoming(src, src) for src in self.config.receive_from],
+            [
+                Incoming(src, src, sizes[i] if sizes else None)
+                for i, src in enumerate(self.config.receive_from)
+            ],
             self.config.chunk_bytes,
             on_chunk=on_chunk,
         )

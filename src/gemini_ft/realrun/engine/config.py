@@ -31,6 +31,8 @@ class CheckpointConfig:
     """Ranks that keep a replica of this rank's shard (from gemini_ft.placement.layout)."""
     receive_from: tuple[int, ...] = ()
     """Ranks whose shards this rank keeps on its machine, one receive from each per checkpoint."""
+    receive_bytes: tuple[int, ...] = ()
+    """The size of each of those shards, in the same order (empty: unknown, bounded by free memory)."""
     chunk_bytes: int = 4 << 20
     """Replication message size in bytes."""
     gpu_snapshot: Literal["auto", "on", "off"] = "auto"
@@ -46,6 +48,12 @@ class CheckpointConfig:
                 peers
             ):
                 raise ValueError(f"{name} = {peers!r}: must be distinct ranks other than rank {self.rank}")
+        object.__setattr__(self, "receive_bytes", tuple(self.receive_bytes))
+        if self.receive_bytes and (
+            len(self.receive_bytes) != len(self.receive_from)
+            or any(type(n) is not int or n < 0 for n in self.receive_bytes)
+        ):
+            raise ValueError(f"receive_bytes = {self.receive_bytes!r}: one size ≥ 0 per rank of receive_from")
         _check_chunk(self.chunk_bytes)
         if self.gpu_snapshot not in GPU_SNAPSHOT:
             raise ValueError(

@@ -24,6 +24,9 @@ MANIFEST = "gemini-ft-manifest.json"
 FORMAT = 1
 _STEP_DIR = re.compile(r"step(\d{8})")
 _READ = 4 << 20
+MAX_MANIFEST_BYTES = 16 << 20
+"""The longest manifest read: a DCP directory holds a few files per rank (100,000 ranks: ~10 MB)."""
+MAX_FILES = 200_000
 
 
 def persistent_dir(run_dir: Path, step: int) -> Path:
@@ -91,18 +94,29 @@ def committed_steps(run_dir: Path) -> list[int]:
 def verify(directory: Path, step: int | None = None) -> str | None:
     """None if every file listed in the manifest is there, regular, of its size and checksum; else why not."""
     try:
-        raw = (directory / MANIFEST).read_bytes()
+        with open(directory / MANIFEST, "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         return f"no manifest ({exc.strerror})"
+    if len(raw) > MAX_MANIFEST_BYTES:
+        return f"manifest is larger than {MAX_MANIFEST_BYTES:,} bytes"
     try:
         manifest = json.loads(raw)
         files = manifest["files"]
         if manifest["format"] != FORMAT or manifest["checksum"] != "crc32c" or not isinstance(files, list):
             return "unknown manifest format"
+        if len(files) > MAX_FILES:
+            return f"manifest lists {len(files):,} files, more than {MAX_FILES:,}"
         if step is not None and manifest["step"] != step:
-            return f"manifest is of step {manifest['step']}"
+            return f"manifest is of step {manifest['step']!r}"
         listed = {str(f["path"]): (int(f["bytes"]), int(f["crc32c"])) for f in files}
-    except (ValueError, KeyError, TypeError):
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+    ):  # ValueError: a huge integer too
         return "malformed manifest"
     if ".metadata" not in listed:
         return "manifest lists no .metadata"

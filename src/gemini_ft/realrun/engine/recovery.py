@@ -164,7 +164,7 @@ def recover(
                 raise RuntimeError(f"the copy of shard {owner} at step {plan.step} failed verification")
             sends.append(Outgoing(owner, CommittedShard(*found)))
     fetch_from = plan.holder[rank] if plan.holder[rank] != rank else None
-    fetches = [Incoming(fetch_from, rank)] if fetch_from is not None else []
+    fetches = [Incoming(fetch_from, rank, codec.plan().nbytes)] if fetch_from is not None else []
     received = exchange(store, transport, sends, fetches, config.chunk_bytes)
     if received and not received[0].ok:
         raise RuntimeError(f"shard {rank} of step {plan.step} from rank {fetch_from} failed its checksum")

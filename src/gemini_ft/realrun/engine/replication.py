@@ -92,10 +92,13 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class Incoming:
-    """A shard to receive from `src`: `owner`'s (anything else the sender claims is refused)."""
+    """A shard to receive from `src`: `owner`'s (anything else the sender claims is refused), of
+    `nbytes` when the receiver knows its size (a header announcing another is refused before anything
+    is allocated; unknown, the store's free space bounds it)."""
 
     src: int
     owner: int
+    nbytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,15 @@ class _Stream:
             raise TransportError(
                 f"rank {incoming.src} sent a malformed header for shard {incoming.owner}: "
                 f"format {fmt}, owner {owner}, step {step}, {nbytes} bytes, checksum chunk {chunk}"
+            )
+        if incoming.nbytes is not None and nbytes != incoming.nbytes:
+            raise TransportError(
+                f"rank {incoming.src} announced {nbytes:,} bytes for shard {owner}, which holds {incoming.nbytes:,}"
+            )
+        free = store.free_bytes()
+        if nbytes > free:
+            raise TransportError(
+                f"rank {incoming.src} announced {nbytes:,} bytes for shard {owner}, more than the {free:,} free"
             )
         slot, buffer = store.begin(owner, nbytes)
         return cls(incoming.src, owner, step, nbytes, chunk, slot, buffer)

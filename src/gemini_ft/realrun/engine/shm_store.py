@@ -133,6 +133,11 @@ class ShmStore:
         self._maps[(owner, slot)] = (region, nbytes)
         return memoryview(region)[:nbytes]
 
+    def free_bytes(self) -> int:
+        """Bytes this machine's shared-memory file system can still allocate (to the caller)."""
+        info = os.statvfs(self.dir)
+        return info.f_bavail * info.f_frsize
+
     # ---- reading -------------------------------------------------------------------------------
     def committed(self, owner: int) -> list[tuple[int, Manifest]]:
         """(slot, manifest) of `owner`'s committed slots, newest step first. Manifests and file sizes are

@@ -45,16 +45,21 @@ from gemini_ft.realrun.measurements import EventLog, write_engine_info
 from gemini_ft.realrun.worker.model import build_model, ordered_allreduce_hook, synthetic_batch
 
 
-def checkpoint_config(cfg: RealRunConfig, rank: int) -> CheckpointConfig:
+def checkpoint_config(
+    cfg: RealRunConfig, rank: int, shard_bytes: list[int] | None = None
+) -> CheckpointConfig:
     """The engine's view of the run for `rank`: its peers from gemini_ft.placement.layout (the shard of (machine,
-    local) goes to the same local rank on each holder), the chunk size and the GPU snapshot policy."""
+    local) goes to the same local rank on each holder), each received shard's size (`shard_bytes`, by
+    rank, when known), the chunk size and the GPU snapshot policy."""
     placement = build_placement(cfg.placement, cfg.machines, cfg.replicas)
     procs = cfg.procs_per_machine
     machine, local = divmod(rank, procs)
+    receive_from = tuple(owner * procs + local for owner in placement.stored_on(machine)[1:])
     return CheckpointConfig(
         rank=rank,
         send_to=tuple(peer * procs + local for peer in placement.peers_of(machine)),
-        receive_from=tuple(owner * procs + local for owner in placement.stored_on(machine)[1:]),
+        receive_from=receive_from,
+        receive_bytes=tuple(shard_bytes[src] for src in receive_from) if shard_bytes else (),
         chunk_bytes=cfg.chunk_bytes,
         gpu_snapshot=cfg.gpu_snapshot,
     )
@@ -176,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         # The step column of a lost_steps event is the number of completed steps that must be redone.
         events.log("lost_steps", max(0, fired.step - 1 - plan.step) if fired else 0)
 
-    checkpointer = Checkpointer(checkpoint_config(cfg, rank), store, codec, events, transport, faults)
+    # Every shard's size, once: a replica's header that announces another is refused unallocated.
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(cfg.world_size)]
+    dist.all_gather(sizes, torch.tensor([codec.plan().nbytes], dtype=torch.int64), group=ckpt_group)
+    shard_bytes = [int(size) for size in sizes]
+    checkpointer = Checkpointer(
+        checkpoint_config(cfg, rank, shard_bytes), store, codec, events, transport, faults
+    )
     first = True
     for step in range(plan.step + 1, cfg.steps + 1):
         if faults.due(step):

@@ -45,15 +45,18 @@ from gemini_ft.realrun.engine.config import CheckpointConfig, RecoveryConfig
 from gemini_ft.realrun.engine.manifest import Manifest, build_layout
 from gemini_ft.realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
 from gemini_ft.realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
-from gemini_ft.realrun.engine.shard import ShardCodec, make_optimizer
+from gemini_ft.realrun.engine.shard import ShardCodec
 from gemini_ft.realrun.engine.shm_store import ShmStore
 from gemini_ft.realrun.engine.transport import GlooTransport
 from gemini_ft.realrun.measurements import EventLog
 from gemini_ft.realrun.testbed.tracking import POLL_S, JobTracker
-from gemini_ft.realrun.worker.model import build_model, synthetic_batch
+from gemini_ft.realrun.worker.data import SyntheticStream
+from gemini_ft.realrun.worker.model import build_model
+from gemini_ft.realrun.worker.parallel import parallelize
 from gemini_ft.realrun.worker.train import drop_page_cache
 
 GIB = 1024**3
+PARALLELISM = "fsdp"  # the default of --parallelism
 CHUNK_BYTES = int(RealRunConfig().chunk_mib * 2**20)  # the engine's default replication chunk
 
 
@@ -74,9 +77,9 @@ def _line(name: str, value: float, reference: float, unit: str, ref_name: str, t
 
 
 # ---- snapshot, local recovery, disk, overhead (one process, world size 1) ----------------------
-def _train_step(ddp_model, optimizer, shape, step: int) -> None:
-    inputs, targets = synthetic_batch(0, step, 0, 4, shape)
-    logits = ddp_model(inputs)
+def _train_step(module, stream: SyntheticStream, shape) -> None:
+    inputs, targets = stream.next()
+    logits = module(inputs)
     torch.nn.functional.cross_entropy(logits.reshape(-1, shape.vocab), targets.reshape(-1)).backward()
 
 
@@ -94,15 +97,19 @@ class _Rank:
 
 
 @contextlib.contextmanager
-def _one_rank(gib: float, work: Path) -> Iterator[_Rank]:
+def _one_rank(gib: float, work: Path, parallelism: str = PARALLELISM) -> Iterator[_Rank]:
     """The real GPT sized so its shard is about `gib`, stepped once; torn down (memory, group) after."""
     store_ = dist.TCPStore("127.0.0.1", _free_port(), 1, True, timeout=timedelta(seconds=600))
     dist.init_process_group("gloo", store=store_, rank=0, world_size=1)
     shape = parse_model_size(str(int(gib * GIB / 12)))
-    model = build_model(shape, 0)
-    optimizer = make_optimizer(model, 1e-4)
-    codec = ShardCodec(model, optimizer)
-    _train_step(model, optimizer, shape, 0)
+    cfg = RealRunConfig(machines=1, replicas=1, parallelism=parallelism, lr=1e-4)
+    stream = SyntheticStream(0, 0, 4, shape)
+    par = parallelize(
+        cfg, build_model(cfg.model, shape, 0), torch.device("cpu"), 0, [("data_position", stream.position)]
+    )
+    model, optimizer, codec = par.module, par.optimizer, par.codec
+    model.stream = stream  # the iterations below draw their batches from it
+    _train_step(model, stream, shape)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     print(
@@ -175,7 +182,7 @@ def _single(rank: _Rank, pairs: int, work: Path, track_pairs: int, track: str) -
 
     def iteration(checkpoint: bool, step: int) -> float:
         start = time.perf_counter()
-        _train_step(model, optimizer, shape, step)
+        _train_step(model, model.stream, shape)
         engine.wait_copied()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -251,7 +258,8 @@ def _tracking_overhead(rank: _Rank, pairs: int, work: Path, kind: str) -> dict:
         engine.wait_done()
         engine.events = logs[on]  # the snapshot's and commit's events go where the step's go
         start = time.perf_counter()
-        inputs, targets = synthetic_batch(0, step := step + 1, 0, 4, shape)
+        step += 1
+        inputs, targets = model.stream.next()
         loss = torch.nn.functional.cross_entropy(model(inputs).reshape(-1, shape.vocab), targets.reshape(-1))
         loss.backward()
         engine.wait_copied()

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 from gemini_ft.realrun.engine.checkpointer import Checkpointer
 from gemini_ft.realrun.engine.config import CheckpointConfig
+from gemini_ft.realrun.engine.manifest import Layout
 from gemini_ft.realrun.engine.shard import plan_shard
 from gemini_ft.realrun.engine.shm_store import ShmStore
 from gemini_ft.realrun.final_params import differences
@@ -58,6 +59,8 @@ def cuda_tests() -> Row:
 
 class OneRegion:
     """A shard that is one live CUDA tensor (the stand-in codec of the bandwidth and overhead checks)."""
+
+    layout = Layout()
 
     def __init__(self, state: torch.Tensor) -> None:
         self.state = state

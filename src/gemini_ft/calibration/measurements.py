@@ -87,7 +87,11 @@ def load_run(path: Path) -> Run:
     if raw is None:
         raise UserError("MEASUREMENTS", str(path), "not a measurements table: no gemini_ft.config metadata")
     try:
-        config = RealRunConfig.model_validate(json.loads(raw))
+        data = json.loads(raw)
+        if isinstance(data, dict):
+            # Runs recorded before the runner had FSDP were DDP + ZeRO-1 runs (and trained a GPT).
+            data.setdefault("parallelism", "ddp")
+        config = RealRunConfig.model_validate(data)
     except (ValidationError, ValueError, UserError) as exc:
         raise UserError(
             "MEASUREMENTS", str(path), f"its gemini_ft.config is not a real-run config ({_first_line(exc)})"

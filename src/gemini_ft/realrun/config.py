@@ -2,7 +2,7 @@
 
 The launcher validates the CLI flags into `RealRunConfig`, writes it as JSON into the run directory
 and every worker reads it back, so all processes train, checkpoint and fail by the same plan.
-`GPTShape` is the model's part of it: `tiny` (~0.2M parameters) or a count such as `1m`, `25m`, `1b`,
+`ModelShape` is the model's part of it: `tiny` (~0.2M parameters) or a count such as `1m`, `25m`, `1b`,
 the width picked by size and the depth filling the rest (torch-free, so the launcher checks it).
 """
 
@@ -28,34 +28,55 @@ _UNITS = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9}
 
 
 @dataclass(frozen=True)
-class GPTShape:
-    """Width, depth and context of the model; parameters ≈ 12·layers·width² + 2·vocab·width."""
+class ModelShape:
+    """Which model (gpt or llama), its width, depth, heads and context; about 12·layers·width² + 2·vocab·width
+    parameters (11·layers·width² for the Llama model, whose SwiGLU is 8/3 wide and keys and values half)."""
 
     width: int
     layers: int
     heads: int
     context: int
     vocab: int = VOCAB
+    kind: str = "gpt"
+
+    @property
+    def kv_heads(self) -> int:
+        """Key and value heads of the Llama model's grouped-query attention: half the query heads."""
+        return max(1, self.heads // 2)
+
+    @property
+    def ffn(self) -> int:
+        """Hidden width of the Llama model's SwiGLU: 8/3 of the width, rounded up to a multiple of 64."""
+        return -(-8 * self.width // (3 * 64)) * 64
+
+    @property
+    def block_parameters(self) -> int:
+        w = self.width
+        if self.kind == "llama":
+            kv = self.kv_heads * (w // self.heads)
+            return 2 * w * w + 2 * w * kv + 3 * w * self.ffn + 2 * w
+        return 12 * w * w + 13 * w
 
     @property
     def parameters(self) -> int:
         w = self.width
-        block = 12 * w * w + 13 * w
-        return self.layers * block + 2 * self.vocab * w + self.context * w + 2 * w
+        outside = 2 * self.vocab * w + (w if self.kind == "llama" else self.context * w + 2 * w)
+        return self.layers * self.block_parameters + outside
 
 
-def parse_model_size(text: str) -> GPTShape:
-    """`tiny` or a parameter count with an optional k/m/b suffix, between 100k and 2b."""
+def parse_model_size(text: str, kind: str = "gpt") -> ModelShape:
+    """`tiny` or a parameter count with an optional k/m/b suffix, between 100k and 2b, for `kind`."""
     text = text.strip().lower()
     if text == "tiny":
-        return GPTShape(width=64, layers=2, heads=2, context=32)
+        return ModelShape(width=64, layers=2, heads=2, context=32, kind=kind)
     match = _SIZE.match(text)
     target = float(match.group(1)) * _UNITS[match.group(2)] if match else -1
     if not 1e5 <= target <= 2e9:
         raise UserError("model_size", text, "'tiny' or a parameter count from 100k to 2b, e.g. 1m, 50m, 1b")
     width = 128 if target < 3e6 else 256 if target < 3e7 else 768 if target < 3e8 else 2048
-    layers = max(1, round((target - 2 * VOCAB * width) / (12 * width * width)))
-    return GPTShape(width=width, layers=layers, heads=max(1, width // 64), context=64)
+    probe = ModelShape(width=width, layers=1, heads=max(1, width // 64), context=64, kind=kind)
+    layers = max(1, round((target - 2 * VOCAB * width) / probe.block_parameters))
+    return ModelShape(width=width, layers=layers, heads=probe.heads, context=64, kind=kind)
 
 
 class RealRunConfig(BaseModel):
@@ -66,6 +87,29 @@ class RealRunConfig(BaseModel):
     machines: int = Field(2, ge=1, le=64, description="Emulated machines (one torchrun agent each).")
     procs_per_machine: int = Field(1, ge=1, le=16, description="Training processes per machine.")
     model_size: str = Field("tiny", description="'tiny' or a parameter count such as 1m, 50m, 1b.")
+    model: Literal["gpt", "llama"] = Field(
+        "gpt",
+        description="gpt (LayerNorm, learned positions, GELU MLP) or llama (RMSNorm, rotary embeddings, SwiGLU,"
+        " grouped-query attention).",
+    )
+    parallelism: Literal["ddp", "fsdp", "hsdp"] = Field(
+        "fsdp",
+        description="fsdp: FSDP2 (ZeRO-3) per block and the root on a 1-D mesh; hsdp: a 2-D mesh, replicate"
+        " × shard (every shard has copies in the other replica groups); ddp: DDP + ZeRO-1.",
+    )
+    hsdp_shard: int | None = Field(
+        None, ge=1, description="With hsdp: ranks per shard group (default: procs_per_machine, one machine)."
+    )
+    dtype: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: forward and backward in bfloat16, gradients reduced in fp32; the shard keeps fp32"
+        " master weights and AdamW's two moments (12 bytes per parameter) either way.",
+    )
+    grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in the backward pass instead of keeping them."
+    )
+    clip_grad_norm: float | None = Field(None, gt=0, description="Clip the gradients' total norm to this.")
     placement: Literal[REAL_PLACEMENTS] = Field(  # type: ignore[valid-type]
         "group", description="Replica placement (gemini_ft.placement.layout)."
     )
@@ -157,7 +201,24 @@ class RealRunConfig(BaseModel):
         check_tracker(self.track)
         if self.track_online and self.track != "wandb":
             raise UserError("track_online", True, "is for track = wandb")
+        if self.hsdp_shard is not None:
+            if self.parallelism != "hsdp":
+                raise UserError("hsdp_shard", self.hsdp_shard, "is for parallelism = hsdp")
+            if self.world_size % self.hsdp_shard:
+                raise UserError(
+                    "hsdp_shard",
+                    self.hsdp_shard,
+                    f"must divide the world size, machines × procs = {self.world_size}",
+                )
         return self
+
+    @property
+    def mesh_shape(self) -> tuple[int, ...]:
+        """The device mesh: (world,) for ddp and fsdp, (replicate, shard) for hsdp."""
+        if self.parallelism != "hsdp":
+            return (self.world_size,)
+        shard = self.hsdp_shard or self.procs_per_machine
+        return (self.world_size // shard, shard)
 
     @property
     def chunk_bytes(self) -> int:

@@ -24,7 +24,7 @@ EVENTS = (
     "lost_steps", "persist", "persistent_rejected", "local_rejected", "step", "disk_save", "disk_load",
     "skip",
 )  # fmt: skip
-SOURCES = ("local", "peer", "persistent", "fresh", "disk")
+SOURCES = ("local", "replica", "peer", "persistent", "fresh", "disk")
 COLUMNS = (
     "run_id", "rank", "machine", "event", "step", "bytes", "duration_s", "source", "peer", "t_s", "ok", "detail",
     "loss",
@@ -147,7 +147,7 @@ def summarize(frame: pd.DataFrame) -> dict:
         checkpoint["replicas_received"] = int(received.ok.sum())
         checkpoint["replicas_rejected"] = int((~received.ok).sum())  # incomplete or failed their checksum
     recovery: dict = {}
-    for source in ("local", "peer", "persistent"):
+    for source in ("local", "replica", "peer", "persistent"):
         rows = by_event["retrieve"][by_event["retrieve"].source == source]
         if len(rows):
             recovery[f"retrieve_{source}"] = _timed(rows)

@@ -19,6 +19,7 @@ from gemini_ft.realrun.engine.checksums import CHECKSUM_CHUNK
 from gemini_ft.realrun.engine.config import CheckpointConfig
 from gemini_ft.realrun.engine.copy_engine import HostCopier, split_chunks
 from gemini_ft.realrun.engine.local_transport import LocalNetwork
+from gemini_ft.realrun.engine.manifest import Layout
 from gemini_ft.realrun.engine.shard import Region, plan_shard
 from gemini_ft.realrun.engine.shm_store import ShmStore
 from gemini_ft.realrun.measurements import EventLog, read_events
@@ -28,6 +29,8 @@ MIB = 1 << 20
 
 class FakeCodec:
     """Two live tensors (~9 and ~3 MiB) as a shard: three 4 MiB copy chunks."""
+
+    layout = Layout()
 
     def __init__(self) -> None:
         self.a = torch.arange(9 * MIB // 4, dtype=torch.int32)

@@ -185,6 +185,7 @@ class Checkpointer:
             CHECKSUM_CHUNK,
             tuple(snapshot.checksums()),
             tuple(snapshot.entries),
+            self.codec.layout,
         )
         self.store.commit(snapshot.slot, manifest)
         self.events.log(

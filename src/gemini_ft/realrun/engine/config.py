@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from gemini_ft.realrun.engine.manifest import Layout
+
 # A chunk is a message of its own: below 1 KiB the per-message overhead dominates.
 MIN_CHUNK_BYTES = 1024
 GPU_SNAPSHOT = ("auto", "on", "off")
@@ -75,8 +77,19 @@ class RecoveryConfig:
     """The run directory, whose `persistent/` holds the persistent checkpoints."""
     chunk_bytes: int = 4 << 20
     """Message size when a shard is fetched from a peer."""
+    layouts: tuple[Layout, ...] = ()
+    """The layout each rank's shard has in this job (by rank); a copy of another layout is refused.
+    Empty: layouts are not checked (a job of one parallelism, in the engine's own tests)."""
+    twins: tuple[tuple[int, ...], ...] = ()
+    """By rank, the other ranks whose shard holds the same state (HSDP's replica groups): a lost shard
+    is fetched from one of them first. Empty: no rank has a twin."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layouts", tuple(self.layouts))
+        object.__setattr__(self, "twins", tuple(tuple(group) for group in self.twins))
+        for name in ("layouts", "twins"):
+            if getattr(self, name) and len(getattr(self, name)) != self.world_size:
+                raise ValueError(f"{name}: one per rank of world_size = {self.world_size}")
         for name in ("world_size", "procs_per_machine"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:

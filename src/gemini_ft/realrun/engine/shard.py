@@ -1,11 +1,13 @@
-"""A rank's checkpoint shard: its ZeRO partition of the parameters plus their AdamW state, as flat bytes.
+"""A rank's checkpoint shard: the local part of the parameters it owns plus their optimizer state, as flat bytes.
 
-`make_optimizer` builds the ZeRO optimizer so the shard is contiguous in memory: the rank's
-parameters are views into one bucket (`parameters_as_bucket_view`), and `ShardCodec` packs the
-optimizer state into one arena per (device, dtype). A snapshot then copies two or three large
-regions instead of hundreds of tensors — one large copy runs at memcpy bandwidth, hundreds of small
-ones from a background thread reach about two thirds of it (measured here: ~15 vs ~11 GB/s). AdamW
-updates its state in place, so the views stay valid for the whole run.
+Which parameters a rank owns is the parallelism's business (the worker's `parallel` module): ZeRO-1
+gives each rank a partition of whole parameters, FSDP2 and HSDP every parameter's local shard (a
+DTensor's `to_local()`, a view of FSDP's own storage). `ShardCodec` takes them with the optimizer
+and the shard's `Layout`, and packs the optimizer state into one arena per (device, dtype) — for a
+DTensor parameter, a DTensor whose local tensor is a view into the arena. A snapshot then copies few
+large regions instead of hundreds of tensors — one large copy runs at memcpy bandwidth, hundreds of
+small ones from a background thread reach about two thirds of it (measured here: ~15 vs ~11 GB/s).
+AdamW updates its state in place, so the views stay valid for the whole run.
 
 `ShardCodec.plan()` maps the shard onto a flat buffer: the named entries (what a manifest records)
 and the copy regions (what a snapshot or a local restore moves). The layout follows the memory
@@ -15,17 +17,15 @@ layout, so a storage whose tensors tile it exactly is one region.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch import nn
-from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.distributed.tensor import DTensor
 
-from gemini_ft.realrun.engine.manifest import ALIGN, DTYPES, Entry
+from gemini_ft.realrun.engine.manifest import ALIGN, DTYPES, Entry, Layout
 
 _TORCH_DTYPES = {
     "float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -42,11 +42,13 @@ def torch_dtype(name: str) -> torch.dtype:
         raise ValueError(f"dtype {name!r} is not one a shard may hold ({', '.join(DTYPES)})") from None
 
 
-def make_optimizer(model: nn.Module, lr: float) -> ZeroRedundancyOptimizer:
-    """ZeRO-1 AdamW whose per-rank parameters are views into one contiguous bucket."""
-    return ZeroRedundancyOptimizer(
-        model.parameters(), optimizer_class=torch.optim.AdamW, lr=lr, parameters_as_bucket_view=True
-    )
+class ShardMismatch(ValueError):
+    """A shard whose tensors are not this rank's (other names, dtypes or shapes): never loaded."""
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """The part of `tensor` this rank holds: a DTensor's local shard (no copy), else the tensor."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor.detach()
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,9 @@ def host_copy(dst: torch.Tensor, src: torch.Tensor) -> None:
     np.copyto(dst.numpy(), src.numpy())
 
 
-def plan_shard(named: list[tuple[str, torch.Tensor]]) -> ShardPlan:
+def plan_shard(
+    named: list[tuple[str, torch.Tensor]], global_shapes: dict[str, tuple[int, ...]] | None = None
+) -> ShardPlan:
     """Lay `named` tensors out as one flat shard: tensors that tile one storage exactly share a region.
 
     A region is a contiguous byte range of live memory copied with one memcpy; regions sit at
@@ -120,45 +124,64 @@ def plan_shard(named: list[tuple[str, torch.Tensor]]) -> ShardPlan:
         for start, name, _ in members:
             offsets[name] = offset + start - low
         offset += -(-length // ALIGN) * ALIGN
+    shapes = global_shapes or {}
     entries = [
-        Entry(name, str(t.dtype).removeprefix("torch."), tuple(t.shape), offsets[name], _nbytes(t))
+        Entry(name, str(t.dtype).removeprefix("torch."), tuple(t.shape), offsets[name], _nbytes(t),
+              shapes.get(name, tuple(t.shape)))
         for name, t in named
-    ]
+    ]  # fmt: skip
     return ShardPlan(entries, offset, regions)
 
 
 class ShardCodec:
-    """The named tensors of this rank's checkpoint shard, how they map to flat bytes, and how to load them."""
+    """The named local tensors of this rank's checkpoint shard, how they map to flat bytes, and how to
+    load them back in place.
 
-    def __init__(self, model: nn.Module, optimizer: ZeroRedundancyOptimizer) -> None:
-        names = {param: name for name, param in model.named_parameters()}
-        self.optimizer = optimizer
-        self.local = optimizer.optim  # the rank-local optimizer over this rank's partition
-        self.params = [(names[p], p) for group in self.local.param_groups for p in group["params"]]
+    `params`: (fully qualified name, parameter) of every parameter whose optimizer state this rank
+    holds in `optimizer`; `extra`: more named tensors of the training state (the data stream's
+    position); `layout`: what the manifest records and what a load must match; `after_load`: what the
+    parallelism needs once every rank has loaded (ZeRO-1: each rank broadcasts its partition).
+    """
+
+    def __init__(
+        self,
+        params: Sequence[tuple[str, torch.Tensor]],
+        optimizer: torch.optim.Optimizer,
+        layout: Layout,
+        *,
+        extra: Sequence[tuple[str, torch.Tensor]] = (),
+        after_load: Callable[[], None] | None = None,
+    ) -> None:
+        self.params = list(params)
         self.by_name = dict(self.params)
+        self.optimizer, self.layout = optimizer, layout
+        self.extra = list(extra)
+        self._after_load = after_load
         self._pack_state()
 
-    def tensors(self) -> list[tuple[str, torch.Tensor]]:
+    def _named(self) -> list[tuple[str, torch.Tensor]]:
+        """Every tensor of the shard, as the live (possibly distributed) tensor."""
         out = []
         for name, param in self.params:
-            out.append((f"param/{name}", param.detach()))
-            state = self.local.state.get(param, {})
-            out += [
-                (f"optim/{name}/{key}", value)
-                for key, value in sorted(state.items())
-                if isinstance(value, torch.Tensor)
-            ]
-        return out
+            out.append((f"param/{name}", param))
+            state = self.optimizer.state.get(param, {})
+            out += [(f"optim/{name}/{key}", v) for key, v in sorted(state.items()) if torch.is_tensor(v)]
+        return out + [(f"extra/{name}", tensor) for name, tensor in self.extra]
+
+    def tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """Every tensor of the shard as this rank holds it (a DTensor's local part)."""
+        return [(name, local(tensor)) for name, tensor in self._named()]
 
     def _pack_state(self) -> None:
         """Move the optimizer state into one arena per (device, dtype), creating AdamW's initial state.
 
         Creating it now (step 0, zero moments — exactly what AdamW's first step would create) also
-        gives a persistent checkpoint taken before the first step tensors to load into.
+        gives a persistent checkpoint taken before the first step tensors to load into. A DTensor
+        moment stays a DTensor (the optimizer computes on it) whose local part is the arena's view.
         """
         found: list[tuple[dict, str, torch.Tensor]] = []
         for _, param in self.params:
-            state = self.local.state.setdefault(param, {})
+            state = self.optimizer.state.setdefault(param, {})
             if not state:
                 state.update(
                     step=torch.tensor(0.0),
@@ -168,24 +191,48 @@ class ShardCodec:
             found += [(state, key, value) for key, value in sorted(state.items()) if torch.is_tensor(value)]
         sizes: dict[tuple[torch.device, torch.dtype], int] = defaultdict(int)
         for _, _, value in found:
-            sizes[(value.device, value.dtype)] += value.numel()
+            part = local(value)
+            sizes[(part.device, part.dtype)] += part.numel()
         arenas = {key: torch.empty(n, dtype=key[1], device=key[0]) for key, n in sizes.items()}
         used: dict[tuple[torch.device, torch.dtype], int] = defaultdict(int)
         with torch.no_grad():
             for state, key, value in found:
-                arena_key = (value.device, value.dtype)
+                part = local(value)
+                arena_key = (part.device, part.dtype)
                 start = used[arena_key]
-                view = arenas[arena_key][start : start + value.numel()].view(value.shape)
-                view.copy_(value)
+                view = arenas[arena_key][start : start + part.numel()].view(part.shape)
+                view.copy_(part)
+                if isinstance(value, DTensor):
+                    view = DTensor.from_local(
+                        view, value.device_mesh, value.placements, run_check=False, shape=value.shape,
+                        stride=value.stride(),
+                    )  # fmt: skip
                 state[key] = view
-                used[arena_key] = start + value.numel()
+                used[arena_key] = start + part.numel()
 
     def plan(self) -> ShardPlan:
         """Entries and copy regions of the shard as it is laid out in memory now."""
-        return plan_shard(self.tensors())
+        named = self._named()
+        return plan_shard(
+            [(name, local(t)) for name, t in named], {name: tuple(t.shape) for name, t in named}
+        )
+
+    def check(self, entries: Sequence[Entry]) -> None:
+        """A ShardMismatch unless `entries` name exactly this shard's tensors with their dtypes and shapes."""
+        mine = {e.name: (e.dtype, e.shape, e.global_shape) for e in self.plan().entries}
+        theirs = {e.name: (e.dtype, e.shape, e.global_shape) for e in entries}
+        if mine != theirs:
+            missing, unknown = sorted(mine.keys() - theirs.keys()), sorted(theirs.keys() - mine.keys())
+            changed = sorted(n for n in mine.keys() & theirs.keys() if mine[n] != theirs[n])
+            raise ShardMismatch(
+                f"the shard's tensors differ from this rank's: missing {missing[:3]}, unknown {unknown[:3]},"
+                f" other dtype or shape {changed[:3]}"
+            )
 
     def load(self, entries: Sequence[Entry], data: memoryview) -> None:
-        """Copy a shard's bytes into this rank's parameters and optimizer state, in place."""
+        """Copy a shard's bytes into this rank's parameters, optimizer state and extra tensors, in place
+        (ShardMismatch, and nothing copied, for a shard of other tensors)."""
+        self.check(entries)
         flat = torch.frombuffer(data, dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)
         plan = self.plan()
         with torch.no_grad():
@@ -195,25 +242,12 @@ class ShardCodec:
                 for region in plan.regions:
                     region.source.copy_(flat[region.offset : region.offset + region.nbytes])
                 return
-            for entry in entries:  # another layout (e.g. another version): tensor by tensor
-                kind, _, rest = entry.name.partition("/")
+            targets = dict(self.tensors())
+            for entry in entries:  # the same tensors laid out otherwise (another version): one by one
                 value = flat[entry.offset : entry.offset + entry.nbytes].view(torch_dtype(entry.dtype))
-                value = value.reshape(entry.shape)
-                if kind == "param":
-                    self.by_name[rest].copy_(value)
-                    continue
-                name, _, key = rest.rpartition("/")
-                state = self.local.state.setdefault(self.by_name[name], {})
-                current = state.get(key)
-                if torch.is_tensor(current) and current.shape == value.shape and current.dtype == value.dtype:
-                    current.copy_(value)
-                else:
-                    device = self.by_name[name].device if key != "step" else torch.device("cpu")
-                    state[key] = value.clone().to(device)
+                targets[entry.name].copy_(value.reshape(entry.shape))
 
-    def broadcast_params(self) -> None:
-        """Every rank gets every parameter from the rank whose shard owns it (as ZeRO does after a step)."""
-        for rank, groups in enumerate(self.optimizer._partition_parameters()):
-            for group in groups:
-                for param in group["params"]:
-                    dist.broadcast(param.data, src=rank)
+    def after_load(self) -> None:
+        """What the parallelism needs once every rank has loaded its shard (collective where it is)."""
+        if self._after_load is not None:
+            self._after_load()

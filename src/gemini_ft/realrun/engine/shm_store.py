@@ -188,6 +188,10 @@ class ShmStore:
             return f"its data file holds {size} bytes, its manifest says {expected}"
         return None
 
+    def reject(self, owner: int, slot: int, step: int | None, why: str) -> None:
+        """Uncommit `slot` of `owner` for a reason found outside the store (a layout of another job)."""
+        self._reject(owner, slot, step, why)
+
     def _reject(self, owner: int, slot: int, step: int | None, why: str) -> None:
         # Uncommitted first, so no later look (this process's or a restarted one's) can take it.
         self._manifest_path(owner, slot).unlink(missing_ok=True)

@@ -64,7 +64,7 @@ class RunResult:
 def validate(cfg: RealRunConfig) -> None:
     """Every user mistake becomes a UserError before anything starts."""
     build_placement(cfg.placement, cfg.machines, cfg.replicas)
-    parse_model_size(cfg.model_size)
+    parse_model_size(cfg.model_size, cfg.model)
     parse_failures(list(cfg.failures), cfg.machines, cfg.procs_per_machine, cfg.steps)
     check_out(cfg.out, cfg.force)
     if cfg.track != "none" and cfg.track_dir is not None:  # refused now, not warned about mid-run

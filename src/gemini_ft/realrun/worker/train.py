@@ -1,4 +1,5 @@
-"""The training entry point launched by torchrun: DDP + ZeRO over a small GPT, checkpointed in memory.
+"""The training entry point launched by torchrun: a GPT or Llama model under FSDP2, HSDP or DDP + ZeRO-1,
+checkpointed in memory.
 
 Each worker joins the job with a stable logical rank (machine × procs + local rank, so a machine's
 shared memory always holds the same shards), recovers from the newest complete in-memory checkpoint
@@ -12,6 +13,7 @@ The worker wires the engine (`gemini_ft.realrun.engine`) from the run's config: 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import threading
 import time
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
+from torch.distributed.tensor import DTensor
 
 from gemini_ft.placement.layout import build_placement
 from gemini_ft.realrun.config import RealRunConfig, parse_model_size
@@ -35,14 +37,16 @@ from gemini_ft.realrun.engine.recovery import (
     report_rejections,
     save_persistent,
 )
-from gemini_ft.realrun.engine.shard import ShardCodec, make_optimizer
+from gemini_ft.realrun.engine.shard import ShardCodec
 from gemini_ft.realrun.engine.shm_store import ShmStore
 from gemini_ft.realrun.engine.transport import GlooTransport
 from gemini_ft.realrun.faults import FaultInjector, parse_failures
 from gemini_ft.realrun.final_params import write_final_params
 from gemini_ft.realrun.markers import last_failure_time, newest_failure
 from gemini_ft.realrun.measurements import EventLog, write_engine_info
-from gemini_ft.realrun.worker.model import build_model, ordered_allreduce_hook, synthetic_batch
+from gemini_ft.realrun.worker.data import SyntheticStream
+from gemini_ft.realrun.worker.model import build_model
+from gemini_ft.realrun.worker.parallel import Parallel, parallelize
 
 
 def checkpoint_config(
@@ -65,14 +69,43 @@ def checkpoint_config(
     )
 
 
-def recovery_config(cfg: RealRunConfig, rank: int) -> RecoveryConfig:
+def recovery_config(cfg: RealRunConfig, rank: int, par: Parallel) -> RecoveryConfig:
     return RecoveryConfig(
         rank=rank,
         world_size=cfg.world_size,
         procs_per_machine=cfg.procs_per_machine,
         run_dir=cfg.out,
         chunk_bytes=cfg.chunk_bytes,
+        layouts=par.layouts,
+        twins=par.twins,
     )
+
+
+def _train_step(
+    cfg: RealRunConfig, par: Parallel, stream: SyntheticStream, vocab: int, device: torch.device,
+    checkpointer: Checkpointer,
+) -> torch.Tensor:  # fmt: skip
+    """Forward and backward over `grad_accum` micro-batches (gradients reduced on the last), then the
+    clipping; returns the step's mean loss. The optimizer steps after this."""
+    total = torch.zeros((), device=device)
+    for micro in range(cfg.grad_accum):
+        inputs, targets = stream.batch(micro)
+        last = micro == cfg.grad_accum - 1
+        with contextlib.nullcontext() if last else par.no_sync(), par.autocast():
+            logits = par.module(inputs.to(device))
+            loss = (
+                torch.nn.functional.cross_entropy(
+                    logits.float().reshape(-1, vocab), targets.to(device).reshape(-1)
+                )
+                / cfg.grad_accum
+            )
+            loss.backward()
+        total += loss.detach()
+    checkpointer.wait_copied()  # the previous snapshot must be in memory before the state changes
+    stream.advance(cfg.grad_accum)  # the data position is state too
+    if cfg.clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(par.model.parameters(), cfg.clip_grad_norm)
+    return total
 
 
 def _join(cfg: RealRunConfig, rank: int, device: torch.device) -> None:
@@ -155,12 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_group = dist.new_group(backend="gloo")  # checkpoint traffic never queues behind gradients
     events.log("restart", -1, duration_s=time.time() - process_start)
 
-    shape = parse_model_size(cfg.model_size)
-    model = build_model(shape, cfg.seed).to(device)
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None, bucket_cap_mb=25)
-    ddp.register_comm_hook(None, ordered_allreduce_hook)
-    optimizer = make_optimizer(model, cfg.lr)
-    codec = ShardCodec(model, optimizer)
+    shape = parse_model_size(cfg.model_size, cfg.model)
+    model = build_model(cfg.model, shape, cfg.seed).to(device)
+    stream = SyntheticStream(cfg.seed, rank, cfg.batch_size, shape)
+    par = parallelize(cfg, model, device, rank, extra=[("data_position", stream.position)])
+    codec, optimizer = par.codec, par.optimizer
     store = ShmStore(os.environ["GEMINI_FT_SHM"], machine)
     faults = FaultInjector(
         parse_failures(list(cfg.failures), cfg.machines, cfg.procs_per_machine, cfg.steps),
@@ -171,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     fired = newest_failure(run_dir) if failed_at is not None else None
     if fired is not None:  # memory damaged while the workers restart, before anyone looks at it
         faults.on_restart(fired.step, store.dir)
-    recovery = recovery_config(cfg, rank)
+    recovery = recovery_config(cfg, rank, par)
     try:
         plan = plan_recovery(recovery, store, ckpt_group)
         recover(plan, recovery, store, codec, transport, events)
@@ -196,13 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpointer.wait_done()
             faults.check(step, "step")
         start = time.perf_counter()
-        inputs, targets = synthetic_batch(cfg.seed, step, rank, cfg.batch_size, shape)
-        logits = ddp(inputs.to(device))
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, shape.vocab), targets.to(device).reshape(-1)
-        )
-        loss.backward()
-        checkpointer.wait_copied()  # the previous snapshot must be in memory before the state changes
+        loss = _train_step(cfg, par, stream, shape.vocab, device, checkpointer)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % cfg.ckpt_every == 0:
@@ -220,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         first = False
     checkpointer.close()
     write_engine_info(
-        run_dir, rank, {"device": str(device), "path": checkpointer.path, "skipped": checkpointer.skipped}
-    )
+        run_dir, rank,
+        {"device": str(device), "path": checkpointer.path, "skipped": checkpointer.skipped,
+         "parallelism": cfg.parallelism, "dtype": cfg.dtype, "shard_bytes": codec.plan().nbytes,
+         "bytes_per_parameter": round(par.shard_bytes_per_parameter(), 3)},
+    )  # fmt: skip
     _write_final(run_dir, rank, model)
     if cfg.disk_baseline:
         _disk_baseline(codec, rank, run_dir, cfg.steps, events)
@@ -241,9 +270,14 @@ def _persist(
 
 
 def _write_final(run_dir: Path, rank: int, model: torch.nn.Module) -> None:
-    """The final parameters as flat bytes with an index (rank 0), so runs can be compared bit for bit."""
+    """The final parameters as flat bytes with an index (rank 0), so runs can be compared bit for bit.
+    A sharded parameter is gathered whole first (a collective: every rank takes part)."""
+    state = {
+        name: value.full_tensor() if isinstance(value, DTensor) else value
+        for name, value in model.state_dict().items()
+    }
     if rank == 0:
-        write_final_params(run_dir, model.state_dict())
+        write_final_params(run_dir, state)
 
 
 def _disk_baseline(codec: ShardCodec, rank: int, run_dir: Path, step: int, events: EventLog) -> None:

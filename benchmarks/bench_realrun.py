@@ -1,14 +1,16 @@
 """Benchmark of the real runner's checkpoint engine, each figure against a reference from the same run.
 
-  snapshot     copy of a rank's ZeRO shard into shared memory  vs  memcpy bandwidth (libc, one core)
+  snapshot     copy of a rank's shard into shared memory       vs  memcpy bandwidth (libc, one core)
   replication  shard sent to a peer and verified (gloo)        vs  raw gloo send/recv bandwidth
   recovery     restart from local memory                       vs  DCP load from fsynced disk, cold and warm cache
   overhead     iteration time, checkpoint every iteration      vs  the same iterations without checkpoints
   tracking     iteration time while the launcher tracks them   vs  the same iterations untracked (alternating blocks)
 
-Usage: python benchmarks/bench_realrun.py [--gib 1.0] [--pairs 12] [--track-pairs 6] [--track wandb]
-[--only-tracking]. The model is the real GPT sized so its shard (fp32 weights + AdamW m, v) is about
---gib; one rank holds the whole shard.
+Usage: python benchmarks/bench_realrun.py [--gib 1.0] [--parallelism fsdp|ddp] [--pairs 12] [--track-pairs 6]
+[--track wandb] [--only-tracking]. The model is the real GPT sized so its shard (fp32 weights + AdamW m, v)
+is about --gib; one rank holds the whole shard (FSDP2 on a mesh of one: the shard is hundreds of
+per-parameter local tensors, as FSDP2 holds them; ddp: ZeRO-1's one bucket). The persistent checkpoint's
+training stall, synchronous against asynchronous, is benchmarks/bench_persist.py.
 Run as root, the cold-cache recovery drops the machine's page cache (/proc/sys/vm/drop_caches) and
 says so; otherwise it evicts only the checkpoint's files.
 """
@@ -39,11 +41,12 @@ import torch.multiprocessing as mp
 
 from gemini_ft.realrun.config import RealRunConfig, parse_model_size
 from gemini_ft.realrun.engine import replication
+from gemini_ft.realrun.engine.backup import load_into, save_persistent
 from gemini_ft.realrun.engine.checkpointer import Checkpointer
 from gemini_ft.realrun.engine.checksums import CHECKSUM_CHUNK, chunk_checksums
 from gemini_ft.realrun.engine.config import CheckpointConfig, RecoveryConfig
 from gemini_ft.realrun.engine.manifest import Manifest, build_layout
-from gemini_ft.realrun.engine.recovery import load_into, plan_recovery, recover, save_persistent
+from gemini_ft.realrun.engine.recovery import plan_recovery, recover
 from gemini_ft.realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
 from gemini_ft.realrun.engine.shard import ShardCodec
 from gemini_ft.realrun.engine.shm_store import ShmStore
@@ -56,7 +59,6 @@ from gemini_ft.realrun.worker.parallel import parallelize
 from gemini_ft.realrun.worker.train import drop_page_cache
 
 GIB = 1024**3
-PARALLELISM = "fsdp"  # the default of --parallelism
 CHUNK_BYTES = int(RealRunConfig().chunk_mib * 2**20)  # the engine's default replication chunk
 
 
@@ -94,10 +96,11 @@ class _Rank:
     shm: ShmStore
     events: EventLog
     engine: Checkpointer
+    stream: SyntheticStream
 
 
 @contextlib.contextmanager
-def _one_rank(gib: float, work: Path, parallelism: str = PARALLELISM) -> Iterator[_Rank]:
+def _one_rank(gib: float, work: Path, parallelism: str) -> Iterator[_Rank]:
     """The real GPT sized so its shard is about `gib`, stepped once; torn down (memory, group) after."""
     store_ = dist.TCPStore("127.0.0.1", _free_port(), 1, True, timeout=timedelta(seconds=600))
     dist.init_process_group("gloo", store=store_, rank=0, world_size=1)
@@ -108,7 +111,6 @@ def _one_rank(gib: float, work: Path, parallelism: str = PARALLELISM) -> Iterato
         cfg, build_model(cfg.model, shape, 0), torch.device("cpu"), 0, [("data_position", stream.position)]
     )
     model, optimizer, codec = par.module, par.optimizer, par.codec
-    model.stream = stream  # the iterations below draw their batches from it
     _train_step(model, stream, shape)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -119,20 +121,20 @@ def _one_rank(gib: float, work: Path, parallelism: str = PARALLELISM) -> Iterato
     try:
         events = EventLog(work, "bench", 0, 0, time.time())
         engine = Checkpointer(CheckpointConfig(rank=0, chunk_bytes=CHUNK_BYTES), shm, codec, events)
-        yield _Rank(shape, model, optimizer, codec, shm, events, engine)
+        yield _Rank(shape, model, optimizer, codec, shm, events, engine, stream)
     finally:
         shm.wipe()
         shm.root.rmdir()
         dist.destroy_process_group()
 
 
-def bench_single(gib: float, pairs: int, work: Path, track_pairs: int, track: str) -> dict:
-    with _one_rank(gib, work) as rank:
+def bench_single(gib: float, pairs: int, work: Path, track_pairs: int, track: str, parallelism: str) -> dict:
+    with _one_rank(gib, work, parallelism) as rank:
         return _single(rank, pairs, work, track_pairs, track)
 
 
-def bench_tracking(gib: float, work: Path, track_pairs: int, track: str) -> dict:
-    with _one_rank(gib, work) as rank:
+def bench_tracking(gib: float, work: Path, track_pairs: int, track: str, parallelism: str) -> dict:
+    with _one_rank(gib, work, parallelism) as rank:
         return _tracking_overhead(rank, track_pairs, work, track)
 
 
@@ -172,17 +174,17 @@ def _single(rank: _Rank, pairs: int, work: Path, track_pairs: int, track: str) -
     local_s = _best(local_recovery, 3)
     disk = work / "dcp"
     start = time.perf_counter()
-    save_persistent(codec, 0, disk, 0)
+    save_persistent(codec, 0, disk, 0, 1, "bench")
     disk_save_s = time.perf_counter() - start
     dropped = _drop_caches(disk)
     start = time.perf_counter()
-    load_into(codec, 0, disk, 0)
+    load_into(codec, 0, disk, 0, 1)
     cold_s = time.perf_counter() - start
-    warm_s = _best(lambda: load_into(codec, 0, disk, 0), 2)
+    warm_s = _best(lambda: load_into(codec, 0, disk, 0, 1), 2)
 
     def iteration(checkpoint: bool, step: int) -> float:
         start = time.perf_counter()
-        _train_step(model, model.stream, shape)
+        _train_step(model, rank.stream, shape)
         engine.wait_copied()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -204,7 +206,7 @@ def _single(rank: _Rank, pairs: int, work: Path, track_pairs: int, track: str) -
     engine.wait_done()
     tracking = _tracking_overhead(rank, track_pairs, work, track)
     return {
-        "bytes": total, "memcpy_s": memcpy_s, "snapshot_s": snapshot_s, "committed_s": committed_s,
+        "bytes": total, "regions": len(codec.plan().regions), "memcpy_s": memcpy_s, "snapshot_s": snapshot_s, "committed_s": committed_s,
         "local_s": local_s, "disk_save_s": disk_save_s, "cold_s": cold_s, "warm_s": warm_s,
         "cache_dropped": dropped, "plain_s": statistics.median(plain), "ckpt_s": statistics.median(with_ckpt),
         "overhead": statistics.median(c / p for c, p in zip(with_ckpt, plain, strict=True)) - 1,
@@ -259,7 +261,7 @@ def _tracking_overhead(rank: _Rank, pairs: int, work: Path, kind: str) -> dict:
         engine.events = logs[on]  # the snapshot's and commit's events go where the step's go
         start = time.perf_counter()
         step += 1
-        inputs, targets = model.stream.next()
+        inputs, targets = rank.stream.next()
         loss = torch.nn.functional.cross_entropy(model(inputs).reshape(-1, shape.vocab), targets.reshape(-1))
         loss.backward()
         engine.wait_copied()
@@ -398,6 +400,9 @@ def main() -> int:
     )
     parser.add_argument("--gib", type=float, default=1.0, help="checkpoint state size in GiB (default 1)")
     parser.add_argument(
+        "--parallelism", choices=("fsdp", "ddp"), default="fsdp", help="how the shard is held"
+    )
+    parser.add_argument(
         "--pairs", type=int, default=12, help="overhead: iteration pairs without/with checkpoint"
     )
     parser.add_argument(
@@ -416,18 +421,19 @@ def main() -> int:
     if args.only_tracking:  # a minute or two, and leaves the page cache alone
         with tempfile.TemporaryDirectory(prefix="bench-realrun-") as tmp:
             _tracking_lines(
-                bench_tracking(args.gib, Path(tmp), args.track_pairs, args.track),
+                bench_tracking(args.gib, Path(tmp), args.track_pairs, args.track, args.parallelism),
                 args.track,
                 args.track_pairs,
             )
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-realrun-") as tmp:
         work = Path(tmp)
-        single = bench_single(args.gib, args.pairs, work, args.track_pairs, args.track)
+        single = bench_single(args.gib, args.pairs, work, args.track_pairs, args.track, args.parallelism)
         nbytes = single["bytes"]
         replication = bench_replication(nbytes, work, args.in_flight)
     gb = nbytes / 1e9
-    print(f"state per rank: {nbytes / GIB:.3f} GiB; page cache: {single['cache_dropped']}")
+    print(f"{args.parallelism}: state per rank {nbytes / GIB:.3f} GiB in {single['regions']} regions;"
+          f" page cache: {single['cache_dropped']}")  # fmt: skip
     _line(
         "snapshot copy (GB/s)",
         gb / single["snapshot_s"],

@@ -12,14 +12,18 @@ uninterrupted run of the same topology, within its time limit, leaving no shared
 process behind. Prints one table.
 
 Usage: python benchmarks/soak_realrun.py --schedules 20 [--seed 0] [--out DIR] [--time-limit 300]
-[--max-machines 4] [--device cpu]. Exit status 0 only if every schedule was bit-exact, nothing was left behind and
-every damaged checkpoint, persistent or in memory, was refused.
+[--max-machines 4] [--device cpu] [--parallelism fsdp,hsdp,ddp] [--kinds ...]. Each schedule draws its
+parallelism from --parallelism (hsdp: two ranks per machine, so a machine is a shard group). Without --out the
+run directories live in a temporary directory, and those of schedules with a problem are kept in
+./soak-problems/. Exit status 0 only if every schedule was bit-exact, nothing was left behind and every damaged
+checkpoint, persistent or in memory, was refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -85,13 +89,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def draw_topology(rng: np.random.Generator, max_machines: int) -> dict:
-    machines = int(rng.integers(2, max_machines + 1))
+def draw_topology(
+    rng: np.random.Generator, max_machines: int, parallelisms: tuple[str, ...] = ("fsdp",)
+) -> dict:
+    parallelism = str(rng.choice(parallelisms))
+    # hsdp: two machines of two ranks, so each machine is a shard group and the other its replica.
+    machines = 2 if parallelism == "hsdp" else int(rng.integers(2, max_machines + 1))
     replicas = int(rng.integers(2, min(3, machines) + 1))
     placement = str(rng.choice(["group", "ring", "mixed"]))
     if placement == "group" and machines % replicas:
         placement = "mixed"
-    procs = int(rng.choice([1, 2])) if machines == 2 else 1  # at most 4 ranks: this host has few cores
+    procs = 2 if parallelism == "hsdp" else int(rng.choice([1, 2])) if machines == 2 else 1  # ≤ 4 ranks here
     chunk = float(rng.choice([0.01, 0.05, 4.0]))
     return {
         "machines": machines,
@@ -99,6 +107,7 @@ def draw_topology(rng: np.random.Generator, max_machines: int) -> dict:
         "placement": placement,
         "procs": procs,
         "chunk": chunk,
+        "parallelism": parallelism,
     }
 
 
@@ -150,7 +159,7 @@ def config(topo: dict, out: Path, failures: list[str], time_limit: float, device
         machines=topo["machines"], procs_per_machine=topo["procs"], placement=topo["placement"],
         replicas=topo["replicas"], steps=STEPS, persist_every=PERSIST_EVERY, chunk_mib=topo["chunk"],
         failures=tuple(failures), out=out, port=_free_port(), disk_baseline=False, time_limit_s=time_limit,
-        device=device,
+        device=device, parallelism=topo["parallelism"],
     )  # fmt: skip
 
 
@@ -186,13 +195,15 @@ def run_schedule(
     max_machines: int,
     device: str,
     kinds: tuple[str, ...] = KINDS,
+    parallelisms: tuple[str, ...] = ("fsdp",),
+    keep: Path | None = None,
 ) -> str:
-    topo = draw_topology(rng, max_machines)
+    topo = draw_topology(rng, max_machines, parallelisms)
     kind = kinds[index % len(kinds)] if index < len(kinds) else str(rng.choice(kinds))
     failures = draw_failures(rng, kind, topo)
-    key = (topo["machines"], topo["procs"])
+    key = (topo["machines"], topo["procs"], topo["parallelism"])
     if key not in refs:
-        ref_dir = work / f"reference-{key[0]}x{key[1]}"
+        ref_dir = work / f"reference-{key[0]}x{key[1]}-{key[2]}"
         result = launch(config(topo, ref_dir, [], limit, device))
         if not result.ok:
             raise SystemExit(f"reference run {key} failed: {result.message}")
@@ -221,12 +232,18 @@ def run_schedule(
     left = leftovers(result.job_id, out)
     tally.leftovers += bool(left)
     if not exact or left or refused_in_memory != memory:
+        kept = ""
+        if keep is not None:  # the evidence outlives the temporary directory
+            keep.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copytree(out, keep / out.name, dirs_exist_ok=True)
+            kept = f"; kept in {keep / out.name}"
         tally.problems.append(
             f"schedule {index}: {topo} {failures}: {result.message}; leftovers {left};"
-            f" copies in memory damaged {memory}, refused {refused_in_memory}"
+            f" copies in memory damaged {memory}, refused {refused_in_memory}{kept}"
         )
     return (
-        f"{index:3d} {topo['placement']:5s} N={topo['machines']} m={topo['replicas']} p={topo['procs']} "
+        f"{index:3d} {topo['parallelism']:4s} {topo['placement']:5s} N={topo['machines']} m={topo['replicas']}"
+        f" p={topo['procs']} "
         f"{kind:14s} fired={fired} damaged={damaged + memory} recovered={','.join(sources) or '-'} "
         f"exact={exact} leftovers={len(left)} {result.wall_s:.0f}s"
     )
@@ -261,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=300.0, help="a run past this counts as a hang")
     parser.add_argument("--max-machines", type=int, default=4, choices=range(2, 9), help="largest job drawn")
     parser.add_argument(
+        "--parallelism", type=lambda text: tuple(text.split(",")), default=("fsdp",),
+        help="comma-separated parallelisms to draw from (default: fsdp)",
+    )  # fmt: skip
+    parser.add_argument(
         "--kinds", type=lambda text: tuple(text.split(",")), default=KINDS,
         help=f"comma-separated failure kinds to draw from (default: all of {','.join(KINDS)})",
     )  # fmt: skip
@@ -271,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if unknown := set(args.kinds) - set(KINDS):
         parser.error(f"--kinds: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(KINDS)}")
+    if unknown := set(args.parallelism) - {"fsdp", "hsdp", "ddp"}:
+        parser.error(f"--parallelism: unknown {', '.join(sorted(unknown))}; allowed: fsdp, hsdp, ddp")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     stop_on_signals()
     rng = np.random.default_rng(args.seed)
@@ -282,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for index in range(args.schedules):
                 line = run_schedule(
-                    index, rng, work, refs, tally, args.time_limit, args.max_machines, args.device, args.kinds
-                )
+                    index, rng, work, refs, tally, args.time_limit, args.max_machines, args.device, args.kinds,
+                    args.parallelism, None if args.out else Path("soak-problems"),
+                )  # fmt: skip
                 print(line, flush=True)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table of the schedules that finished
             print(f"interrupted during schedule {tally.schedules}", flush=True)

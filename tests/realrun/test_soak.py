@@ -58,7 +58,7 @@ def test_every_memory_damage_the_soak_draws_is_a_valid_schedule():
     rng = __import__("numpy").random.default_rng(0)
     hows = set()
     for _ in range(200):
-        topo = soak.draw_topology(rng, 4)
+        topo = soak.draw_topology(rng, 4, ("fsdp", "hsdp", "ddp"))
         specs = soak.draw_failures(rng, "mem-damage", topo)
         failure, damage = parse_failures(specs, topo["machines"], topo["procs"], soak.STEPS)
         assert damage.kind == "mem" and failure.step == damage.step

@@ -116,6 +116,16 @@ class RealRunConfig(BaseModel):
     replicas: int = Field(2, ge=1, description="Copies m of each shard, the owner's included.")
     ckpt_every: int = Field(1, ge=1, description="Steps between in-memory checkpoints.")
     persist_every: int = Field(10, ge=1, description="Steps between persistent (DCP) checkpoints.")
+    persist_mode: Literal["async", "sync"] = Field(
+        "async",
+        description="async: each rank's persister process writes the persistent checkpoint from the committed"
+        " in-memory copy while training goes on; sync: every rank writes it with dcp.save and training waits.",
+    )
+    persist_on_failure: bool = Field(
+        False,
+        description="After a recovery from memory, persist the recovered step at once, so the persistent"
+        " fallback is the newest committed step, not the last periodic one.",
+    )
     steps: int = Field(20, ge=1, description="Training steps.")
     failures: tuple[str, ...] = Field((), description="Failure specs, e.g. sw@step=30:rank=1.")
     out: Path = Field(Path("realrun-out"), description="Run directory for events, checkpoints and Parquet.")
@@ -201,6 +211,12 @@ class RealRunConfig(BaseModel):
         check_tracker(self.track)
         if self.track_online and self.track != "wandb":
             raise UserError("track_online", True, "is for track = wandb")
+        if self.persist_mode == "async" and self.persist_every % self.ckpt_every:
+            raise UserError(
+                "persist_every", self.persist_every,
+                f"with persist_mode = async must be a multiple of ckpt_every = {self.ckpt_every}: the persister"
+                " writes from the in-memory checkpoint of that step",
+            )  # fmt: skip
         if self.hsdp_shard is not None:
             if self.parallelism != "hsdp":
                 raise UserError("hsdp_shard", self.hsdp_shard, "is for parallelism = hsdp")

@@ -201,6 +201,7 @@ class FaultInjector:
         self.run_dir = run_dir
         markers.faults_dir(run_dir).mkdir(parents=True, exist_ok=True)
         self.rank, self.machine, self.local_rank, self.procs = rank, machine, local_rank, procs
+        self.steps = {f.step for f in failures if f.kind in ("sw", "hw", "disk")}
         self.failures = [f for f in failures if self._mine(f)]
 
     def _mine(self, failure: FailureSpec) -> bool:
@@ -211,6 +212,11 @@ class FaultInjector:
         if failure.kind == "sw":
             return failure.target == self.rank
         return failure.target == self.machine and self.local_rank == 0
+
+    def any_due(self, step: int) -> bool:
+        """True if a process, machine or disk failure of the job (this rank's or another's) is set for
+        `step`: every rank knows it, so all can meet before it strikes."""
+        return step in self.steps
 
     def due(self, step: int, phase: str = "step") -> bool:
         """True if a failure may strike this process at `phase` of `step` (it may have fired already)."""
@@ -263,12 +269,12 @@ def damage_newest(run_dir: Path, how: str) -> Path | None:
     if not steps:
         return None
     directory = persistent_dir(run_dir, steps[0])
-    if how == "metadata":
-        target = directory / ".metadata"
+    files = data_files(directory)
+    if how == "metadata":  # rank 0's part's: DCP reads it with pickle, so it must be refused unread
+        target = next(p for p in files if p.name == ".metadata")
         os.truncate(target, target.stat().st_size // 2)
         return target
-    data = [p for p in data_files(directory) if p.name != ".metadata"]
-    target = max(data, key=lambda p: (p.stat().st_size, p.name))
+    target = max((p for p in files if p.name != ".metadata"), key=lambda p: (p.stat().st_size, p.name))
     if how == "missing":
         target.unlink()
     elif how == "truncate":

@@ -1,8 +1,9 @@
 """Per-rank JSONL events and their gathering into `measurements.parquet`.
 
 Workers append one JSON object per event (snapshot, replicate, commit, detect, restart, retrieve,
-first_step, lost_steps, persist, persistent_rejected, local_rejected, step, disk_save, disk_load, skip —
-a snapshot skipped because the previous one was still being copied) to `events/rank<r>.jsonl` (`detail`
+first_step, lost_steps, persist (the training stall of a persistent checkpoint), persist_write (the
+persister's write of one), persistent_rejected, local_rejected, step, disk_save, disk_load, skip — a
+snapshot skipped because the previous one was still being copied) to `events/rank<r>.jsonl` (`detail`
 says why a persistent checkpoint or a copy in shared memory was rejected; `loss` is the rank's training loss on step and first_step); the launcher
 reads them all into one table with the resolved configuration and package version in the Parquet
 schema metadata (`gemini_ft.config`, `gemini_ft.version`).
@@ -21,8 +22,8 @@ if TYPE_CHECKING:  # workers only write events: pandas (and pyarrow) load where 
 
 EVENTS = (
     "snapshot", "replicate", "commit", "detect", "restart", "retrieve", "first_step",
-    "lost_steps", "persist", "persistent_rejected", "local_rejected", "step", "disk_save", "disk_load",
-    "skip",
+    "lost_steps", "persist", "persist_write", "persistent_rejected", "local_rejected", "step", "disk_save",
+    "disk_load", "skip",
 )  # fmt: skip
 SOURCES = ("local", "replica", "peer", "persistent", "fresh", "disk")
 COLUMNS = (
@@ -139,7 +140,12 @@ def summarize(frame: pd.DataFrame) -> dict:
     import pandas as pd
 
     by_event = {event: frame[frame.event == event] for event in EVENTS}
-    checkpoint = {e: _timed(by_event[e]) for e in ("snapshot", "replicate", "persist") if len(by_event[e])}
+    checkpoint = {
+        e: _timed(by_event[e][by_event[e].ok]) for e in ("snapshot", "replicate", "persist", "persist_write")
+        if by_event[e].ok.any()
+    }  # fmt: skip
+    if (~by_event["persist_write"].ok).any():
+        checkpoint["persist_writes_failed"] = int((~by_event["persist_write"].ok).sum())
     if len(by_event["skip"]) or len(by_event["snapshot"]):
         checkpoint["snapshots_skipped"] = len(by_event["skip"])  # due while the previous copy was in flight
     received = by_event["commit"][by_event["commit"].source == "peer"]

@@ -102,7 +102,7 @@ def test_run_directory_and_files_are_private(reference):
         path.relative_to(reference).as_posix(): path.lstat().st_mode & 0o777
         for path in [reference, *reference.rglob("*")]
     }
-    assert modes["."] == 0o700 and modes["persistent/step00000003/.metadata"] == 0o600
+    assert modes["."] == 0o700 and modes["persistent/step00000003/rank00000/.metadata"] == 0o600
     assert {"config.json", "final_params.bin", "measurements.parquet", "events/rank0.jsonl"} <= modes.keys()
     assert not {name: mode for name, mode in modes.items() if mode & 0o077}  # nothing for group or others
 
@@ -118,7 +118,11 @@ def test_losing_every_holder_falls_back_to_the_newest_persistent_checkpoint_that
     )  # fmt: skip
     assert _retrieves(frame) == [(0, 2, "persistent"), (1, 2, "persistent")]
     rejected = frame[frame.event == "persistent_rejected"]
-    assert set(rejected.step) == {4} and all(d.startswith(".metadata has ") for d in rejected.detail)
+    # Each rank verifies its own part: rank 0's is the damaged one, rank 1 hears of it in the vote.
+    assert set(rejected.step) == {4} and list(rejected.sort_values("rank").detail.str[:25]) == [
+        "rank00000/.metadata has 1",
+        "failed its check on anoth",
+    ]
     assert summarize(frame)["recovery"]["persistent_rejected_steps"] == [4]
     assert not differences(tmp_path, reference)
 
@@ -352,3 +356,32 @@ def test_listeners_are_loopback_stray_requests_are_ignored_and_sigterm_exits_143
     assert [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, config)] == []
     # The store's port had live connections when the run was stopped: it must be usable at once.
     validate(RealRunConfig(out=tmp_path / "next", port=port, device="cpu"))
+
+
+@pytest.mark.parametrize("persist_on_failure", [False, True], ids=["periodic-only", "persist-on-failure"])
+def test_persist_on_failure_makes_the_recovered_step_the_persistent_fallback(
+    reference, tmp_path, persist_on_failure
+):
+    # The periodic persistent checkpoint is at step 3. Rank 0 fails at 5 and recovers step 4 from
+    # memory; then both machines (every copy in memory) are lost at 6. With persist-on-failure the
+    # recovered step 4 was persisted at once and is the fallback; without, the periodic step 3 is.
+    extra = ["--persist-on-failure"] if persist_on_failure else []
+    frame = _run(
+        tmp_path, *extra, "--fail", "sw@step=5:rank=0", "--fail", "hw@step=6:machine=0",
+        "--fail", "hw@step=6:machine=1", "--no-disk-baseline",
+    )  # fmt: skip
+    fallback = 4 if persist_on_failure else 3
+    assert [r for r in _retrieves(frame) if r[2] == "persistent"] == [(0, fallback, "persistent"),
+                                                                      (1, fallback, "persistent")]  # fmt: skip
+    writes = frame[frame.event == "persist_write"]
+    assert set(writes.step) == ({3, 4, 6} if persist_on_failure else {3, 6}) and writes.ok.all()
+    assert not differences(tmp_path, reference)
+
+
+def test_a_synchronous_persistent_checkpoint_is_written_by_the_ranks_and_stalls_them(reference, tmp_path):
+    frame = _run(tmp_path, "--persist-mode", "sync", "--fail", "hw@step=5:machine=0",
+                 "--fail", "hw@step=5:machine=1", "--no-disk-baseline")  # fmt: skip
+    persists = frame[frame.event == "persist"]
+    assert set(persists.detail) == {"sync"} and frame[frame.event == "persist_write"].empty
+    assert _retrieves(frame) == [(0, 3, "persistent"), (1, 3, "persistent")]
+    assert not differences(tmp_path, reference)

@@ -18,15 +18,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 
+from gemini_ft.realrun.engine.backup import load_persistent
 from gemini_ft.realrun.engine.config import RecoveryConfig
 from gemini_ft.realrun.engine.manifest import Layout
-from gemini_ft.realrun.engine.persistent import commit, committed_steps, persistent_dir, uncommit, verify
+from gemini_ft.realrun.engine.persistent import committed_steps, persistent_dir, verify
 from gemini_ft.realrun.engine.replication import CommittedShard, Incoming, Outgoing, exchange
 from gemini_ft.realrun.engine.shard import ShardCodec
 from gemini_ft.realrun.engine.shm_store import ShmStore
@@ -145,7 +144,7 @@ def plan_recovery(config: RecoveryConfig, store: ShmStore, group: dist.ProcessGr
         table = inventory(deep=True)
         chosen = choose(table, config.twins)
     in_memory = chosen[0] if chosen is not None else -1
-    persistent, rejected = verified_persistent(config.run_dir, group, newer_than=in_memory)
+    persistent, rejected = verified_persistent(config, group, newer_than=in_memory)
     if chosen is not None and (persistent is None or chosen[0] >= persistent):
         return Plan(chosen[0], "memory", chosen[1], rejected, chosen[2])
     if persistent is not None:
@@ -154,18 +153,21 @@ def plan_recovery(config: RecoveryConfig, store: ShmStore, group: dist.ProcessGr
 
 
 def verified_persistent(
-    run_dir: Path, group: dist.ProcessGroup | None, newer_than: int = -1
+    config: RecoveryConfig, group: dist.ProcessGroup | None, newer_than: int = -1
 ) -> tuple[int | None, tuple[tuple[int, str], ...]]:
     """The newest committed persistent step above `newer_than` that every rank verified, and the rejects.
 
-    Every rank checks the files itself (each reads them with DCP afterwards); a step counts only when
-    all agree, so all ranks take the same decision.
+    Every rank checks its own part (the one it reads with DCP afterwards) and that the manifest lists
+    every rank's; a step counts only when all agree, so all ranks take the same decision.
     """
     rejected = []
-    for step in committed_steps(run_dir):
+    layout = config.layouts[config.rank] if config.layouts else None
+    for step in committed_steps(config.run_dir):
         if step <= newer_than:
             break
-        why = verify(persistent_dir(run_dir, step), step)
+        why = verify(
+            persistent_dir(config.run_dir, step), step, config.world_size, part=config.rank, layout=layout
+        )
         agreed = torch.tensor([0 if why else 1], dtype=torch.int64)
         dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=group)
         if int(agreed) == 1:
@@ -204,7 +206,7 @@ def recover(
         return
     start = time.perf_counter()
     if plan.source == "persistent":
-        nbytes = load_persistent(codec, rank, run_dir, plan.step)
+        nbytes = load_persistent(codec, rank, run_dir, plan.step, config.world_size)
         events.log(
             "retrieve", plan.step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="persistent"
         )
@@ -258,40 +260,3 @@ def report_rejections(store: ShmStore, events: EventLog) -> None:
             source="local", ok=False, detail=f"machine {store.machine} {rejection.describe()}",
         )  # fmt: skip
     store.rejections.clear()
-
-
-# ---- persistent checkpoints (torch.distributed.checkpoint) --------------------------------------
-def _state(codec: ShardCodec, rank: int) -> dict[str, torch.Tensor]:
-    return {f"shard{rank}/{name}": tensor for name, tensor in codec.tensors()}
-
-
-def save_persistent(codec: ShardCodec, rank: int, path: Path, step: int) -> int:
-    """DCP save of every rank's shard into `path`, then rank 0 commits its manifest (collective)."""
-    if rank == 0:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        uncommit(path)  # an older save of this step (before a rollback) stops counting right now
-    state = _state(codec, rank)
-    # DCP's own collectives order this after rank 0's uncommit and before its commit.
-    dcp.save(state, storage_writer=dcp.FileSystemWriter(path, sync_files=True))
-    dist.barrier()
-    if rank == 0:
-        commit(path, step)
-    dist.barrier()
-    return sum(t.numel() * t.element_size() for t in state.values())
-
-
-def load_into(codec: ShardCodec, rank: int, path: Path, step: int) -> int:
-    """DCP load of this rank's shard from `path`, which must verify first (DCP unpickles `.metadata`)."""
-    why = verify(path, step)
-    if why is not None:
-        raise RuntimeError(f"refusing to load persistent checkpoint {path}: {why}")
-    state = {k: v.clone() for k, v in _state(codec, rank).items()}
-    dcp.load(state, storage_reader=dcp.FileSystemReader(path))
-    with torch.no_grad():
-        for name, tensor in codec.tensors():
-            tensor.copy_(state[f"shard{rank}/{name}"])
-    return sum(t.numel() * t.element_size() for t in state.values())
-
-
-def load_persistent(codec: ShardCodec, rank: int, run_dir: Path, step: int) -> int:
-    return load_into(codec, rank, persistent_dir(run_dir, step), step)

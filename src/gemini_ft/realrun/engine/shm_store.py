@@ -178,6 +178,26 @@ class ShmStore:
             return manifest, data
         return None
 
+    def copy_out(self, owner: int, step: int) -> tuple[Manifest, bytearray] | None:
+        """A private copy of `owner`'s committed `step`, verified after it was taken (another process may
+        reuse the slot meanwhile): None if no slot holds the step, or its bytes changed while they were
+        copied. A slot whose manifest still names the step after a failed check is damaged: rejected."""
+        for slot, manifest in self.committed(owner):
+            if manifest.step != step:
+                continue
+            copy = bytearray(manifest.nbytes)
+            memoryview(copy)[:] = self._buffer(owner, slot, manifest.nbytes)
+            if tuple(chunk_checksums(copy, manifest.checksum_chunk)) == manifest.checksums:
+                return manifest, copy
+            try:
+                still = Manifest.parse(self._manifest_path(owner, slot).read_bytes())
+            except FileNotFoundError:
+                still = None
+            if still == manifest:  # nobody took the slot: its bytes are damaged
+                self._reject(owner, slot, step, "its bytes fail their checksums")
+            return None
+        return None
+
     def _size_problem(self, owner: int, slot: int, manifest: Manifest) -> str | None:
         try:
             size = self._data_path(owner, slot).stat().st_size

@@ -27,16 +27,10 @@ from torch.distributed.tensor import DTensor
 from gemini_ft.placement.layout import build_placement
 from gemini_ft.realrun.config import RealRunConfig, parse_model_size
 from gemini_ft.realrun.devices import TESTBED_ENV, device_for, gpu_sharing, visible_gpus
+from gemini_ft.realrun.engine.backup import load_into, save_persistent
 from gemini_ft.realrun.engine.checkpointer import Checkpointer
 from gemini_ft.realrun.engine.config import CheckpointConfig, RecoveryConfig
-from gemini_ft.realrun.engine.persistent import persistent_dir
-from gemini_ft.realrun.engine.recovery import (
-    load_into,
-    plan_recovery,
-    recover,
-    report_rejections,
-    save_persistent,
-)
+from gemini_ft.realrun.engine.recovery import plan_recovery, recover, report_rejections
 from gemini_ft.realrun.engine.shard import ShardCodec
 from gemini_ft.realrun.engine.shm_store import ShmStore
 from gemini_ft.realrun.engine.transport import GlooTransport
@@ -47,6 +41,7 @@ from gemini_ft.realrun.measurements import EventLog, write_engine_info
 from gemini_ft.realrun.worker.data import SyntheticStream
 from gemini_ft.realrun.worker.model import build_model
 from gemini_ft.realrun.worker.parallel import Parallel, parallelize
+from gemini_ft.realrun.worker.persisting import Persistence
 
 
 def checkpoint_config(
@@ -108,7 +103,7 @@ def _train_step(
     return total
 
 
-def _join(cfg: RealRunConfig, rank: int, device: torch.device) -> None:
+def _join(cfg: RealRunConfig, rank: int, device: torch.device) -> int:
     """Init the default group with our logical rank; the launcher's store outlives every machine."""
     timeout = timedelta(seconds=cfg.timeout_s)
     if "GEMINI_FT_STORE" in os.environ:  # the local testbed: the launcher hosts the store
@@ -132,6 +127,7 @@ def _join(cfg: RealRunConfig, rank: int, device: torch.device) -> None:
         world_size=cfg.world_size,
         timeout=timedelta(seconds=cfg.timeout_s),
     )
+    return generation
 
 
 def die_with_agent(poll_s: float = 0.5) -> None:
@@ -184,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed_at is not None:
         events.log("detect", -1, duration_s=process_start - failed_at)
 
-    _join(cfg, rank, device)
+    generation = _join(cfg, rank, device)
     ckpt_group = dist.new_group(backend="gloo")  # checkpoint traffic never queues behind gradients
     events.log("restart", -1, duration_s=time.time() - process_start)
 
@@ -200,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     transport = GlooTransport(ckpt_group)
 
+    # Its persister process starts now: it imports torch while recovery runs.
+    persistence = Persistence(cfg, rank, machine, codec, events, f"round{generation}", t0)
     fired = newest_failure(run_dir) if failed_at is not None else None
     if fired is not None:  # memory damaged while the workers restart, before anyone looks at it
         faults.on_restart(fired.step, store.dir)
@@ -220,21 +218,27 @@ def main(argv: list[str] | None = None) -> int:
     checkpointer = Checkpointer(
         checkpoint_config(cfg, rank, shard_bytes), store, codec, events, transport, faults
     )
+    persistence.after_recovery(plan, checkpointer)
     first = True
     for step in range(plan.step + 1, cfg.steps + 1):
-        if faults.due(step):
-            # A failure "at step s" strikes after step s − 1's checkpoint is fully out, so the
-            # outcome does not depend on how far the background replication happened to get.
+        if faults.any_due(step):
+            # A failure "at step s" strikes after step s − 1's checkpoint is fully out, in memory, on
+            # its peers and in storage, on every rank (they all meet first: a peer may still be
+            # receiving what this rank sent, another rank's persister still writing its part), so the
+            # outcome does not depend on how fast any of it went.
             checkpointer.wait_done()
+            persistence.settle()
+            dist.barrier(group=ckpt_group)
             faults.check(step, "step")
         start = time.perf_counter()
         loss = _train_step(cfg, par, stream, shape.vocab, device, checkpointer)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % cfg.ckpt_every == 0:
+            persistence.before_snapshot(step)
             checkpointer.snapshot(step)
-        if step % cfg.persist_every == 0:
-            _persist(checkpointer, codec, rank, run_dir, step, events)
+        if persistence.due(step):
+            persistence.persist(step, checkpointer)
         if use_cuda:
             # Kernels run asynchronously: wait for this step's on the training stream (not the copy
             # stream, whose device-to-host transfer may rightly still run) before reading the clock.
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         events.log(kind, step, duration_s=duration, loss=loss.item())
         first = False
     checkpointer.close()
+    persistence.close()
     write_engine_info(
         run_dir, rank,
         {"device": str(device), "path": checkpointer.path, "skipped": checkpointer.skipped,
@@ -258,15 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     dist.destroy_process_group()
     store.close()
     return 0
-
-
-def _persist(
-    checkpointer: Checkpointer, codec: ShardCodec, rank: int, run_dir: Path, step: int, events: EventLog
-) -> None:
-    checkpointer.wait_copied()
-    start = time.perf_counter()
-    nbytes = save_persistent(codec, rank, persistent_dir(run_dir, step), step)
-    events.log("persist", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="persistent")
 
 
 def _write_final(run_dir: Path, rank: int, model: torch.nn.Module) -> None:
@@ -284,13 +280,13 @@ def _disk_baseline(codec: ShardCodec, rank: int, run_dir: Path, step: int, event
     """DCP save (fsynced) and load of the same shard state, the cache dropped before the load."""
     path = run_dir / "disk_baseline"
     start = time.perf_counter()
-    nbytes = save_persistent(codec, rank, path, step)
+    nbytes = save_persistent(codec, rank, path, step, dist.get_world_size(), "disk-baseline")
     events.log("disk_save", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="disk")
     dist.barrier()
     drop_page_cache(path)
     dist.barrier()
     start = time.perf_counter()
-    load_into(codec, rank, path, step)
+    load_into(codec, rank, path, step, dist.get_world_size())
     events.log("disk_load", step, nbytes=nbytes, duration_s=time.perf_counter() - start, source="disk")
 
 

@@ -9,19 +9,25 @@ path (the rank's persister process writing from shared memory), measured in the 
 
 A checkpoint is taken in memory every iteration, as in the real runner, and each persistent checkpoint is
 of the step just snapshotted. Target: async <= 0.1 x sync. One rank (a mesh of one) holds the whole
-shard, the real GPT sized so the shard is about --gib.
+shard, the real GPT sized so the shard is about --gib. Training computes on --trainer-threads cores
+(default: all but one): on a GPU host the CPU has cores to spare for the write, on this CPU-only host a
+trainer on every core leaves the write none, and any background work then slows training by what it takes.
 
 Usage: python benchmarks/bench_persist.py [--gib 0.25] [--rounds 5] [--parallelism fsdp|ddp]
+[--trainer-threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # a script beside bench_realrun, not a package
 from bench_realrun import GIB, _one_rank, _train_step
@@ -89,11 +95,17 @@ def main() -> int:
     parser.add_argument("--gib", type=float, default=0.25, help="checkpoint state size in GiB (default 0.25)")
     parser.add_argument("--rounds", type=int, default=5, help="sync and async checkpoints each (default 5)")
     parser.add_argument("--parallelism", choices=("fsdp", "ddp"), default="fsdp")
+    parser.add_argument(
+        "--trainer-threads", type=int, default=max(1, len(os.sched_getaffinity(0)) - 1),
+        help="torch threads of the training rank (default: the cores this process may use, less one)",
+    )  # fmt: skip
     args = parser.parse_args()
+    torch.set_num_threads(args.trainer_threads)
     with tempfile.TemporaryDirectory(prefix="bench-persist-") as tmp:
         result = measure(args.gib, args.rounds, args.parallelism, Path(tmp))
     ratio = result["async_stall_s"] / result["sync_stall_s"]
-    print(f"{args.parallelism}: shard {result['bytes'] / GIB:.3f} GiB, plain iteration {result['plain_s']:.3f} s,"
+    print(f"{args.parallelism}: shard {result['bytes'] / GIB:.3f} GiB, plain iteration {result['plain_s']:.3f} s"
+          f" on {args.trainer_threads} thread(s) of {len(os.sched_getaffinity(0))} cores,"
           f" {result['committed']} persistent checkpoints committed")  # fmt: skip
     print(f"sync dcp.save stall                {result['sync_stall_s']:.4f} s")
     print(f"async stall (over {result['async_iterations']:g} iterations)   {result['async_stall_s']:.4f} s")

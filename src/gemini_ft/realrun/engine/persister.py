@@ -151,9 +151,12 @@ def copy_one(config: PersisterConfig, store, request: dict) -> tuple[object, byt
 def write_one(config: PersisterConfig, request: dict, manifest, data: bytearray, log) -> None:
     """Write this rank's part of the request's step from a verified copy; commit the step if complete."""
     # torch (for DCP) only here: copying out of shared memory, which the trainer may wait for, needs none.
+    import torch
+
     from gemini_ft.realrun.engine.backup import state_from_bytes, write_part
     from gemini_ft.realrun.engine.persistent import commit_if_complete, persistent_dir
 
+    torch.set_num_threads(1)
     start = time.perf_counter()
     step, token = request["step"], request["token"]
     step_dir = persistent_dir(Path(config.run_dir), step)
@@ -175,6 +178,10 @@ def main(argv: list[str]) -> int:
 
     config = PersisterConfig(**json.loads(argv[0]))
     os.umask(0o077)
+    # The write is background work: it yields the CPU to training (lowest priority) and never spreads
+    # over a thread pool of its own (torch would start one per core, spinning beside the trainer's).
+    os.nice(19)
+    os.environ["OMP_NUM_THREADS"] = "1"
     store = ShmStore(config.shm, config.machine)
     events = EventLog(Path(config.run_dir), config.run_id, config.rank, config.machine, config.t0)
     printing = threading.Lock()
